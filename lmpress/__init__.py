@@ -1,0 +1,19 @@
+"""lmpress: compress trained language models and measure what it cost."""
+
+from lmpress.__version__ import __version__
+from lmpress.api import evaluate, load, quantize, save
+from lmpress.errors import LmpressError
+from lmpress.formats.scheme import Scheme, parse_scheme
+from lmpress.recipe import Recipe
+
+__all__ = [
+    "LmpressError",
+    "Recipe",
+    "Scheme",
+    "__version__",
+    "evaluate",
+    "load",
+    "parse_scheme",
+    "quantize",
+    "save",
+]

@@ -1,0 +1,142 @@
+"""The Python API: ``quantize``, ``save``, ``load``, ``evaluate``."""
+
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmpress.__version__ import __version__
+from lmpress.calibration import CalibConfig, calibration_ids
+from lmpress.checkpoint import load_checkpoint, save_checkpoint
+from lmpress.errors import LmpressError
+from lmpress.eval.base_cache import BaseLogitsCache, cache_key
+from lmpress.eval.perplexity import eval_ids, evaluate_perplexity, fill_base_cache
+from lmpress.eval.size import model_size_stats
+from lmpress.models.load import load_model, set_threads
+from lmpress.pipeline import QuantizeResult, quantize_model
+from lmpress.recipe import Recipe
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def as_recipe(recipe: "Recipe | dict | str | Path") -> Recipe:
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, dict):
+        return Recipe.from_dict(recipe)
+    return Recipe.from_yaml(recipe)
+
+
+def quantize(
+    model: "str | nn.Module",
+    recipe: "Recipe | dict | str | Path",
+    calib: "str | list[str] | None" = "wikitext2",
+    tokenizer=None,
+    calib_config: CalibConfig | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> QuantizeResult:
+    """Quantize ``model`` (a spec such as ``smollm2-135m`` or a loaded model) by ``recipe``.
+
+    Returns a :class:`QuantizeResult` whose ``model`` holds ``QLinear`` modules;
+    ``result.tokenizer`` and ``result.metadata`` are set for :func:`save`.
+    """
+    set_threads()
+    recipe = as_recipe(recipe)
+    source = "in-memory model"
+    if isinstance(model, str):
+        loaded = load_model(model)
+        model, tokenizer, source = loaded.model, loaded.tokenizer, loaded.source
+    cc = calib_config or CalibConfig(source=calib if isinstance(calib, str) else "list")
+    ids = None
+    if recipe.needs_calibration:
+        if calib is None:
+            raise LmpressError(f"method {recipe.method!r} needs calibration text; pass --calib")
+        if tokenizer is None:
+            raise LmpressError("calibration needs a tokenizer; pass tokenizer=")
+        ids = calibration_ids(tokenizer, calib, cc.n_samples, cc.seq_len, cc.seed)
+    t0 = time.perf_counter()
+    result = quantize_model(model, recipe, ids, batch_size=batch_size, progress=progress)
+    result.seconds = time.perf_counter() - t0
+    result.tokenizer = tokenizer  # type: ignore[attr-defined]
+    result.metadata = {  # type: ignore[attr-defined]
+        "recipe": recipe.to_dict(),
+        "calibration": cc.to_dict() if ids is not None else None,
+        "source_model": source,
+        "quantize_seconds": round(result.seconds, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "modules": {
+            n: {"method": p.method, "method_args": p.method_args} for n, p in result.plans.items()
+        },
+        "layer_errors": {n: round(e, 6) for n, e in result.layer_errors.items()},
+    }
+    return result
+
+
+def save(result: QuantizeResult, out_dir: "str | Path", overwrite: bool = False) -> Path:
+    """Write a quantized model to ``out_dir`` (atomic)."""
+    return save_checkpoint(
+        result.model,
+        getattr(result, "tokenizer", None),
+        out_dir,
+        extra_config=getattr(result, "metadata", None),
+        overwrite=overwrite,
+    )
+
+
+def load(path: "str | Path", with_tokenizer: bool = False):
+    """Load an lmpress checkpoint as a transformers model (and its tokenizer if asked)."""
+    p = Path(path)
+    if not p.exists():
+        raise LmpressError(f"checkpoint {path} does not exist")
+    model, tok = load_checkpoint(p)
+    return (model, tok) if with_tokenizer else model
+
+
+def evaluate(
+    model: "str | nn.Module",
+    tokenizer=None,
+    text: str = "wikitext2",
+    ctx: int = 2048,
+    windows: int | None = 16,
+    base: "str | None" = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Perplexity (and, with ``base``, KL and top-1 agreement) plus size figures."""
+    set_threads()
+    path = None
+    if isinstance(model, str):
+        loaded = load_model(model)
+        model, tokenizer, path = loaded.model, loaded.tokenizer, loaded.source
+    if tokenizer is None:
+        raise LmpressError("evaluation needs the model's tokenizer")
+    ids = eval_ids(tokenizer, text)
+    cache = None
+    if base is not None:
+        from lmpress.models.load import resolve_model_path
+
+        base_path = resolve_model_path(base)
+        cache = BaseLogitsCache(cache_key(base_path, ids, ctx))
+        from lmpress.eval.perplexity import n_windows
+
+        n = n_windows(ids, ctx, windows)
+        if not cache.has(n):
+            b = load_model(base)
+            if not torch.equal(eval_ids(b.tokenizer, text), ids):
+                raise LmpressError("the base model's tokenizer differs from the model's; KL is undefined")
+            fill_base_cache(b.model, ids, ctx, n, cache, progress)
+            del b
+    res = evaluate_perplexity(model, ids, ctx, windows, cache, progress)
+    res["text"] = text
+    res.update(model_size_stats(model, path))
+    qc = getattr(model.config, "quantization_config", None)
+    if isinstance(qc, dict) and qc.get("quant_method") == "lmpress":
+        res["quantize_seconds"] = qc.get("quantize_seconds")
+        res["lmpress_version"] = __version__
+    return res

@@ -1,0 +1,139 @@
+"""Save and load compressed models: ``model.safetensors`` + ``config.json`` + tokenizer.
+
+``config.json`` carries ``quantization_config``::
+
+    {"quant_method": "lmpress", "format_version": 1, "lmpress_version": "...",
+     "modules": {"model.layers.0.self_attn.q_proj": {"method": "gptq", "scheme": {...}}},
+     "recipe": {...}, "calibration": {...}, "source_model": "..."}
+
+Writes go to a temporary sibling directory that is renamed into place at the
+end, so an interrupted save never leaves a directory that looks complete.
+"""
+
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import init_empty_weights
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from lmpress.__version__ import __version__
+from lmpress.errors import LmpressError
+from lmpress.formats.scheme import Scheme
+from lmpress.models.arch import linear_weight
+from lmpress.nn.qlinear import QLinear
+from lmpress.packing.packed import PACKED_FORMAT_VERSION
+from lmpress.pipeline import _set_module
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _state_dict_untied(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without the second copy of tied tensors (safetensors refuses shared memory)."""
+    sd = model.state_dict()
+    seen: dict[int, str] = {}
+    out = {}
+    for k, v in sd.items():
+        key = (v.data_ptr(), v.shape, v.dtype) if v.numel() else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen[key] = k
+        out[k] = v.detach().contiguous()
+    return out
+
+
+def save_checkpoint(
+    model: nn.Module,
+    tokenizer,
+    out_dir: str | Path,
+    extra_config: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` (with ``QLinear`` modules) and ``tokenizer`` to ``out_dir`` atomically."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise LmpressError(f"output directory {out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        modules = {
+            name: {"scheme": m.scheme.to_dict()}
+            for name, m in model.named_modules()
+            if isinstance(m, QLinear)
+        }
+        qc = {
+            "quant_method": "lmpress",
+            "format_version": PACKED_FORMAT_VERSION,
+            "lmpress_version": __version__,
+            **(extra_config or {}),
+            "modules": {**modules, **(extra_config or {}).get("modules", {})},
+        }
+        for name in modules:
+            qc["modules"][name]["scheme"] = modules[name]["scheme"]
+        config = model.config
+        config_dict = config.to_dict()
+        config_dict["quantization_config"] = qc
+        config_dict["torch_dtype"] = "float32"
+        save_file(_state_dict_untied(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_quant_config(path: str | Path) -> dict[str, Any]:
+    cfg_path = Path(path) / "config.json"
+    if not cfg_path.is_file():
+        raise LmpressError(f"{path} is not a model directory (no config.json)")
+    qc = json.loads(cfg_path.read_text()).get("quantization_config")
+    if not qc or qc.get("quant_method") != "lmpress":
+        raise LmpressError(f"{path} is not an lmpress checkpoint (no lmpress quantization_config)")
+    if qc.get("format_version", 0) > PACKED_FORMAT_VERSION:
+        raise LmpressError(
+            f"{path} was written by a newer lmpress (format {qc['format_version']}); upgrade lmpress"
+        )
+    return qc
+
+
+def load_checkpoint(path: str | Path):
+    """Load an lmpress checkpoint as a transformers model (QLinear modules) and its tokenizer."""
+    path = Path(path)
+    qc = read_quant_config(path)
+    if not (path / WEIGHTS_FILE).is_file():
+        raise LmpressError(f"{path} has no {WEIGHTS_FILE}; the checkpoint is incomplete")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = AutoConfig.from_pretrained(path)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # ours, not a transformers quantizer's
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    for name, spec in qc["modules"].items():
+        old = model.get_submodule(name)
+        out_f, in_f = linear_weight(old).shape
+        q = QLinear(in_f, out_f, Scheme.from_dict(spec["scheme"]), old.bias is not None)
+        _set_module(model, name, q)
+    state = load_file(str(path / WEIGHTS_FILE))
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if unexpected:
+        raise LmpressError(f"{path}: unexpected tensors in checkpoint, e.g. {unexpected[:3]}")
+    model.tie_weights()
+    still_meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if still_meta:
+        raise LmpressError(f"{path}: checkpoint lacks tensors, e.g. {still_meta[:3]}")
+    model.config.quantization_config = qc
+    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
+    return model.eval(), tok

@@ -1,0 +1,197 @@
+"""``lmpress quantize | eval | info``."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lmpress.errors import LmpressError
+
+
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="quantize a model and save it")
+    p.add_argument("model", help="HF directory, .gguf file, hub id, or the alias smollm2-135m")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--method", default=None, help="rtn | gptq (default: rtn, or the recipe's)")
+    p.add_argument("--scheme", default=None, help="e.g. w4g128, w8, w3g64s (default w4g128)")
+    p.add_argument("--recipe", default=None, help="YAML recipe file (flags given here override it)")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="REGEX=SCHEME|skip",
+        help="per-module scheme by regex, e.g. 'down_proj=w8' or 'lm_head=skip' (repeatable)",
+    )
+    p.add_argument("--calib", default="wikitext2", help="calibration text: wikitext2 or a file path")
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--calib-seq-len", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--damp", type=float, default=None, help="GPTQ Hessian damping (default 0.01)")
+    p.add_argument("--no-act-order", action="store_true", help="GPTQ: natural column order")
+    p.add_argument("--batch-size", type=int, default=8, help="calibration samples per forward")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--json", default=None, help="also write a summary JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="perplexity, KL and top-1 agreement against a base model")
+    p.add_argument("model", help="lmpress checkpoint, HF directory, .gguf, or alias")
+    p.add_argument("--ppl", default="wikitext2", help="wikitext2, ptb, or a text file")
+    p.add_argument("--ctx", type=int, default=2048)
+    p.add_argument("--windows", type=int, default=16, help="number of windows (0 = all)")
+    p.add_argument("--base", default=None, help="base model for KL / top-1 (e.g. smollm2-135m)")
+    p.add_argument("--json", default=None, help="write results JSON here")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="schemes per module, bits per weight, size on disk")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _recipe_from_args(a):
+    from lmpress.recipe import Recipe
+
+    d = {}
+    if a.recipe:
+        d = Recipe.from_yaml(a.recipe).to_dict()
+        d["overrides"] = [{k: v for k, v in o.items() if v is not None} for o in d["overrides"]]
+    if a.method:
+        d["method"] = a.method
+    if a.scheme:
+        d["scheme"] = a.scheme
+    args = dict(d.get("method_args") or {})
+    if a.method and a.recipe and a.method != Recipe.from_yaml(a.recipe).method:
+        args = {}
+    if a.damp is not None:
+        args["damp"] = a.damp
+    if a.no_act_order:
+        args["act_order"] = False
+    d["method_args"] = args
+    for o in a.override:
+        if "=" not in o:
+            raise LmpressError(f"--override {o!r} must look like REGEX=SCHEME or REGEX=skip")
+        pat, val = o.rsplit("=", 1)
+        d.setdefault("overrides", []).append(
+            {"pattern": pat, "skip": True} if val == "skip" else {"pattern": pat, "scheme": val}
+        )
+    return Recipe.from_dict(d)
+
+
+def cmd_quantize(a) -> int:
+    import lmpress
+    from lmpress.calibration import CalibConfig
+
+    out = Path(a.output)
+    if out.exists() and not a.overwrite:
+        raise LmpressError(f"output directory {out} already exists; pass --overwrite to replace it")
+    recipe = _recipe_from_args(a)
+    cc = CalibConfig(a.calib, a.calib_samples, a.calib_seq_len, a.seed)
+    res = lmpress.quantize(
+        a.model, recipe, calib=a.calib, calib_config=cc, batch_size=a.batch_size, progress=not a.quiet
+    )
+    lmpress.save(res, out, overwrite=a.overwrite)
+    from lmpress.eval.size import model_size_stats
+
+    stats = model_size_stats(res.model, out)
+    summary = {
+        "output": str(out),
+        "method": recipe.method,
+        "scheme": recipe.scheme.name,
+        "quantize_seconds": res.metadata["quantize_seconds"],
+        "peak_rss_mb": res.metadata["peak_rss_mb"],
+        **stats,
+    }
+    print(
+        f"saved {out}: {stats['quantized_modules']} modules, "
+        f"{stats['bits_per_weight']:.3f} bits/weight (quantized), "
+        f"{stats['bits_per_weight_model']:.3f} (whole model), {stats['size_bytes'] / 1e6:.1f} MB, "
+        f"{summary['quantize_seconds']:.1f} s, peak RSS {summary['peak_rss_mb']:.0f} MiB"
+    )
+    if a.json:
+        Path(a.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(a) -> int:
+    import lmpress
+
+    res = lmpress.evaluate(
+        a.model, text=a.ppl, ctx=a.ctx, windows=a.windows or None, base=a.base, progress=not a.quiet
+    )
+    line = f"ppl={res['ppl']:.4f} ({a.ppl}, ctx={res['ctx']}, windows={res['windows']})"
+    if "kl_mean" in res:
+        line += f" kl={res['kl_mean']:.5f}±{res['kl_stderr']:.5f} top1={res['top1_agreement']:.4f}"
+    if res.get("bits_per_weight"):
+        line += f" bits/weight={res['bits_per_weight']:.3f}"
+    print(line)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_info(a) -> int:
+    from lmpress.checkpoint import read_quant_config
+
+    p = Path(a.path)
+    if not p.exists():
+        raise LmpressError(f"{p} does not exist")
+    qc = read_quant_config(p)
+    import lmpress
+    from lmpress.eval.size import model_size_stats
+
+    model = lmpress.load(p)
+    stats = model_size_stats(model, p)
+    schemes: dict[str, int] = {}
+    for spec in qc["modules"].values():
+        from lmpress.formats.scheme import Scheme
+
+        name = Scheme.from_dict(spec["scheme"]).name
+        schemes[name] = schemes.get(name, 0) + 1
+    info = {
+        "path": str(p),
+        "method": qc.get("recipe", {}).get("method"),
+        "schemes": schemes,
+        "modules": {n: Scheme.from_dict(s["scheme"]).name for n, s in qc["modules"].items()},
+        "calibration": qc.get("calibration"),
+        "source_model": qc.get("source_model"),
+        "quantize_seconds": qc.get("quantize_seconds"),
+        "lmpress_version": qc.get("lmpress_version"),
+        **stats,
+    }
+    if a.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{p}  (lmpress {info['lmpress_version']}, method {info['method']})")
+    print(f"  source: {info['source_model']}")
+    print(f"  schemes: {', '.join(f'{k} x{v}' for k, v in schemes.items())}")
+    print(f"  bits/weight: {stats['bits_per_weight']:.3f} (quantized modules), "
+          f"{stats['bits_per_weight_model']:.3f} (whole model)")
+    print(f"  size on disk: {stats['size_bytes'] / 1e6:.2f} MB")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lmpress", description=__doc__)
+    from lmpress.__version__ import __version__
+
+    parser.add_argument("--version", action="version", version=f"lmpress {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    _add_quantize(sub)
+    _add_eval(sub)
+    _add_info(sub)
+    a = parser.parse_args(argv)
+    try:
+        return {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info}[a.cmd](a)
+    except LmpressError as e:
+        print(f"lmpress: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmpress: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

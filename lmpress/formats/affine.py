@@ -1,0 +1,102 @@
+"""Affine integer quantization as pure functions.
+
+A weight ``w`` of shape ``[out, in]`` (float32) is cut into groups along ``in``;
+each group has a scale ``s`` and a zero point ``z`` and a code ``q`` in
+``[0, qmax]`` decodes to ``(q - z) * s``. Parameters have shape ``[P, G]`` with
+``P = out`` (or 1 for per-tensor) and ``G`` groups per row; the last group of a
+row may be partial when the group size does not divide ``in``.
+
+Scales are rounded to their storage dtype *before* codes are chosen, so the
+stored scales reproduce the codes' intended values exactly.
+"""
+
+import math
+
+import torch
+
+from lmpress.formats.scheme import Scheme
+
+
+def num_groups(in_features: int, scheme: Scheme) -> int:
+    """Groups per row (1 for per-channel and per-tensor)."""
+    return math.ceil(in_features / scheme.group_len(in_features))
+
+
+def grouped(w: torch.Tensor, group_len: int) -> torch.Tensor:
+    """View ``w [R, C]`` as ``[R, ceil(C/g), g]``, padding a partial last group.
+
+    The pad repeats the row's last column, which leaves every group's min, max
+    and absmax unchanged.
+    """
+    rows, cols = w.shape
+    pad = (-cols) % group_len
+    if pad:
+        w = torch.cat([w, w[:, -1:].expand(rows, pad)], dim=1)
+    return w.reshape(rows, -1, group_len)
+
+
+def minmax_qparams(
+    w: torch.Tensor, scheme: Scheme, clip: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max scale and zero point for ``w [R, C]`` (float32).
+
+    Returns ``scale [P, G]`` float32 (exactly representable in the scheme's
+    scale dtype) and ``zero [P, G]`` float32 holding integers in ``[0, qmax]``.
+    ``clip`` < 1 shrinks the range (used by clipping search).
+    """
+    fmt = scheme.fmt
+    if scheme.granularity == "tensor":
+        g = w.reshape(1, 1, -1)
+    else:
+        g = grouped(w, scheme.group_len(w.shape[1]))
+    if scheme.symmetric:
+        amax = g.abs().amax(dim=-1) * clip
+        scale = amax / (fmt.mid - 1 if fmt.bits > 1 else 1)
+        scale = _storable(scale, scheme)
+        zero = torch.full_like(scale, float(fmt.mid))
+        return scale, zero
+    # The range always contains 0 so that the integer zero point is in [0, qmax].
+    lo = g.amin(dim=-1).clamp(max=0) * clip
+    hi = g.amax(dim=-1).clamp(min=0) * clip
+    scale = _storable((hi - lo) / fmt.qmax, scheme)
+    zero = torch.round(-lo / scale).clamp(0, fmt.qmax)
+    return scale, zero
+
+
+def _storable(scale: torch.Tensor, scheme: Scheme) -> torch.Tensor:
+    """Round a float32 scale to the storage dtype; an all-zero group gets scale 1."""
+    dt = scheme.torch_scale_dtype
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    info = torch.finfo(dt)
+    return scale.clamp(info.tiny, info.max).to(dt).to(torch.float32)
+
+
+def expand_to_columns(p: torch.Tensor, in_features: int, scheme: Scheme) -> torch.Tensor:
+    """Broadcast per-group parameters ``[P, G]`` to per-column ``[P, in_features]``."""
+    if scheme.granularity != "group":
+        return p.expand(p.shape[0], in_features)
+    return p.repeat_interleave(scheme.group_size, dim=1)[:, :in_features]
+
+
+def quantize_codes(
+    w: torch.Tensor, scale_cols: torch.Tensor, zero_cols: torch.Tensor, qmax: int
+) -> torch.Tensor:
+    """Round ``w`` to codes with per-column parameters (all broadcastable float32).
+
+    Returns float32 integers in ``[0, qmax]`` with ``w``'s shape.
+    """
+    return torch.clamp(torch.round(w / scale_cols) + zero_cols, 0, qmax)
+
+
+def dequantize_codes(
+    q: torch.Tensor, scale_cols: torch.Tensor, zero_cols: torch.Tensor
+) -> torch.Tensor:
+    """Decode codes to float32: ``(q - z) * s`` with broadcastable per-column parameters."""
+    return (q.to(torch.float32) - zero_cols) * scale_cols
+
+
+def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, scheme: Scheme):
+    """Quantize then dequantize ``w [out, in]`` with group parameters ``[P, G]``."""
+    s = expand_to_columns(scale, w.shape[1], scheme)
+    z = expand_to_columns(zero, w.shape[1], scheme)
+    return dequantize_codes(quantize_codes(w, s, z, scheme.fmt.qmax), s, z)

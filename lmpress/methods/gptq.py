@@ -1,0 +1,108 @@
+"""GPTQ: second-order error compensation, column by column (Frantar et al., 2022).
+
+Minimises ``||W X - Q X||^2`` for the layer's calibration inputs ``X`` by
+quantizing one column at a time and spreading its error over the columns not
+yet quantized, using the inverse Hessian ``H = X^T X`` through its Cholesky
+factor. Updates are applied lazily in blocks of ``block_size`` columns.
+
+With ``act_order`` columns are visited by decreasing ``diag(H)``; groups then
+use *static* parameters chosen on the original weight, so that a column's
+scale and zero depend on its group, not on the visiting order.
+"""
+
+import dataclasses
+
+import torch
+
+from lmpress.formats.affine import expand_to_columns, minmax_qparams, num_groups
+from lmpress.formats.scheme import Scheme
+from lmpress.methods.base import QuantResult, register_method
+
+
+def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of ``(H + damp * mean(diag H) I)^-1``; more damping if needed."""
+    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    mean_diag = h.diagonal().mean()
+    for attempt in range(6):
+        lam = damp * (10**attempt) * mean_diag
+        chol, info = torch.linalg.cholesky_ex(h + lam * eye)
+        if info.item() == 0:
+            hinv = torch.cholesky_inverse(chol)
+            up, info = torch.linalg.cholesky_ex(hinv, upper=True)
+            if info.item() == 0:
+                return up
+    raise RuntimeError("Hessian is not positive definite even with heavy damping")
+
+
+@register_method(
+    "gptq", needs_hessian=True, damp=0.01, act_order=True, block_size=128
+)
+def gptq(
+    w: torch.Tensor,
+    scheme: Scheme,
+    hessian: torch.Tensor,
+    damp: float = 0.01,
+    act_order: bool = True,
+    block_size: int = 128,
+) -> QuantResult:
+    """Quantize ``w [out, in]`` float32 given ``hessian [in, in]`` float32."""
+    W = w.detach().to(torch.float32).clone()
+    H = hessian.detach().to(torch.float32).clone()
+    n_out, n_in = W.shape
+    qmax = scheme.fmt.qmax
+
+    dead = H.diagonal() == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+
+    dynamic = scheme.granularity == "group" and not act_order
+    g = scheme.group_len(n_in)
+    if dynamic:
+        rows = n_out
+        scale = torch.zeros(rows, num_groups(n_in, scheme))
+        zero = torch.zeros_like(scale)
+        s_cols = torch.zeros(rows, n_in)
+        z_cols = torch.zeros(rows, n_in)
+        col_scheme = dataclasses.replace(scheme, granularity="channel", group_size=0)
+    else:
+        scale, zero = minmax_qparams(W, scheme)
+        s_cols = expand_to_columns(scale, n_in, scheme).clone()
+        z_cols = expand_to_columns(zero, n_in, scheme).clone()
+
+    perm = torch.arange(n_in)
+    if act_order:
+        perm = torch.argsort(H.diagonal(), descending=True)
+        W, H = W[:, perm], H[perm][:, perm]
+        s_cols, z_cols = s_cols[:, perm], z_cols[:, perm]
+
+    hinv = _inverse_hessian_factor(H, damp)
+    codes = torch.zeros_like(W)
+
+    for i1 in range(0, n_in, block_size):
+        i2 = min(i1 + block_size, n_in)
+        W1 = W[:, i1:i2].clone()
+        err1 = torch.zeros_like(W1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            j = i1 + i
+            if dynamic and j % g == 0:
+                # Parameters from the group's current, error-updated columns.
+                end = j + g
+                cols = W1[:, i : i + g]
+                if end > i2:
+                    cols = torch.cat([cols, W[:, i2:end]], dim=1)
+                s, z = minmax_qparams(cols, col_scheme)
+                scale[:, j // g], zero[:, j // g] = s[:, 0], z[:, 0]
+                s_cols[:, j:end], z_cols[:, j:end] = s, z
+            col = W1[:, i]
+            s, z = s_cols[:, j], z_cols[:, j]
+            q = torch.clamp(torch.round(col / s) + z, 0, qmax)
+            codes[:, j] = q
+            e = (col - (q - z) * s) / hinv1[i, i]
+            W1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = e
+        W[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+
+    if act_order:
+        codes = codes[:, torch.argsort(perm)]
+    return QuantResult(codes, scale, zero)

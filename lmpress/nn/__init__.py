@@ -1,0 +1,3 @@
+from lmpress.nn.qlinear import QLinear
+
+__all__ = ["QLinear"]

@@ -1,0 +1,78 @@
+"""``QLinear``: a linear layer whose weight is a :class:`PackedWeight`."""
+
+import torch
+from torch import nn
+
+from lmpress.formats.scheme import Scheme
+from lmpress.kernels import get_kernel
+from lmpress.packing.packed import PackedWeight
+
+
+class QLinear(nn.Module):
+    """Holds packed tensors as buffers; forward equals dequantize-then-``F.linear``.
+
+    The dequantized weight is cached after the first forward (``cache_weight``)
+    because the reference kernel would otherwise unpack every call; the packed
+    buffers stay the source of truth and are what the checkpoint stores.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        scheme: Scheme,
+        bias: bool,
+        kernel: str = "torch",
+        cache_weight: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.scheme = scheme
+        self.kernel_name = kernel
+        self.cache_weight = cache_weight
+        self._weight_cache: torch.Tensor | None = None
+        for name, shape in PackedWeight.expected_shapes(scheme, out_features, in_features).items():
+            dtype = scheme.torch_scale_dtype if name == "scales" else torch.uint8
+            self.register_buffer(name, torch.zeros(shape, dtype=dtype))
+        if bias:
+            self.register_buffer("bias", torch.zeros(out_features))
+        else:
+            self.bias = None
+
+    @classmethod
+    def from_packed(cls, packed: PackedWeight, bias: torch.Tensor | None) -> "QLinear":
+        m = cls(packed.in_features, packed.out_features, packed.scheme, bias is not None)
+        for name, t in packed.tensors().items():
+            setattr(m, name, t.clone())
+        if bias is not None:
+            m.bias = bias.detach().to(torch.float32).clone()
+        return m
+
+    def packed(self) -> PackedWeight:
+        return PackedWeight(
+            self.scheme,
+            self.out_features,
+            self.in_features,
+            self.qweight,
+            self.scales,
+            getattr(self, "qzeros", None),
+        )
+
+    def dequantized_weight(self) -> torch.Tensor:
+        if self._weight_cache is not None:
+            return self._weight_cache
+        w = self.packed().dequantize()
+        if self.cache_weight:
+            self._weight_cache = w
+        return w
+
+    def _load_from_state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        self._weight_cache = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return get_kernel(self.kernel_name)(x, self.dequantized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, scheme={self.scheme.name}"

@@ -1,0 +1,87 @@
+"""The packed weight: codes, scales and zero points of one matrix, as stored.
+
+Tensors (names are the safetensors suffixes under the module's prefix):
+
+- ``qweight``  uint8 ``[out, packed_row_bytes(in, bits)]``: bit-packed codes.
+- ``scales``   float16/bfloat16 ``[P, G]``: per-group scales (``P`` = out, or 1 per tensor).
+- ``qzeros``   uint8 ``[1, packed_row_bytes(P * G, bits)]``: bit-packed integer zero
+  points, flattened row-major so that per-channel zeros are not padded row by
+  row; absent for symmetric schemes (implicit zero ``2**(bits-1)``).
+
+Anything else (low-rank factors, sparsity masks, codebooks) goes in ``extras``
+and bumps ``PACKED_FORMAT_VERSION`` when it changes how weights decode.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from lmpress.formats.affine import dequantize_codes, expand_to_columns, num_groups
+from lmpress.formats.scheme import Scheme
+from lmpress.packing.bits import pack_codes, packed_row_bytes, unpack_codes
+
+PACKED_FORMAT_VERSION = 1
+
+
+@dataclass
+class PackedWeight:
+    """One quantized ``[out_features, in_features]`` matrix in stored form."""
+
+    scheme: Scheme
+    out_features: int
+    in_features: int
+    qweight: torch.Tensor
+    scales: torch.Tensor
+    qzeros: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def from_codes(
+        cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, scheme: Scheme
+    ) -> "PackedWeight":
+        """Pack float/int codes ``[out, in]``, scales ``[P, G]`` and zeros ``[P, G]``."""
+        out_f, in_f = codes.shape
+        bits = scheme.bits
+        qweight = pack_codes(codes.to(torch.int64), bits)
+        scales = scale.to(scheme.torch_scale_dtype).contiguous()
+        qzeros = None if scheme.symmetric else pack_codes(zero.to(torch.int64).reshape(1, -1), bits)
+        return cls(scheme, out_f, in_f, qweight, scales, qzeros)
+
+    def codes(self) -> torch.Tensor:
+        """Unpacked codes, uint8 ``[out, in]``."""
+        return unpack_codes(self.qweight, self.scheme.bits, self.in_features)
+
+    def zeros(self) -> torch.Tensor:
+        """Zero points as float32 ``[P, G]``."""
+        if self.qzeros is None:
+            return torch.full(self.scales.shape, float(self.scheme.fmt.mid))
+        p, g = self.scales.shape
+        return unpack_codes(self.qzeros, self.scheme.bits, p * g).reshape(p, g).float()
+
+    def dequantize(self) -> torch.Tensor:
+        """Float32 weight ``[out, in]`` exactly as the stored tensors define it."""
+        s = expand_to_columns(self.scales.float(), self.in_features, self.scheme)
+        z = expand_to_columns(self.zeros(), self.in_features, self.scheme)
+        return dequantize_codes(self.codes(), s, z)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Stored tensors by suffix name."""
+        t = {"qweight": self.qweight, "scales": self.scales}
+        if self.qzeros is not None:
+            t["qzeros"] = self.qzeros
+        t.update(self.extras)
+        return t
+
+    def stored_bits(self) -> int:
+        """Every bit this weight occupies on disk (codes, scales, zeros, extras, padding)."""
+        return sum(t.numel() * t.element_size() * 8 for t in self.tensors().values())
+
+    @staticmethod
+    def expected_shapes(scheme: Scheme, out_f: int, in_f: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the stored tensors for a matrix of this size (used to build empty modules)."""
+        rows = 1 if scheme.granularity == "tensor" else out_f
+        g = num_groups(in_f, scheme)
+        shapes = {"qweight": (out_f, packed_row_bytes(in_f, scheme.bits)), "scales": (rows, g)}
+        if not scheme.symmetric:
+            shapes["qzeros"] = (1, packed_row_bytes(rows * g, scheme.bits))
+        return shapes

@@ -1,0 +1,244 @@
+"""Run a recipe over a model block by block.
+
+Only one decoder block's calibration activations live in memory at a time. For
+each block, linears are quantized in the order the block consumes their inputs
+(true-sequential): linears that read the same tensor (q/k/v, gate/up) form a
+group sharing one Hessian, and each group's inputs are recomputed through the
+already-quantized earlier groups. The forward that collects a group's Hessian
+stops as soon as that group's input is seen, so collecting statistics costs
+little more than one pass. The block's outputs, computed with its quantized
+weights, are the next block's inputs (error propagation).
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lmpress.errors import LmpressError
+from lmpress.methods import get_method
+from lmpress.models.arch import BlockLayout, find_layout, is_linear, linear_weight
+from lmpress.nn.qlinear import QLinear
+from lmpress.packing.packed import PackedWeight
+from lmpress.recipe import ModulePlan, Recipe
+
+
+class _Stop(Exception):
+    """Raised inside a hook to end a forward pass early."""
+
+
+@dataclass
+class QuantizeResult:
+    model: nn.Module
+    packed: dict[str, PackedWeight]
+    plans: dict[str, ModulePlan]
+    seconds: float
+    layer_errors: dict[str, float] = field(default_factory=dict)
+
+
+Batch = tuple[torch.Tensor, dict]
+
+
+def _block_output(out) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _capture_block_inputs(
+    model: nn.Module, layout: BlockLayout, ids: torch.Tensor, batch_size: int
+) -> list[Batch]:
+    """Hidden states and keyword arguments entering the first block, per batch."""
+    batches: list[Batch] = []
+
+    def hook(_m, args, kwargs):
+        kw = dict(kwargs)
+        h = args[0] if args else kw.pop("hidden_states")
+        kw.pop("hidden_states", None)
+        batches.append((h.detach(), kw))
+        raise _Stop
+
+    handle = layout.blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for i in range(0, ids.shape[0], batch_size):
+            try:
+                model(ids[i : i + batch_size], use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return batches
+
+
+def _input_groups(block: nn.Module, names: list[str], batch: Batch) -> list[list[str]]:
+    """Linears of ``block`` grouped by shared input tensor, in the order they run."""
+    mods = dict(block.named_modules())
+    calls: list[tuple[str, torch.Tensor]] = []
+    handles = [
+        mods[n].register_forward_pre_hook(lambda _m, a, n=n: calls.append((n, a[0])))
+        for n in names
+    ]
+    h, kw = batch
+    try:
+        block(h[:1], **_slice_kwargs(kw, 1))
+    finally:
+        for hd in handles:
+            hd.remove()
+    groups: list[list[str]] = []
+    seen: set[str] = set()
+    prev = None
+    for n, x in calls:
+        if n in seen:
+            continue
+        seen.add(n)
+        if prev is not None and x is prev:
+            groups[-1].append(n)
+        else:
+            groups.append([n])
+        prev = x
+    # Linears the forward never reached still get quantized, each alone.
+    groups += [[n] for n in names if n not in seen]
+    return groups
+
+
+def _slice_kwargs(kw: dict, n: int) -> dict:
+    def cut(v):
+        if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] > 1:
+            return v[:n]
+        if isinstance(v, tuple):
+            return tuple(cut(t) for t in v)
+        return v
+
+    return {k: cut(v) for k, v in kw.items()}
+
+
+@torch.no_grad()
+def _group_hessian(block: nn.Module, first: nn.Module, batches: list[Batch], dim: int) -> torch.Tensor:
+    """``X^T X / n`` over the calibration tokens entering ``first`` (float32 ``[dim, dim]``)."""
+    H = torch.zeros(dim, dim)
+    count = 0
+
+    def hook(_m, args):
+        nonlocal count
+        x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
+        H.addmm_(x.T, x)
+        count += x.shape[0]
+        raise _Stop
+
+    handle = first.register_forward_pre_hook(hook)
+    try:
+        for h, kw in batches:
+            try:
+                block(h, **kw)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return H / max(count, 1)
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, new)
+
+
+def _quantize_one(
+    module: nn.Module, plan: ModulePlan, hessian: torch.Tensor | None
+) -> tuple[PackedWeight, float | None]:
+    """Quantize one linear; write the dequantized weight back so later groups see it."""
+    w = linear_weight(module).detach().to(torch.float32)
+    spec = get_method(plan.method)
+    res = spec.fn(w, plan.scheme, hessian if spec.needs_hessian else None, **plan.method_args)
+    packed = PackedWeight.from_codes(res.codes, res.scale, res.zero, plan.scheme)
+    dq = packed.dequantize()
+    err = None
+    if hessian is not None:
+        d = w - dq
+        err = float((d @ hessian * d).sum() / (w @ hessian * w).sum().clamp_min(1e-30))
+    linear_weight(module).copy_(dq.to(module.weight.dtype))
+    return packed, err
+
+
+@torch.no_grad()
+def quantize_model(
+    model: nn.Module,
+    recipe: Recipe,
+    calib_ids: torch.Tensor | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> QuantizeResult:
+    """Quantize ``model`` in place by ``recipe``; its planned linears become ``QLinear``.
+
+    ``calib_ids`` is ``int64 [n_samples, seq_len]``; required when a planned
+    method needs calibration statistics.
+    """
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    layout = find_layout(model)
+    plans: dict[str, ModulePlan] = {}
+    for b, names in enumerate(layout.linear_names):
+        for n in names:
+            plan = recipe.plan_for(layout.full_name(b, n))
+            if plan is not None:
+                plans[layout.full_name(b, n)] = plan
+    if not plans:
+        raise LmpressError("the recipe leaves every linear layer float; nothing to quantize")
+    _check_groups(model, plans)
+
+    needs_data = any(get_method(p.method).needs_hessian for p in plans.values())
+    if needs_data and calib_ids is None:
+        raise LmpressError("this recipe needs calibration data; pass calibration text")
+
+    packed: dict[str, PackedWeight] = {}
+    errors: dict[str, float] = {}
+    batches = _capture_block_inputs(model, layout, calib_ids, batch_size) if needs_data else []
+    bar = tqdm(
+        total=len(layout.blocks), desc=f"quantize ({recipe.method})", unit="block", disable=not progress
+    )
+    for b, block in enumerate(layout.blocks):
+        mods = dict(block.named_modules())
+        names = [n for n in layout.linear_names[b] if layout.full_name(b, n) in plans]
+        block_needs_data = needs_data and any(
+            get_method(plans[layout.full_name(b, n)].method).needs_hessian for n in names
+        )
+        groups = _input_groups(block, names, batches[0]) if block_needs_data else [[n] for n in names]
+        for group in groups:
+            H = None
+            if block_needs_data and any(
+                get_method(plans[layout.full_name(b, n)].method).needs_hessian for n in group
+            ):
+                first = mods[group[0]]
+                H = _group_hessian(block, first, batches, linear_weight(first).shape[1])
+            for n in group:
+                full = layout.full_name(b, n)
+                packed[full], err = _quantize_one(mods[n], plans[full], H)
+                if err is not None:
+                    errors[full] = err
+        if needs_data and b + 1 < len(layout.blocks):
+            batches = [(_block_output(block(h, **kw)), kw) for h, kw in batches]
+        bar.update(1)
+    bar.close()
+    for full, p in packed.items():
+        old = model.get_submodule(full)
+        _set_module(model, full, QLinear.from_packed(p, old.bias))
+    return QuantizeResult(model, packed, plans, time.perf_counter() - t0, errors)
+
+
+def _check_groups(model: nn.Module, plans: dict[str, ModulePlan]) -> None:
+    """A group size larger than every planned module's width is a user error."""
+    by_scheme: dict = {}
+    for name, plan in plans.items():
+        in_f = linear_weight(model.get_submodule(name)).shape[1]
+        by_scheme[plan.scheme] = max(by_scheme.get(plan.scheme, 0), in_f)
+    for scheme, widest in by_scheme.items():
+        scheme.check_fits(widest, "every quantized module")
+
+
+def quantizable_linears(model: nn.Module) -> list[str]:
+    """Full names of the linear layers inside decoder blocks."""
+    layout = find_layout(model)
+    return [layout.full_name(b, n) for b, ns in enumerate(layout.linear_names) for n in ns]
+
+
+__all__ = ["QuantizeResult", "quantize_model", "quantizable_linears", "is_linear"]

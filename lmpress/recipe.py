@@ -1,0 +1,128 @@
+"""The recipe: which method and scheme apply to which modules, as validated data.
+
+```yaml
+method: gptq
+scheme: w4g128
+method_args: {damp: 0.01, act_order: true}
+overrides:
+  - {pattern: "down_proj", scheme: w8}      # regex searched in the full module name
+  - {pattern: "layers\\.0\\.", skip: true}   # keep float
+```
+Later overrides win. Unknown keys are errors, so typos never pass silently.
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmpress.errors import LmpressError
+from lmpress.formats.scheme import Scheme, parse_scheme
+from lmpress.methods import get_method
+
+_RECIPE_KEYS = {"method", "scheme", "method_args", "overrides"}
+_OVERRIDE_KEYS = {"pattern", "scheme", "method", "method_args", "skip"}
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    """What happens to one linear layer."""
+
+    method: str
+    scheme: Scheme
+    method_args: dict[str, Any]
+
+
+@dataclass
+class Override:
+    pattern: str
+    scheme: Scheme | None = None
+    method: str | None = None
+    method_args: dict[str, Any] | None = None
+    skip: bool = False
+
+
+@dataclass
+class Recipe:
+    method: str = "rtn"
+    scheme: Scheme = field(default_factory=lambda: parse_scheme("w4g128"))
+    method_args: dict[str, Any] = field(default_factory=dict)
+    overrides: list[Override] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.scheme = parse_scheme(self.scheme)
+        get_method(self.method).options(self.method_args, self.method)
+        for o in self.overrides:
+            try:
+                re.compile(o.pattern)
+            except re.error as e:
+                raise LmpressError(f"override pattern {o.pattern!r} is not a valid regex: {e}") from e
+            if o.method:
+                get_method(o.method).options(o.method_args, o.method)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        unknown = set(d) - _RECIPE_KEYS
+        if unknown:
+            raise LmpressError(f"unknown recipe key(s) {sorted(unknown)}; allowed: {sorted(_RECIPE_KEYS)}")
+        overrides = []
+        for o in d.get("overrides") or []:
+            bad = set(o) - _OVERRIDE_KEYS
+            if bad or "pattern" not in o:
+                raise LmpressError(
+                    f"override {o} must have 'pattern' and only keys {sorted(_OVERRIDE_KEYS)}"
+                )
+            scheme = parse_scheme(o["scheme"]) if o.get("scheme") is not None else None
+            overrides.append(Override(o["pattern"], scheme, o.get("method"), o.get("method_args"), bool(o.get("skip", False))))
+        return cls(
+            method=d.get("method", "rtn"),
+            scheme=parse_scheme(d.get("scheme", "w4g128")),
+            method_args=dict(d.get("method_args") or {}),
+            overrides=overrides,
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Recipe":
+        p = Path(path)
+        if not p.is_file():
+            raise LmpressError(f"recipe file {path} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise LmpressError(f"recipe file {path} must hold a mapping")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "scheme": self.scheme.to_dict(),
+            "method_args": self.method_args,
+            "overrides": [
+                {
+                    "pattern": o.pattern,
+                    "scheme": o.scheme.to_dict() if o.scheme else None,
+                    "method": o.method,
+                    "method_args": o.method_args,
+                    "skip": o.skip,
+                }
+                for o in self.overrides
+            ],
+        }
+
+    def plan_for(self, name: str) -> ModulePlan | None:
+        """The plan for module ``name`` (full dotted name), or None to keep it float."""
+        method, scheme, args = self.method, self.scheme, self.method_args
+        for o in self.overrides:
+            if re.search(o.pattern, name):
+                if o.skip:
+                    return None
+                if o.method:
+                    method, args = o.method, (o.method_args or {})
+                scheme = o.scheme or scheme
+        return ModulePlan(method, scheme, get_method(method).options(args, method))
+
+    @property
+    def needs_calibration(self) -> bool:
+        methods = {self.method} | {o.method for o in self.overrides if o.method}
+        return any(get_method(m).needs_hessian for m in methods)
