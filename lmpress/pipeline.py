@@ -37,6 +37,8 @@ class QuantizeResult:
     plans: dict[str, ModulePlan]
     seconds: float
     layer_errors: dict[str, float] = field(default_factory=dict)
+    # blocks whose outputs came from the linear correction instead of a full pass
+    fast_propagation_blocks: int = 0
 
 
 Batch = tuple[torch.Tensor, dict]
@@ -114,28 +116,90 @@ def _slice_kwargs(kw: dict, n: int) -> dict:
 
 
 @torch.no_grad()
-def _group_hessian(block: nn.Module, first: nn.Module, batches: list[Batch], dim: int) -> torch.Tensor:
-    """``X^T X / n`` over the calibration tokens entering ``first`` (float32 ``[dim, dim]``)."""
+def _group_hessian(
+    block: nn.Module,
+    first: nn.Module,
+    batches: list[Batch],
+    dim: int,
+    keep_inputs_and_outputs: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """``X^T X / n`` over the calibration tokens entering ``first`` (float32 ``[dim, dim]``).
+
+    Normally the forward stops at ``first``. With ``keep_inputs_and_outputs`` it
+    runs to the end and also returns each batch's input to ``first`` and the
+    block's output, for :func:`_outputs_by_linear_correction`.
+    """
     H = torch.zeros(dim, dim)
     count = 0
+    inputs: list[torch.Tensor] = []
 
     def hook(_m, args):
         nonlocal count
         x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
-        H.addmm_(x.T, x)
+        _add_gram_upper(H, x)
         count += x.shape[0]
+        if keep_inputs_and_outputs:
+            inputs.append(args[0])
+            return None
         raise _Stop
 
+    outputs: list[torch.Tensor] = []
     handle = first.register_forward_pre_hook(hook)
     try:
         for h, kw in batches:
             try:
-                block(h, **kw)
+                out = block(h, **kw)
+                outputs.append(_block_output(out))
             except _Stop:
                 pass
     finally:
         handle.remove()
-    return H / max(count, 1)
+    H = torch.triu(H) + torch.triu(H, diagonal=1).T
+    return H / max(count, 1), inputs, outputs
+
+
+def _add_gram_upper(H: torch.Tensor, x: torch.Tensor, splits: int = 3) -> None:
+    """Add ``x^T x`` to the upper block triangle of ``H [d, d]``; ``x`` is ``[n, d]`` float32.
+
+    Skipping the blocks below the diagonal saves a third of the work of the
+    largest cost of calibration (``d^2`` per token); the caller mirrors ``H``.
+    """
+    d = x.shape[1]
+    if d < 256:
+        H.addmm_(x.T, x)
+        return
+    bs = -(-d // splits)
+    for i in range(0, d, bs):
+        xi = x[:, i : i + bs].T
+        H[i : i + bs, i:].addmm_(xi, x[:, i:])
+
+
+@torch.no_grad()
+def _outputs_by_linear_correction(
+    block: nn.Module,
+    batches: list[Batch],
+    inputs: list[torch.Tensor],
+    outputs: list[torch.Tensor],
+    delta: torch.Tensor,
+) -> tuple[list[torch.Tensor], bool]:
+    """Block outputs after quantizing its last linear, without another full pass.
+
+    In pre-norm blocks the last linear's output is added to the residual stream,
+    so ``out_q = out_f + x @ (W_q - W_f)^T``. That is checked against a real
+    forward on the first batch; blocks where it does not hold get the full pass.
+    """
+    h, kw = batches[0]
+    full = _block_output(block(h, **kw))
+    fixed: list[torch.Tensor] = []
+    if all(x.numel() // x.shape[-1] * delta.shape[0] == o.numel() for x, o in zip(inputs, outputs)):
+        for x, o in zip(inputs, outputs):
+            corr = x.reshape(-1, x.shape[-1]).to(torch.float32) @ delta.T
+            fixed.append(o.add_(corr.reshape(o.shape).to(o.dtype)))  # in place: memory
+    scale = full.abs().max().clamp_min(1e-6)
+    if fixed and (full - fixed[0]).abs().max() <= 1e-4 * scale:
+        fixed[0] = full
+        return fixed, True
+    return [full] + [_block_output(block(h, **kw)) for h, kw in batches[1:]], False
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -192,6 +256,7 @@ def quantize_model(
 
     packed: dict[str, PackedWeight] = {}
     errors: dict[str, float] = {}
+    fast_blocks = 0
     batches = _capture_block_inputs(model, layout, calib_ids, batch_size) if needs_data else []
     bar = tqdm(
         total=len(layout.blocks), desc=f"quantize ({recipe.method})", unit="block", disable=not progress
@@ -203,26 +268,42 @@ def quantize_model(
             get_method(plans[layout.full_name(b, n)].method).needs_hessian for n in names
         )
         groups = _input_groups(block, names, batches[0]) if block_needs_data else [[n] for n in names]
-        for group in groups:
+        propagated = False
+        for gi, group in enumerate(groups):
             H = None
+            propagate_here = (
+                needs_data and gi == len(groups) - 1 and len(group) == 1 and b + 1 < len(layout.blocks)
+            )
+            inputs: list[torch.Tensor] = []
+            outputs: list[torch.Tensor] = []
             if block_needs_data and any(
                 get_method(plans[layout.full_name(b, n)].method).needs_hessian for n in group
             ):
                 first = mods[group[0]]
-                H = _group_hessian(block, first, batches, linear_weight(first).shape[1])
+                H, inputs, outputs = _group_hessian(
+                    block, first, batches, linear_weight(first).shape[1], propagate_here
+                )
+            w_before = linear_weight(mods[group[-1]]).detach().to(torch.float32).clone()
             for n in group:
                 full = layout.full_name(b, n)
                 packed[full], err = _quantize_one(mods[n], plans[full], H)
                 if err is not None:
                     errors[full] = err
-        if needs_data and b + 1 < len(layout.blocks):
+            if propagate_here and outputs:
+                delta = linear_weight(mods[group[-1]]).detach().to(torch.float32) - w_before
+                new_h, fast = _outputs_by_linear_correction(block, batches, inputs, outputs, delta)
+                batches = [(o, kw) for o, (_, kw) in zip(new_h, batches)]
+                propagated = True
+                fast_blocks += int(fast)
+            del inputs, outputs
+        if needs_data and b + 1 < len(layout.blocks) and not propagated:
             batches = [(_block_output(block(h, **kw)), kw) for h, kw in batches]
         bar.update(1)
     bar.close()
     for full, p in packed.items():
         old = model.get_submodule(full)
         _set_module(model, full, QLinear.from_packed(p, old.bias))
-    return QuantizeResult(model, packed, plans, time.perf_counter() - t0, errors)
+    return QuantizeResult(model, packed, plans, time.perf_counter() - t0, errors, fast_blocks)
 
 
 def _check_groups(model: nn.Module, plans: dict[str, ModulePlan]) -> None:

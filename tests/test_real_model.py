@@ -1,0 +1,82 @@
+"""The real default model (SmolLM2-135M) end to end, and the evaluator against the reference."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+import lmpress
+from conftest import SHARED, needs_data, needs_smollm2
+from lmpress.calibration import CalibConfig
+from lmpress.eval.perplexity import eval_ids, evaluate_perplexity
+
+pytestmark = [needs_smollm2, needs_data]
+
+
+def _reference_module():
+    path = SHARED / "tools" / "reference_ppl.py"
+    if not path.is_file():
+        pytest.skip("shared/tools/reference_ppl.py not found")
+    spec = importlib.util.spec_from_file_location("reference_ppl", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_evaluator_agrees_with_reference_script(smollm2):
+    ref = _reference_module()
+    from lmpress.data import resolve_text
+
+    ids = smollm2.tokenizer(ref.text_of(str(resolve_text("wikitext2"))), return_tensors="pt").input_ids
+    ref_ppl, n = ref.ppl(smollm2.model, ids, 512, 2)
+    ours = evaluate_perplexity(smollm2.model, eval_ids(smollm2.tokenizer, "wikitext2"), 512, 2, progress=False)
+    assert ours["windows"] == n == 2
+    assert f"{ours['ppl']:.4g}" == f"{ref_ppl:.4g}"
+
+
+@pytest.mark.heavy
+def test_reference_perplexity_full_protocol(smollm2):
+    """ANCHORS.md: 21.03 on 16 windows of 2048."""
+    ours = evaluate_perplexity(smollm2.model, eval_ids(smollm2.tokenizer, "wikitext2"), 2048, 16)
+    assert f"{ours['ppl']:.4g}" == "21.03"
+
+
+def test_smollm2_gptq_end_to_end(tmp_path, capsys):
+    """quantize (GPTQ w4g128, few samples) -> save -> load (bit-exact) -> eval (2 windows) -> info."""
+    res = lmpress.quantize(
+        "smollm2-135m",
+        {"method": "gptq", "scheme": "w4g128"},
+        calib="wikitext2",
+        calib_config=CalibConfig(n_samples=8, seq_len=256),
+        progress=False,
+    )
+    assert len(res.packed) == 30 * 7
+    out = lmpress.save(res, tmp_path / "smol-w4")
+    x = torch.arange(1000, 1128).unsqueeze(0)
+    with torch.no_grad():
+        mem = res.model(x).logits
+        loaded = lmpress.load(out)
+        disk = loaded(x).logits
+    assert torch.equal(mem, disk)
+    del loaded
+
+    r = lmpress.evaluate(str(out), text="wikitext2", ctx=2048, windows=2, base="smollm2-135m", progress=False)
+    assert r["windows"] == 2 and r["ctx"] == 2048
+    assert 4.1 < r["bits_per_weight"] < 4.25
+    # 2-window reference perplexity is ~19; w4g128 GPTQ must stay close to it
+    assert r["ppl"] < 26, r
+    assert r["kl_mean"] < 0.15 and r["top1_agreement"] > 0.8, r
+
+    from lmpress.cli import main
+
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["schemes"] == {"w4g128": 210}
+    assert info["calibration"]["n_samples"] == 8
+    # the checkpoint is no larger than 1.1x what its bits per weight promise
+    promised = info["bits_per_weight_model"] * (
+        info["quantized_weights"] + sum(p.numel() for p in res.model.parameters())
+    ) / 8
+    assert abs(promised - info["stored_bytes_estimate"]) < 16
+    assert info["weights_file_bytes"] < 1.1 * promised
