@@ -95,7 +95,7 @@ def load(path: "str | Path", with_tokenizer: bool = False):
     p = Path(path)
     if not p.exists():
         raise LmpressError(f"checkpoint {path} does not exist")
-    model, tok = load_checkpoint(p)
+    model, tok = load_checkpoint(p, with_tokenizer=with_tokenizer)
     return (model, tok) if with_tokenizer else model
 
 
@@ -129,7 +129,9 @@ def evaluate(
         if not cache.has(n):
             b = load_model(base)
             if not torch.equal(eval_ids(b.tokenizer, text), ids):
-                raise LmpressError("the base model's tokenizer differs from the model's; KL is undefined")
+                raise LmpressError(
+                    "the base model's tokenizer differs from the model's; KL is undefined"
+                )
             fill_base_cache(b.model, ids, ctx, n, cache, progress)
             del b
     res = evaluate_perplexity(model, ids, ctx, windows, cache, progress)

@@ -35,7 +35,9 @@ def calibration_ids(
         path: Path = resolve_text(source, purpose="calib")
         text = read_rows_joined(path)
     if not text.strip():
-        raise LmpressError(f"calibration text {source if isinstance(source, str) else '(list)'} is empty")
+        raise LmpressError(
+            f"calibration text {source if isinstance(source, str) else '(list)'} is empty"
+        )
     ids = tokenizer(text, return_tensors="pt").input_ids[0]
     if ids.numel() <= seq_len:
         raise LmpressError(

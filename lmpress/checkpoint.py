@@ -94,46 +94,71 @@ def save_checkpoint(
     return out
 
 
-def read_quant_config(path: str | Path) -> dict[str, Any]:
-    cfg_path = Path(path) / "config.json"
+def _read_config(path: Path) -> dict[str, Any]:
+    cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise LmpressError(f"{path} is not a model directory (no config.json)")
-    qc = json.loads(cfg_path.read_text()).get("quantization_config")
+    return json.loads(cfg_path.read_text())
+
+
+def _check_quant_config(qc: dict[str, Any] | None, path: Path) -> dict[str, Any]:
     if not qc or qc.get("quant_method") != "lmpress":
         raise LmpressError(f"{path} is not an lmpress checkpoint (no lmpress quantization_config)")
     if qc.get("format_version", 0) > PACKED_FORMAT_VERSION:
         raise LmpressError(
-            f"{path} was written by a newer lmpress (format {qc['format_version']}); upgrade lmpress"
+            f"{path} was written by a newer lmpress (format {qc['format_version']}); "
+            "upgrade lmpress"
         )
     return qc
 
 
-def load_checkpoint(path: str | Path):
+def read_quant_config(path: str | Path) -> dict[str, Any]:
+    """The ``quantization_config`` of an lmpress checkpoint directory (validated)."""
+    return _check_quant_config(_read_config(Path(path)).get("quantization_config"), Path(path))
+
+
+def _no_init_weights():
+    """Skip random initialisation of weights that the checkpoint overwrites anyway."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
+
+
+def load_checkpoint(path: str | Path, with_tokenizer: bool = True):
     """Load an lmpress checkpoint as a transformers model (QLinear modules) and its tokenizer."""
     path = Path(path)
-    qc = read_quant_config(path)
+    cfg_dict = _read_config(path)
+    qc = _check_quant_config(cfg_dict.pop("quantization_config", None), path)
     if not (path / WEIGHTS_FILE).is_file():
         raise LmpressError(f"{path} has no {WEIGHTS_FILE}; the checkpoint is incomplete")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        config = AutoConfig.from_pretrained(path)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # ours, not a transformers quantizer's
-    with init_empty_weights(include_buffers=False):
+        config = AutoConfig.for_model(**cfg_dict)
+    with init_empty_weights(include_buffers=False), _no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = load_file(str(path / WEIGHTS_FILE))
+    schemes: dict[str, Scheme] = {}
     for name, spec in qc["modules"].items():
         old = model.get_submodule(name)
         out_f, in_f = linear_weight(old).shape
-        q = QLinear(in_f, out_f, Scheme.from_dict(spec["scheme"]), old.bias is not None)
+        key = json.dumps(spec["scheme"], sort_keys=True)
+        scheme = schemes.setdefault(key, Scheme.from_dict(spec["scheme"]))
+        # Buffers start on the meta device; the state dict supplies them (assign=True).
+        q = QLinear(in_f, out_f, scheme, old.bias is not None, device="meta")
         _set_module(model, name, q)
-    state = load_file(str(path / WEIGHTS_FILE))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if unexpected:
         raise LmpressError(f"{path}: unexpected tensors in checkpoint, e.g. {unexpected[:3]}")
     model.tie_weights()
-    still_meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    still_meta = [
+        n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"
+    ]
     if still_meta:
         raise LmpressError(f"{path}: checkpoint lacks tensors, e.g. {still_meta[:3]}")
     model.config.quantization_config = qc
-    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
+    tok = None
+    if with_tokenizer and (path / "tokenizer_config.json").exists():
+        tok = AutoTokenizer.from_pretrained(path)
     return model.eval(), tok

@@ -22,7 +22,9 @@ def _add_quantize(sub) -> None:
         metavar="REGEX=SCHEME|skip",
         help="per-module scheme by regex, e.g. 'down_proj=w8' or 'lm_head=skip' (repeatable)",
     )
-    p.add_argument("--calib", default="wikitext2", help="calibration text: wikitext2 or a file path")
+    p.add_argument(
+        "--calib", default="wikitext2", help="calibration text: wikitext2 or a file path"
+    )
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--calib-seq-len", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
@@ -90,7 +92,12 @@ def cmd_quantize(a) -> int:
     recipe = _recipe_from_args(a)
     cc = CalibConfig(a.calib, a.calib_samples, a.calib_seq_len, a.seed)
     res = lmpress.quantize(
-        a.model, recipe, calib=a.calib, calib_config=cc, batch_size=a.batch_size, progress=not a.quiet
+        a.model,
+        recipe,
+        calib=a.calib,
+        calib_config=cc,
+        batch_size=a.batch_size,
+        progress=not a.quiet,
     )
     lmpress.save(res, out, overwrite=a.overwrite)
     from lmpress.eval.size import model_size_stats
@@ -167,8 +174,10 @@ def cmd_info(a) -> int:
     print(f"{p}  (lmpress {info['lmpress_version']}, method {info['method']})")
     print(f"  source: {info['source_model']}")
     print(f"  schemes: {', '.join(f'{k} x{v}' for k, v in schemes.items())}")
-    print(f"  bits/weight: {stats['bits_per_weight']:.3f} (quantized modules), "
-          f"{stats['bits_per_weight_model']:.3f} (whole model)")
+    print(
+        f"  bits/weight: {stats['bits_per_weight']:.3f} (quantized modules), "
+        f"{stats['bits_per_weight_model']:.3f} (whole model)"
+    )
     print(f"  size on disk: {stats['size_bytes'] / 1e6:.2f} MB")
     return 0
 

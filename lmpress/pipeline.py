@@ -78,8 +78,7 @@ def _input_groups(block: nn.Module, names: list[str], batch: Batch) -> list[list
     mods = dict(block.named_modules())
     calls: list[tuple[str, torch.Tensor]] = []
     handles = [
-        mods[n].register_forward_pre_hook(lambda _m, a, n=n: calls.append((n, a[0])))
-        for n in names
+        mods[n].register_forward_pre_hook(lambda _m, a, n=n: calls.append((n, a[0]))) for n in names
     ]
     h, kw = batch
     try:
@@ -191,8 +190,9 @@ def _outputs_by_linear_correction(
     h, kw = batches[0]
     full = _block_output(block(h, **kw))
     fixed: list[torch.Tensor] = []
-    if all(x.numel() // x.shape[-1] * delta.shape[0] == o.numel() for x, o in zip(inputs, outputs)):
-        for x, o in zip(inputs, outputs):
+    pairs = list(zip(inputs, outputs, strict=True))
+    if all(x.numel() // x.shape[-1] * delta.shape[0] == o.numel() for x, o in pairs):
+        for x, o in pairs:
             corr = x.reshape(-1, x.shape[-1]).to(torch.float32) @ delta.T
             fixed.append(o.add_(corr.reshape(o.shape).to(o.dtype)))  # in place: memory
     scale = full.abs().max().clamp_min(1e-6)
@@ -259,7 +259,10 @@ def quantize_model(
     fast_blocks = 0
     batches = _capture_block_inputs(model, layout, calib_ids, batch_size) if needs_data else []
     bar = tqdm(
-        total=len(layout.blocks), desc=f"quantize ({recipe.method})", unit="block", disable=not progress
+        total=len(layout.blocks),
+        desc=f"quantize ({recipe.method})",
+        unit="block",
+        disable=not progress,
     )
     for b, block in enumerate(layout.blocks):
         mods = dict(block.named_modules())
@@ -267,12 +270,17 @@ def quantize_model(
         block_needs_data = needs_data and any(
             get_method(plans[layout.full_name(b, n)].method).needs_hessian for n in names
         )
-        groups = _input_groups(block, names, batches[0]) if block_needs_data else [[n] for n in names]
+        groups = (
+            _input_groups(block, names, batches[0]) if block_needs_data else [[n] for n in names]
+        )
         propagated = False
         for gi, group in enumerate(groups):
             H = None
             propagate_here = (
-                needs_data and gi == len(groups) - 1 and len(group) == 1 and b + 1 < len(layout.blocks)
+                needs_data
+                and gi == len(groups) - 1
+                and len(group) == 1
+                and b + 1 < len(layout.blocks)
             )
             inputs: list[torch.Tensor] = []
             outputs: list[torch.Tensor] = []
@@ -292,7 +300,7 @@ def quantize_model(
             if propagate_here and outputs:
                 delta = linear_weight(mods[group[-1]]).detach().to(torch.float32) - w_before
                 new_h, fast = _outputs_by_linear_correction(block, batches, inputs, outputs, delta)
-                batches = [(o, kw) for o, (_, kw) in zip(new_h, batches)]
+                batches = [(o, kw) for o, (_, kw) in zip(new_h, batches, strict=True)]
                 propagated = True
                 fast_blocks += int(fast)
             del inputs, outputs

@@ -58,7 +58,9 @@ class Recipe:
             try:
                 re.compile(o.pattern)
             except re.error as e:
-                raise LmpressError(f"override pattern {o.pattern!r} is not a valid regex: {e}") from e
+                raise LmpressError(
+                    f"override pattern {o.pattern!r} is not a valid regex: {e}"
+                ) from e
             if o.method:
                 get_method(o.method).options(o.method_args, o.method)
 
@@ -66,7 +68,9 @@ class Recipe:
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
         unknown = set(d) - _RECIPE_KEYS
         if unknown:
-            raise LmpressError(f"unknown recipe key(s) {sorted(unknown)}; allowed: {sorted(_RECIPE_KEYS)}")
+            raise LmpressError(
+                f"unknown recipe key(s) {sorted(unknown)}; allowed: {sorted(_RECIPE_KEYS)}"
+            )
         overrides = []
         for o in d.get("overrides") or []:
             bad = set(o) - _OVERRIDE_KEYS
@@ -75,7 +79,15 @@ class Recipe:
                     f"override {o} must have 'pattern' and only keys {sorted(_OVERRIDE_KEYS)}"
                 )
             scheme = parse_scheme(o["scheme"]) if o.get("scheme") is not None else None
-            overrides.append(Override(o["pattern"], scheme, o.get("method"), o.get("method_args"), bool(o.get("skip", False))))
+            overrides.append(
+                Override(
+                    o["pattern"],
+                    scheme,
+                    o.get("method"),
+                    o.get("method_args"),
+                    bool(o.get("skip", False)),
+                )
+            )
         return cls(
             method=d.get("method", "rtn"),
             scheme=parse_scheme(d.get("scheme", "w4g128")),

@@ -17,7 +17,6 @@ there is not recomputed, so an interrupted benchmark resumes.
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -35,7 +34,12 @@ from lmpress.calibration import calibration_ids  # noqa: E402
 from lmpress.eval.base_cache import BaseLogitsCache, cache_key  # noqa: E402
 from lmpress.eval.perplexity import eval_ids, evaluate_perplexity, fill_base_cache, n_windows  # noqa: E402
 from lmpress.eval.size import model_size_stats  # noqa: E402
-from lmpress.models.load import load_model, resolve_model_path, set_threads  # noqa: E402
+from lmpress.models.load import (  # noqa: E402
+    load_model,
+    resolve_model_path,
+    save_float_model,
+    set_threads,
+)
 
 MODEL = "smollm2-135m"
 SCHEMES = ["w8", "w4g128", "w4g64", "w3g128", "w3g64", "w2g64"]
@@ -66,13 +70,19 @@ def append_result(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
+def side_by_side_loads(ckpt: Path, float_dir: Path, repeats: int) -> tuple[float, float]:
+    """Median seconds to load our checkpoint and the float HF directory, interleaved."""
+    from transformers import AutoModelForCausalLM
+
+    ours, theirs = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        lmpress.load(ckpt)
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        AutoModelForCausalLM.from_pretrained(float_dir, dtype=torch.float32)
+        theirs.append(time.perf_counter() - t0)
+    return statistics.median(ours), statistics.median(theirs)
 
 
 @torch.no_grad()
@@ -85,7 +95,9 @@ def float_forward_seconds(model, calib: torch.Tensor, batch_size: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     ap.add_argument("--workdir", default=str(REPO / "bench_out"))
     ap.add_argument("--ctx", type=int, default=2048)
@@ -123,15 +135,21 @@ def main() -> None:
         # A float checkpoint in HF format, to time a plain transformers load beside ours.
         float_dir = work / "float-hf"
         if not float_dir.exists():
-            base.model.save_pretrained(float_dir)
-            base.tokenizer.save_pretrained(float_dir)
-        hf_load = median_time(lambda: load_model(str(float_dir)), 3)
+            save_float_model(base.model, base.tokenizer, float_dir)
         row = {
-            "cell": ref_cell, "method": "float", "scheme": "-", "ppl": r["ppl"], "kl_mean": 0.0,
-            "top1_agreement": 1.0, "bits_per_weight": 32.0,
-            "float_forward_calib_s": min(fwd), "float_forward_calib_all_s": fwd,
-            "gguf_load_s": base_load_s, "float_hf_load_s": hf_load,
-            "float_hf_size_bytes": sum(f.stat().st_size for f in float_dir.rglob("*") if f.is_file()),
+            "cell": ref_cell,
+            "method": "float",
+            "scheme": "-",
+            "ppl": r["ppl"],
+            "kl_mean": 0.0,
+            "top1_agreement": 1.0,
+            "bits_per_weight": 32.0,
+            "float_forward_calib_s": min(fwd),
+            "float_forward_calib_all_s": fwd,
+            "gguf_load_s": base_load_s,
+            "float_hf_size_bytes": sum(
+                f.stat().st_size for f in float_dir.rglob("*") if f.is_file()
+            ),
             "command": f"lmpress eval {MODEL} --ppl wikitext2 --ctx {a.ctx} --windows {a.windows}",
         }
         append_result(results_path, row)
@@ -145,42 +163,69 @@ def main() -> None:
                 continue
             out = work / f"{method}-{scheme}"
             qcmd = [
-                sys.executable, "-m", "lmpress.cli", "quantize", MODEL, "--method", method,
-                "--scheme", scheme + "a" if not scheme.endswith(("a", "s")) else scheme,
-                "--calib", "wikitext2", "--calib-samples", str(a.calib_samples),
-                "--calib-seq-len", str(a.calib_seq_len), "--seed", "0", "--overwrite",
-                "--quiet", "-o", str(out),
+                sys.executable,
+                "-m",
+                "lmpress.cli",
+                "quantize",
+                MODEL,
+                "--method",
+                method,
+                "--scheme",
+                scheme + "a" if not scheme.endswith(("a", "s")) else scheme,
+                "--calib",
+                "wikitext2",
+                "--calib-samples",
+                str(a.calib_samples),
+                "--calib-seq-len",
+                str(a.calib_seq_len),
+                "--seed",
+                "0",
+                "--overwrite",
+                "--quiet",
+                "-o",
+                str(out),
             ]
             print(f"[bench] {shlex.join(qcmd[2:])}", flush=True)
             wall, rss = run_process(qcmd)
-            t0 = time.perf_counter()
+            load_s, float_load_s = side_by_side_loads(out, work / "float-hf", 5)
             model = lmpress.load(out)
-            load_s = time.perf_counter() - t0
-            load_s = min(load_s, median_time(lambda o=out: lmpress.load(o), 2))
             qc = model.config.quantization_config
             r = evaluate_perplexity(model, ids, a.ctx, a.windows, cache)
             stats = model_size_stats(model, out)
             row = {
-                "cell": cell, "method": method, "scheme": scheme,
-                "ppl": r["ppl"], "kl_mean": r["kl_mean"], "kl_stderr": r["kl_stderr"],
-                "kl_p99": r["kl_p99"], "top1_agreement": r["top1_agreement"],
-                "quantize_s": qc["quantize_seconds"], "process_wall_s": wall, "peak_rss_mb": rss,
-                "load_s": load_s, **stats,
-                "command": "lmpress " + shlex.join(qcmd[3:]).replace(str(REPO) + "/", "")
+                "cell": cell,
+                "method": method,
+                "scheme": scheme,
+                "ppl": r["ppl"],
+                "kl_mean": r["kl_mean"],
+                "kl_stderr": r["kl_stderr"],
+                "kl_p99": r["kl_p99"],
+                "top1_agreement": r["top1_agreement"],
+                "quantize_s": qc["quantize_seconds"],
+                "process_wall_s": wall,
+                "peak_rss_mb": rss,
+                "load_s": load_s,
+                "float_hf_load_s": float_load_s,
+                **stats,
+                "command": "lmpress "
+                + shlex.join(qcmd[3:]).replace(str(REPO) + "/", "")
                 + f" && lmpress eval {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
                 f" --ppl wikitext2 --ctx {a.ctx} --windows {a.windows} --base {MODEL}",
             }
             append_result(results_path, row)
             done[cell] = row
-            print(f"[bench] {method} {scheme}: ppl={r['ppl']:.3f} kl={r['kl_mean']:.4f} "
-                  f"q={qc['quantize_seconds']:.1f}s rss={rss:.0f}MiB", flush=True)
+            print(
+                f"[bench] {method} {scheme}: ppl={r['ppl']:.3f} kl={r['kl_mean']:.4f} "
+                f"q={qc['quantize_seconds']:.1f}s rss={rss:.0f}MiB",
+                flush=True,
+            )
             del model
 
     write_markdown(Path(a.out), done, protocol, a)
 
 
 def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
-    from scripts.report_core import render
+    from lmpress.report.benchmarks import render
 
     path.write_text(render(done, protocol, a))
     print(f"[bench] wrote {path}")

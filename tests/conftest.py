@@ -37,7 +37,9 @@ def have_data() -> bool:
     return d is not None and (d / "wikitext-2-raw" / "wiki.test.raw").is_file()
 
 
-needs_data = pytest.mark.skipif(not have_data(), reason="../shared/data not found (set LMPRESS_DATA_DIR)")
+needs_data = pytest.mark.skipif(
+    not have_data(), reason="../shared/data not found (set LMPRESS_DATA_DIR)"
+)
 
 
 def have_smollm2() -> bool:
@@ -78,22 +80,54 @@ def tiny_config(family: str, vocab: int = 512):
 
     common = dict(vocab_size=vocab, num_hidden_layers=2)
     if family == "llama":
-        return LlamaConfig(hidden_size=64, intermediate_size=160, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=256, **common)
+        return LlamaConfig(
+            hidden_size=64,
+            intermediate_size=160,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "mistral":
-        return MistralConfig(hidden_size=64, intermediate_size=160, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=256, **common)
+        return MistralConfig(
+            hidden_size=64,
+            intermediate_size=160,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "qwen2":
-        return Qwen2Config(hidden_size=64, intermediate_size=160, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=256, **common)
+        return Qwen2Config(
+            hidden_size=64,
+            intermediate_size=160,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "qwen3":
-        return Qwen3Config(hidden_size=64, intermediate_size=160, num_attention_heads=4,
-                           num_key_value_heads=2, head_dim=16, max_position_embeddings=256, **common)
+        return Qwen3Config(
+            hidden_size=64,
+            intermediate_size=160,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "gpt2":
         return GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=256)
     if family == "opt":
-        return OPTConfig(vocab_size=vocab, hidden_size=64, ffn_dim=160, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=64)
+        return OPTConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            ffn_dim=160,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            word_embed_proj_dim=64,
+        )
     raise ValueError(family)
 
 

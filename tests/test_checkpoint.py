@@ -1,8 +1,8 @@
 import pytest
 import torch
+from conftest import tiny_model
 
 import lmpress
-from conftest import tiny_model
 from lmpress.checkpoint import save_checkpoint
 from lmpress.errors import LmpressError
 from lmpress.nn import QLinear
@@ -19,7 +19,9 @@ def test_quantize_save_load_bit_exact(tmp_path, family, method):
     ids = torch.randint(0, 512, (8, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(ids[:2]).logits
-    res = quantize_model(model, Recipe(method=method, scheme="w4g32"), ids, batch_size=4, progress=False)
+    res = quantize_model(
+        model, Recipe(method=method, scheme="w4g32"), ids, batch_size=4, progress=False
+    )
     assert res.packed and all(isinstance(model.get_submodule(n), QLinear) for n in res.packed)
     with torch.no_grad():
         out = model(ids[:2]).logits
@@ -122,7 +124,9 @@ def test_fast_propagation_matches_full_pass(family):
 
     pl._outputs_by_linear_correction = full_only
     try:
-        rb = quantize_model(b, Recipe(method="gptq", scheme="w4g32"), ids, batch_size=4, progress=False)
+        rb = quantize_model(
+            b, Recipe(method="gptq", scheme="w4g32"), ids, batch_size=4, progress=False
+        )
     finally:
         pl._outputs_by_linear_correction = orig
     if family == "llama":

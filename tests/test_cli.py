@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import needs_data
+
 from lmpress.cli import main
 
 
@@ -63,12 +63,27 @@ def test_empty_calibration_text(capsys, tmp_path, tiny_llama_dir):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
     code, _, err = run(
-        capsys, "quantize", tiny_llama_dir, "--method", "gptq", "--calib", empty, "-o", tmp_path / "o"
+        capsys,
+        "quantize",
+        tiny_llama_dir,
+        "--method",
+        "gptq",
+        "--calib",
+        empty,
+        "-o",
+        tmp_path / "o",
     )
     assert_user_error(code, err, "empty")
     code, _, err = run(
-        capsys, "quantize", tiny_llama_dir, "--method", "gptq", "--calib", tmp_path / "missing.txt",
-        "-o", tmp_path / "o",
+        capsys,
+        "quantize",
+        tiny_llama_dir,
+        "--method",
+        "gptq",
+        "--calib",
+        tmp_path / "missing.txt",
+        "-o",
+        tmp_path / "o",
     )
     assert_user_error(code, err, "neither a file nor a known dataset")
 
@@ -91,9 +106,22 @@ def test_tiny_llama_end_to_end(capsys, tmp_path, tiny_llama_dir):
     """quantize (gptq, real calibration text) -> info -> eval with KL, on a tiny random Llama."""
     out = tmp_path / "q"
     code, stdout, err = run(
-        capsys, "quantize", tiny_llama_dir, "--method", "gptq", "--scheme", "w4g32",
-        "--override", "down_proj=w8", "--calib-samples", "4", "--calib-seq-len", "64",
-        "--quiet", "-o", out,
+        capsys,
+        "quantize",
+        tiny_llama_dir,
+        "--method",
+        "gptq",
+        "--scheme",
+        "w4g32",
+        "--override",
+        "down_proj=w8",
+        "--calib-samples",
+        "4",
+        "--calib-seq-len",
+        "64",
+        "--quiet",
+        "-o",
+        out,
     )
     assert code == 0, err
     assert "saved" in stdout
@@ -106,8 +134,18 @@ def test_tiny_llama_end_to_end(capsys, tmp_path, tiny_llama_dir):
         assert info[key] > 0
     res_file = tmp_path / "r.json"
     code, stdout, err = run(
-        capsys, "eval", out, "--ctx", "128", "--windows", "2", "--base", tiny_llama_dir,
-        "--json", res_file, "--quiet",
+        capsys,
+        "eval",
+        out,
+        "--ctx",
+        "128",
+        "--windows",
+        "2",
+        "--base",
+        tiny_llama_dir,
+        "--json",
+        res_file,
+        "--quiet",
     )
     assert code == 0, err
     res = json.loads(res_file.read_text())

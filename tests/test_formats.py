@@ -19,14 +19,26 @@ def test_shorthand():
 
 
 @pytest.mark.parametrize(
-    "bad", ["w7", "w1g64", "w9", "w4g0", "x4", "w4g-3", {"bits": 4, "groupsize": 3}, {"bits": 4, "granularity": "group"}]
+    "bad",
+    [
+        "w7",
+        "w1g64",
+        "w9",
+        "w4g0",
+        "x4",
+        "w4g-3",
+        {"bits": 4, "groupsize": 3},
+        {"bits": 4, "granularity": "group"},
+    ],
 )
 def test_bad_schemes(bad):
     with pytest.raises(LmpressError):
         parse_scheme(bad)
 
 
-@pytest.mark.parametrize("spec", ["w2g64", "w3g128", "w4g128", "w4", "w5g32", "w6gt", "w8", "w4g128s", "w3g64s"])
+@pytest.mark.parametrize(
+    "spec", ["w2g64", "w3g128", "w4g128", "w4", "w5g32", "w6gt", "w8", "w4g128s", "w3g64s"]
+)
 @pytest.mark.parametrize("cols", [576, 100])
 def test_error_bounded_by_half_step(spec, cols):
     """Round-to-nearest error is at most half a quantization step, partial groups included."""

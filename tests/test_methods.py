@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import needs_data, needs_smollm2
+
 from lmpress.formats.scheme import parse_scheme
 from lmpress.methods import get_method
 from lmpress.packing import PackedWeight
@@ -33,7 +33,9 @@ def _out_err(w, x, method, scheme, **kw):
 
 @needs_smollm2
 @needs_data
-@pytest.mark.parametrize("module", ["model.layers.5.self_attn.q_proj", "model.layers.12.mlp.down_proj"])
+@pytest.mark.parametrize(
+    "module", ["model.layers.5.self_attn.q_proj", "model.layers.12.mlp.down_proj"]
+)
 @pytest.mark.parametrize("scheme", ["w4g128", "w3g64", "w2g64", "w8"])
 def test_gptq_beats_rtn_on_real_layer(smollm2, module, scheme):
     w, x = _layer_inputs(smollm2, module)

@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
+from conftest import SHARED, needs_data, needs_smollm2
 
 import lmpress
-from conftest import SHARED, needs_data, needs_smollm2
 from lmpress.calibration import CalibConfig
 from lmpress.eval.perplexity import eval_ids, evaluate_perplexity
 
@@ -28,9 +28,13 @@ def test_evaluator_agrees_with_reference_script(smollm2):
     ref = _reference_module()
     from lmpress.data import resolve_text
 
-    ids = smollm2.tokenizer(ref.text_of(str(resolve_text("wikitext2"))), return_tensors="pt").input_ids
+    ids = smollm2.tokenizer(
+        ref.text_of(str(resolve_text("wikitext2"))), return_tensors="pt"
+    ).input_ids
     ref_ppl, n = ref.ppl(smollm2.model, ids, 512, 2)
-    ours = evaluate_perplexity(smollm2.model, eval_ids(smollm2.tokenizer, "wikitext2"), 512, 2, progress=False)
+    ours = evaluate_perplexity(
+        smollm2.model, eval_ids(smollm2.tokenizer, "wikitext2"), 512, 2, progress=False
+    )
     assert ours["windows"] == n == 2
     assert f"{ours['ppl']:.4g}" == f"{ref_ppl:.4g}"
 
@@ -43,7 +47,7 @@ def test_reference_perplexity_full_protocol(smollm2):
 
 
 def test_smollm2_gptq_end_to_end(tmp_path, capsys):
-    """quantize (GPTQ w4g128, few samples) -> save -> load (bit-exact) -> eval (2 windows) -> info."""
+    """quantize (GPTQ w4g128, few samples) -> save -> load (bit-exact) -> eval -> info."""
     res = lmpress.quantize(
         "smollm2-135m",
         {"method": "gptq", "scheme": "w4g128"},
@@ -61,7 +65,9 @@ def test_smollm2_gptq_end_to_end(tmp_path, capsys):
     assert torch.equal(mem, disk)
     del loaded
 
-    r = lmpress.evaluate(str(out), text="wikitext2", ctx=2048, windows=2, base="smollm2-135m", progress=False)
+    r = lmpress.evaluate(
+        str(out), text="wikitext2", ctx=2048, windows=2, base="smollm2-135m", progress=False
+    )
     assert r["windows"] == 2 and r["ctx"] == 2048
     assert 4.1 < r["bits_per_weight"] < 4.25
     # 2-window reference perplexity is ~19; w4g128 GPTQ must stay close to it
@@ -75,8 +81,10 @@ def test_smollm2_gptq_end_to_end(tmp_path, capsys):
     assert info["schemes"] == {"w4g128": 210}
     assert info["calibration"]["n_samples"] == 8
     # the checkpoint is no larger than 1.1x what its bits per weight promise
-    promised = info["bits_per_weight_model"] * (
-        info["quantized_weights"] + sum(p.numel() for p in res.model.parameters())
-    ) / 8
+    promised = (
+        info["bits_per_weight_model"]
+        * (info["quantized_weights"] + sum(p.numel() for p in res.model.parameters()))
+        / 8
+    )
     assert abs(promised - info["stored_bytes_estimate"]) < 16
     assert info["weights_file_bytes"] < 1.1 * promised

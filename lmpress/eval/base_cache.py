@@ -18,7 +18,10 @@ import torch
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("LMPRESS_CACHE_DIR", Path.home() / ".cache" / "lmpress")) / "base_logits"
+    return (
+        Path(os.environ.get("LMPRESS_CACHE_DIR", Path.home() / ".cache" / "lmpress"))
+        / "base_logits"
+    )
 
 
 def cache_key(base_source: str, ids: torch.Tensor, ctx: int) -> str:

@@ -41,7 +41,12 @@ def _window_logits(model: nn.Module, ids: torch.Tensor, ctx: int, i: int) -> tor
 
 @torch.no_grad()
 def fill_base_cache(
-    base: nn.Module, ids: torch.Tensor, ctx: int, n: int, cache: BaseLogitsCache, progress: bool = True
+    base: nn.Module,
+    ids: torch.Tensor,
+    ctx: int,
+    n: int,
+    cache: BaseLogitsCache,
+    progress: bool = True,
 ) -> None:
     """Compute and store the base model's logits for the windows the cache lacks."""
     todo = [i for i in range(n) if not cache.path(i).is_file()]

@@ -12,7 +12,9 @@ KERNELS: Registry[Kernel] = Registry("kernel")
 
 
 @KERNELS.register("torch")
-def dequant_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def dequant_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """``x [..., in] @ weight.T + bias`` in float32, cast back to ``x``'s dtype."""
     y = F.linear(x.to(torch.float32), weight, None if bias is None else bias.to(torch.float32))
     return y.to(x.dtype)

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from lmpress.errors import LmpressError
-from lmpress.formats.scheme import Scheme
 from lmpress.registry import Registry
 
 

