@@ -4,6 +4,9 @@ import os
 import sys
 from pathlib import Path
 
+# Tests never reach the hub: everything they load is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import pytest
 import torch
 
@@ -69,57 +72,27 @@ def smol_tokenizer(smollm2):
 
 
 def tiny_config(family: str, vocab: int = 512):
-    from transformers import (
-        GPT2Config,
-        LlamaConfig,
-        MistralConfig,
-        OPTConfig,
-        Qwen2Config,
-        Qwen3Config,
-    )
+    """A two-block random config of ``family`` (hidden 64, MLP 160, 4 heads)."""
+    import transformers as tf
 
-    common = dict(vocab_size=vocab, num_hidden_layers=2)
-    if family == "llama":
-        return LlamaConfig(
-            hidden_size=64,
-            intermediate_size=160,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            **common,
-        )
-    if family == "mistral":
-        return MistralConfig(
-            hidden_size=64,
-            intermediate_size=160,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            **common,
-        )
-    if family == "qwen2":
-        return Qwen2Config(
-            hidden_size=64,
-            intermediate_size=160,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            **common,
-        )
-    if family == "qwen3":
-        return Qwen3Config(
-            hidden_size=64,
-            intermediate_size=160,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=16,
-            max_position_embeddings=256,
-            **common,
-        )
-    if family == "gpt2":
-        return GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=256)
-    if family == "opt":
-        return OPTConfig(
+    llama_like = dict(
+        vocab_size=vocab,
+        num_hidden_layers=2,
+        hidden_size=64,
+        intermediate_size=160,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    configs = {
+        "llama": lambda: tf.LlamaConfig(**llama_like),
+        "mistral": lambda: tf.MistralConfig(**llama_like),
+        "qwen2": lambda: tf.Qwen2Config(**llama_like),
+        "qwen3": lambda: tf.Qwen3Config(**llama_like, head_dim=16),
+        "gpt2": lambda: tf.GPT2Config(
+            vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=256
+        ),
+        "opt": lambda: tf.OPTConfig(
             vocab_size=vocab,
             hidden_size=64,
             ffn_dim=160,
@@ -127,8 +100,9 @@ def tiny_config(family: str, vocab: int = 512):
             num_attention_heads=4,
             max_position_embeddings=256,
             word_embed_proj_dim=64,
-        )
-    raise ValueError(family)
+        ),
+    }
+    return configs[family]()
 
 
 def tiny_model(family: str = "llama", vocab: int = 512, seed: int = 0):

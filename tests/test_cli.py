@@ -59,33 +59,15 @@ def test_bad_quantize_args(capsys, tmp_path, tiny_llama_dir, args, needle):
     assert not (tmp_path / "o").exists()
 
 
-def test_empty_calibration_text(capsys, tmp_path, tiny_llama_dir):
-    empty = tmp_path / "empty.txt"
-    empty.write_text("\n \n")
-    code, _, err = run(
-        capsys,
-        "quantize",
-        tiny_llama_dir,
-        "--method",
-        "gptq",
-        "--calib",
-        empty,
-        "-o",
-        tmp_path / "o",
-    )
-    assert_user_error(code, err, "empty")
-    code, _, err = run(
-        capsys,
-        "quantize",
-        tiny_llama_dir,
-        "--method",
-        "gptq",
-        "--calib",
-        tmp_path / "missing.txt",
-        "-o",
-        tmp_path / "o",
-    )
-    assert_user_error(code, err, "neither a file nor a known dataset")
+@pytest.mark.parametrize(
+    "calib,needle", [("empty.txt", "empty"), ("missing.txt", "neither a file nor a known dataset")]
+)
+def test_bad_calibration_text(capsys, tmp_path, tiny_llama_dir, calib, needle):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    args = ["--method", "gptq", "--calib", tmp_path / calib, "-o", tmp_path / "o"]
+    code, _, err = run(capsys, "quantize", tiny_llama_dir, *args)
+    assert_user_error(code, err, needle)
+    assert not (tmp_path / "o").exists()
 
 
 def test_output_exists(capsys, tmp_path, tiny_llama_dir):
