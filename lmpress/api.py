@@ -21,7 +21,18 @@ from lmpress.recipe import Recipe
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux's ``VmHWM`` is per address space, so it starts afresh at ``exec``;
+    ``ru_maxrss`` (the fallback) also counts the pages a forked child briefly
+    shared with its parent, which overstates a child started by a big process.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -137,6 +148,7 @@ def evaluate(
     res = evaluate_perplexity(model, ids, ctx, windows, cache, progress)
     res["text"] = text
     res.update(model_size_stats(model, path))
+    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
     qc = getattr(model.config, "quantization_config", None)
     if isinstance(qc, dict) and qc.get("quant_method") == "lmpress":
         res["quantize_seconds"] = qc.get("quantize_seconds")

@@ -11,6 +11,7 @@ end, so an interrupted save never leaves a directory that looks complete.
 """
 
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -63,8 +64,13 @@ def save_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
+        extra = dict(extra_config or {})
+        extra_modules = extra.pop("modules", {})
         modules = {
-            name: {"scheme": m.scheme.to_dict()}
+            name: {**extra_modules.get(name, {}), "scheme": m.scheme.to_dict()}
             for name, m in model.named_modules()
             if isinstance(m, QLinear)
         }
@@ -72,11 +78,9 @@ def save_checkpoint(
             "quant_method": "lmpress",
             "format_version": PACKED_FORMAT_VERSION,
             "lmpress_version": __version__,
-            **(extra_config or {}),
-            "modules": {**modules, **(extra_config or {}).get("modules", {})},
+            **extra,
+            "modules": modules,
         }
-        for name in modules:
-            qc["modules"][name]["scheme"] = modules[name]["scheme"]
         config = model.config
         config_dict = config.to_dict()
         config_dict["quantization_config"] = qc
@@ -85,13 +89,42 @@ def save_checkpoint(
         (tmp / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        _fsync_tree(tmp)
         if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+            # Move the old checkpoint aside first: a crash now leaves it intact beside us.
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+        _fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(d: Path) -> None:
+    """Flush every file of ``d`` to disk, so the rename publishes complete files."""
+    for f in d.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(d)
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -2,10 +2,49 @@
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from lmpress.errors import LmpressError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _check_writable_file(path: str | None, flag: str) -> None:
+    """Fail before any work if ``path``'s folder is missing (we would fail only at the end)."""
+    if path is None:
+        return
+    parent = Path(path).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise LmpressError(f"{flag} {path}: folder {parent} does not exist; create it first")
+
+
+def _check_output_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise LmpressError(f"output {out} exists and is a file; choose a directory path")
+    if out.exists() and not overwrite:
+        raise LmpressError(f"output directory {out} already exists; pass --overwrite to replace it")
+    parent = out.expanduser().resolve().parent
+    if parent.exists() and not parent.is_dir():
+        raise LmpressError(f"cannot create {out}: {parent} is a file")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise LmpressError(f"cannot write to {probe}; choose another output directory")
 
 
 def _add_quantize(sub) -> None:
@@ -25,12 +64,14 @@ def _add_quantize(sub) -> None:
     p.add_argument(
         "--calib", default="wikitext2", help="calibration text: wikitext2 or a file path"
     )
-    p.add_argument("--calib-samples", type=int, default=128)
-    p.add_argument("--calib-seq-len", type=int, default=512)
+    p.add_argument("--calib-samples", type=_positive_int, default=128)
+    p.add_argument("--calib-seq-len", type=_positive_int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--damp", type=float, default=None, help="GPTQ Hessian damping (default 0.01)")
     p.add_argument("--no-act-order", action="store_true", help="GPTQ: natural column order")
-    p.add_argument("--batch-size", type=int, default=8, help="calibration samples per forward")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=8, help="calibration samples per forward"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--json", default=None, help="also write a summary JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -40,8 +81,10 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="perplexity, KL and top-1 agreement against a base model")
     p.add_argument("model", help="lmpress checkpoint, HF directory, .gguf, or alias")
     p.add_argument("--ppl", default="wikitext2", help="wikitext2, ptb, or a text file")
-    p.add_argument("--ctx", type=int, default=2048)
-    p.add_argument("--windows", type=int, default=16, help="number of windows (0 = all)")
+    p.add_argument("--ctx", type=_positive_int, default=2048)
+    p.add_argument(
+        "--windows", type=_non_negative_int, default=16, help="number of windows (0 = all)"
+    )
     p.add_argument("--base", default=None, help="base model for KL / top-1 (e.g. smollm2-135m)")
     p.add_argument("--json", default=None, help="write results JSON here")
     p.add_argument("--quiet", action="store_true")
@@ -87,8 +130,8 @@ def cmd_quantize(a) -> int:
     from lmpress.calibration import CalibConfig
 
     out = Path(a.output)
-    if out.exists() and not a.overwrite:
-        raise LmpressError(f"output directory {out} already exists; pass --overwrite to replace it")
+    _check_output_dir(out, a.overwrite)
+    _check_writable_file(a.json, "--json")
     recipe = _recipe_from_args(a)
     cc = CalibConfig(a.calib, a.calib_samples, a.calib_seq_len, a.seed)
     res = lmpress.quantize(
@@ -100,6 +143,7 @@ def cmd_quantize(a) -> int:
         progress=not a.quiet,
     )
     lmpress.save(res, out, overwrite=a.overwrite)
+    from lmpress.api import peak_rss_mb
     from lmpress.eval.size import model_size_stats
 
     stats = model_size_stats(res.model, out)
@@ -108,7 +152,7 @@ def cmd_quantize(a) -> int:
         "method": recipe.method,
         "scheme": recipe.scheme.name,
         "quantize_seconds": res.metadata["quantize_seconds"],
-        "peak_rss_mb": res.metadata["peak_rss_mb"],
+        "peak_rss_mb": round(peak_rss_mb(), 1),  # after saving: the whole command
         **stats,
     }
     print(
@@ -125,6 +169,7 @@ def cmd_quantize(a) -> int:
 def cmd_eval(a) -> int:
     import lmpress
 
+    _check_writable_file(a.json, "--json")
     res = lmpress.evaluate(
         a.model, text=a.ppl, ctx=a.ctx, windows=a.windows or None, base=a.base, progress=not a.quiet
     )
@@ -200,6 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmpress: interrupted; no output was written", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001  (the edge: one line, not a traceback)
+        if os.environ.get("LMPRESS_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(
+            f"lmpress: error: unexpected {type(e).__name__}: {first} "
+            "(set LMPRESS_DEBUG=1 for the traceback; please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

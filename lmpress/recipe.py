@@ -61,8 +61,9 @@ class Recipe:
                 raise LmpressError(
                     f"override pattern {o.pattern!r} is not a valid regex: {e}"
                 ) from e
-            if o.method:
-                get_method(o.method).options(o.method_args, o.method)
+            if o.method or o.method_args:
+                m = o.method or self.method
+                get_method(m).options(o.method_args, m)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
@@ -131,8 +132,19 @@ class Recipe:
                     return None
                 if o.method:
                     method, args = o.method, (o.method_args or {})
+                elif o.method_args:
+                    args = {**args, **o.method_args}
                 scheme = o.scheme or scheme
         return ModulePlan(method, scheme, get_method(method).options(args, method))
+
+    def check_overrides_match(self, names: list[str]) -> None:
+        """Every override must match at least one quantizable module: typos are errors."""
+        for o in self.overrides:
+            if not any(re.search(o.pattern, n) for n in names):
+                raise LmpressError(
+                    f"override pattern {o.pattern!r} matches no quantizable module; lmpress "
+                    f"quantizes the linear layers of decoder blocks, e.g. {names[0]!r}"
+                )
 
     @property
     def needs_calibration(self) -> bool:

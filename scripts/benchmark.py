@@ -184,9 +184,13 @@ def main() -> None:
                 "--quiet",
                 "-o",
                 str(out),
+                "--json",
+                str(out) + ".summary.json",
             ]
             print(f"[bench] {shlex.join(qcmd[2:])}", flush=True)
-            wall, rss = run_process(qcmd)
+            wall, rss_rusage = run_process(qcmd)
+            # The child's own high-water mark; rusage also counts pages shared at fork.
+            rss = json.loads(Path(str(out) + ".summary.json").read_text())["peak_rss_mb"]
             load_s, float_load_s = side_by_side_loads(out, work / "float-hf", 5)
             model = lmpress.load(out)
             qc = model.config.quantization_config
@@ -204,6 +208,8 @@ def main() -> None:
                 "quantize_s": qc["quantize_seconds"],
                 "process_wall_s": wall,
                 "peak_rss_mb": rss,
+                "peak_rss_source": "VmHWM",
+                "peak_rss_rusage_mb": rss_rusage,
                 "load_s": load_s,
                 "float_hf_load_s": float_load_s,
                 **stats,

@@ -135,3 +135,46 @@ def test_fast_propagation_matches_full_pass(family):
     with torch.no_grad():
         la, lb = a(ids[:2]).logits, b(ids[:2]).logits
     assert torch.allclose(la, lb, atol=1e-3 * lb.abs().max())
+
+
+def test_bf16_scales_save_load_and_dtype_moves(tmp_path):
+    model = tiny_model("llama")
+    quantize_model(model, Recipe(method="rtn", scheme="w4g32:bf16"), progress=False)
+    q = model.model.layers[0].mlp.up_proj
+    assert q.scales.dtype == torch.bfloat16
+    ids = torch.randint(0, 512, (1, 16))
+    with torch.no_grad():
+        ref = model(ids).logits
+    save_checkpoint(model, None, tmp_path / "q")
+    loaded = lmpress.load(tmp_path / "q")
+    assert loaded.model.layers[0].mlp.up_proj.scales.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, ref)
+    scales = q.scales.clone()
+    model.half()  # must not re-round the stored scales
+    assert q.scales.dtype == torch.bfloat16 and torch.equal(q.scales, scales)
+
+
+def test_per_layer_arguments_are_refused():
+    """Sliding-window layers get other masks than block 0: calibration must refuse, not guess."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=4,
+        max_window_layers=1,
+    )
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).eval()
+    if len(set(getattr(model.config, "layer_types", []) or [])) < 2:
+        pytest.skip("this transformers version gives every layer the same attention")
+    ids = torch.randint(0, 512, (4, 16))
+    with pytest.raises(LmpressError, match="different arguments"):
+        quantize_model(model, Recipe(method="gptq", scheme="w4g32"), ids, progress=False)

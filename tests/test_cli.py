@@ -43,7 +43,7 @@ def test_unsupported_architecture(capsys, tmp_path):
     "args,needle",
     [
         (["--scheme", "w4g0"], "group size"),
-        (["--scheme", "w4g-8"], "scheme"),
+        (["--scheme", "w4g-8"], "group size must be a positive integer"),
         (["--scheme", "w7g64"], "bits=7"),
         (["--scheme", "w16"], "bits=16"),
         (["--scheme", "q4_k"], "cannot parse scheme"),
@@ -133,3 +133,43 @@ def test_tiny_llama_end_to_end(capsys, tmp_path, tiny_llama_dir):
     res = json.loads(res_file.read_text())
     assert res["windows"] == 2 and res["ctx"] == 128
     assert res["kl_mean"] >= 0 and 0 <= res["top1_agreement"] <= 1
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--batch-size", "0"], "positive integer"),
+        (["--calib-samples", "-3"], "positive integer"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(capsys, tmp_path, tiny_llama_dir, args, needle):
+    with pytest.raises(SystemExit) as e:
+        main(["quantize", str(tiny_llama_dir), "-o", str(tmp_path / "o"), *args])
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--method", "gptq", "--damp", "-1"], "out of range"),
+        (["--override", "lm_head=w8"], "matches no quantizable module"),
+        (["--json", "/nonexistent-dir/x.json"], "does not exist"),
+    ],
+)
+def test_bad_options_fail_before_work(capsys, tmp_path, tiny_llama_dir, args, needle):
+    code, _, err = run(capsys, "quantize", tiny_llama_dir, "-o", tmp_path / "o", *args)
+    assert_user_error(code, err, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_is_a_file(capsys, tmp_path, tiny_llama_dir):
+    (tmp_path / "o").write_text("x")
+    code, _, err = run(capsys, "quantize", tiny_llama_dir, "-o", tmp_path / "o", "--overwrite")
+    assert_user_error(code, err, "is a file")
+
+
+def test_eval_rejects_negative_windows(capsys, tiny_llama_dir):
+    with pytest.raises(SystemExit):
+        main(["eval", str(tiny_llama_dir), "--windows", "-1"])

@@ -81,3 +81,11 @@ def test_scales_are_exact_in_storage_dtype():
     w = torch.randn(4, 128)
     scale, _ = minmax_qparams(w, s)
     assert torch.equal(scale.half().float(), scale)
+
+
+def test_bf16_scales_shorthand_round_trips():
+    s = parse_scheme("w4g64s:bf16")
+    assert s.scale_dtype == "bfloat16" and s.symmetric
+    assert parse_scheme(s.name) == s
+    with pytest.raises(LmpressError, match="must be a int"):
+        parse_scheme({"bits": 4, "group_size": "128"})

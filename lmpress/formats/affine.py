@@ -68,7 +68,10 @@ def _storable(scale: torch.Tensor, scheme: Scheme) -> torch.Tensor:
     dt = scheme.torch_scale_dtype
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     info = torch.finfo(dt)
-    return scale.clamp(info.tiny, info.max).to(dt).to(torch.float32)
+    # The smallest positive value of the dtype (subnormal for fp16: 2**-24), so that
+    # tiny-range groups keep a fine grid; it is still exactly storable.
+    smallest = 2.0**-24 if dt == torch.float16 else info.tiny
+    return scale.clamp(smallest, info.max).to(dt).to(torch.float32)
 
 
 def expand_to_columns(p: torch.Tensor, in_features: int, scheme: Scheme) -> torch.Tensor:

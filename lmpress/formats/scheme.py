@@ -1,10 +1,11 @@
 """A scheme: number format + granularity + scale storage + symmetry.
 
-Shorthand names: ``w<bits>[g<group>][a|s]``. ``w8`` is per output channel,
-``w4g128`` is groups of 128 along the input dimension, ``w4gt`` one scale per
-tensor. The trailing letter picks asymmetric (``a``, the default) or symmetric
-(``s``). The full form is a dict, e.g. ``{"bits": 4, "group_size": 128,
-"symmetric": false, "scale_dtype": "float16"}``.
+Shorthand names: ``w<bits>[g<group>][a|s][:bf16]``. ``w8`` is per output
+channel, ``w4g128`` is groups of 128 along the input dimension, ``w4gt`` one
+scale per tensor. The letter picks asymmetric (``a``, the default) or symmetric
+(``s``); ``:bf16`` stores scales in bfloat16 instead of float16. The full form
+is a dict, e.g. ``{"bits": 4, "group_size": 128, "symmetric": false,
+"scale_dtype": "float16"}``.
 """
 
 import re
@@ -18,7 +19,10 @@ from lmpress.formats.integer import IntFormat
 
 Granularity = Literal["tensor", "channel", "group"]
 SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-_SHORT = re.compile(r"^w(?P<bits>\d+)(?:g(?P<group>t|\d+))?(?P<sym>[as])?$")
+_SHORT = re.compile(
+    r"^w(?P<bits>\d+)(?:g(?P<group>t|-?\d+))?(?P<sym>[as])?(?::(?P<dt>fp16|bf16))?$"
+)
+_SHORT_DTYPES = {"fp16": "float16", "bf16": "bfloat16", None: "float16"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class Scheme:
     def name(self) -> str:
         g = {"tensor": "gt", "channel": ""}.get(self.granularity, f"g{self.group_size}")
         suffix = "s" if self.symmetric else ""
-        dt = "" if self.scale_dtype == "float16" else f"[{self.scale_dtype}]"
+        dt = "" if self.scale_dtype == "float16" else ":bf16"
         return f"w{self.bits}{g}{suffix}{dt}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +97,11 @@ class Scheme:
                 f"unknown scheme key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
             )
         d = dict(d)
+        for key, typ in (("bits", int), ("group_size", int), ("symmetric", bool)):
+            if key in d and (
+                not isinstance(d[key], typ) or (typ is int and isinstance(d[key], bool))
+            ):
+                raise LmpressError(f"scheme {key} must be a {typ.__name__}, got {d[key]!r}")
         if "group_size" in d and "granularity" not in d:
             d["granularity"] = "group" if d["group_size"] else "channel"
         if "bits" not in d:
@@ -113,11 +122,14 @@ def parse_scheme(spec: "str | dict[str, Any] | Scheme") -> Scheme:
         )
     bits = int(m["bits"])
     sym = m["sym"] == "s"
+    dt = _SHORT_DTYPES[m["dt"]]
     group = m["group"]
     if group is None:
-        return Scheme(bits=bits, granularity="channel", symmetric=sym)
+        return Scheme(bits=bits, granularity="channel", symmetric=sym, scale_dtype=dt)
     if group == "t":
-        return Scheme(bits=bits, granularity="tensor", symmetric=sym)
+        return Scheme(bits=bits, granularity="tensor", symmetric=sym, scale_dtype=dt)
     if int(group) <= 0:
-        raise LmpressError(f"group size must be positive in {spec!r}, e.g. w4g128")
-    return Scheme(bits=bits, granularity="group", group_size=int(group), symmetric=sym)
+        raise LmpressError(f"group size must be a positive integer in {spec!r}, e.g. w4g128")
+    return Scheme(
+        bits=bits, granularity="group", group_size=int(group), symmetric=sym, scale_dtype=dt
+    )

@@ -34,7 +34,17 @@ def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
     raise RuntimeError("Hessian is not positive definite even with heavy damping")
 
 
-@register_method("gptq", needs_hessian=True, damp=0.01, act_order=True, block_size=128)
+@register_method(
+    "gptq",
+    needs_hessian=True,
+    limits={
+        "damp": (lambda v: 0 <= v <= 10, "0 <= damp <= 10 (fraction of the mean Hessian diagonal)"),
+        "block_size": (lambda v: v >= 1, "block_size >= 1"),
+    },
+    damp=0.01,
+    act_order=True,
+    block_size=128,
+)
 def gptq(
     w: torch.Tensor,
     scheme: Scheme,
@@ -85,10 +95,12 @@ def gptq(
             j = i1 + i
             if dynamic and j % g == 0:
                 # Parameters from the group's current, error-updated columns.
-                end = j + g
+                end = min(j + g, n_in)
                 cols = W1[:, i : i + g]
                 if end > i2:
-                    cols = torch.cat([cols, W[:, i2:end]], dim=1)
+                    # Columns past this block have not yet received its pending errors.
+                    later = W[:, i2:end] - err1[:, :i] @ hinv[i1:j, i2:end]
+                    cols = torch.cat([cols, later], dim=1)
                 s, z = minmax_qparams(cols, col_scheme)
                 scale[:, j // g], zero[:, j // g] = s[:, 0], z[:, 0]
                 s_cols[:, j:end], z_cols[:, j:end] = s, z

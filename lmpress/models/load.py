@@ -46,7 +46,12 @@ def resolve_model_path(spec: str) -> str:
     p = Path(spec).expanduser()
     if p.exists():
         return str(p)
-    looks_local = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") != 1
+    looks_local = (
+        spec.startswith((".", "/", "~"))
+        or spec.endswith(".gguf")
+        or spec.count("/") != 1
+        or Path(spec.split("/")[0]).is_dir()  # e.g. out/smol-w4 with out/ present
+    )
     if looks_local:
         raise LmpressError(
             f"model path {spec!r} does not exist; give a Hugging Face model directory, "

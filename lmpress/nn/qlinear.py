@@ -68,6 +68,18 @@ class QLinear(nn.Module):
             self._weight_cache = w
         return w
 
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001
+        """Moves follow ``fn`` but packed tensors keep their dtypes (``.half()`` must not
+        re-round stored scales); the dequantized cache is dropped."""
+        before = {n: b for n, b in self._buffers.items() if b is not None and n != "bias"}
+        self._weight_cache = None
+        super()._apply(fn, recurse)
+        for n, old in before.items():
+            new = self._buffers[n]
+            if new is not None and new.dtype != old.dtype:
+                self._buffers[n] = old.to(new.device)  # lossless: only the device moves
+        return self
+
     def _load_from_state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003
         self._weight_cache = None
         return super()._load_from_state_dict(*args, **kwargs)
