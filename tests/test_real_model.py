@@ -56,6 +56,8 @@ def test_smollm2_gptq_end_to_end(tmp_path, capsys):
         progress=False,
     )
     assert len(res.packed) == 30 * 7
+    # every block but the last propagates by the linear correction, not a second pass
+    assert res.fast_propagation_blocks == 29
     out = lmpress.save(res, tmp_path / "smol-w4")
     x = torch.arange(1000, 1128).unsqueeze(0)
     with torch.no_grad():
