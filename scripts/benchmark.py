@@ -107,6 +107,9 @@ def main() -> None:
     ap.add_argument("--schemes", default=",".join(SCHEMES))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results in the workdir")
+    ap.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from the workdir's results"
+    )
     a = ap.parse_args()
 
     set_threads()
@@ -117,6 +120,11 @@ def main() -> None:
         results_path.unlink()
     done = load_results(results_path)
     protocol = f"ctx={a.ctx} windows={a.windows} calib={a.calib_samples}x{a.calib_seq_len}"
+    if a.report_only:
+        write_markdown(
+            Path(a.out), {k: v for k, v in done.items() if k.endswith(protocol)}, protocol, a
+        )
+        return
 
     # Base model: load time, reference perplexity, cached logits for KL.
     t0 = time.perf_counter()
