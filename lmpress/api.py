@@ -127,6 +127,9 @@ def evaluate(
         model, tokenizer, path = loaded.model, loaded.tokenizer, loaded.source
     if tokenizer is None:
         raise LmpressError("evaluation needs the model's tokenizer")
+    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if max_pos and ctx > max_pos:
+        raise LmpressError(f"--ctx {ctx} exceeds the model's {max_pos} positions; use <= {max_pos}")
     ids = eval_ids(tokenizer, text)
     cache = None
     if base is not None:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import needs_data
 
 from lmpress.cli import main
@@ -173,3 +174,27 @@ def test_output_is_a_file(capsys, tmp_path, tiny_llama_dir):
 def test_eval_rejects_negative_windows(capsys, tiny_llama_dir):
     with pytest.raises(SystemExit):
         main(["eval", str(tiny_llama_dir), "--windows", "-1"])
+
+
+def test_ctx_beyond_model_positions(capsys, tiny_llama_dir):
+    code, _, err = run(capsys, "eval", tiny_llama_dir, "--ctx", "100000", "--windows", "1")
+    assert_user_error(code, err, "exceeds the model's")
+
+
+def test_bin_checkpoint_loads(tmp_path, smol_tokenizer):
+    """A HF directory with pytorch_model.bin (loaded weights-only) quantizes like safetensors."""
+    from conftest import tiny_model
+
+    from lmpress.models.load import load_model
+
+    d = tmp_path / "bin-model"
+    m = tiny_model("llama", vocab=len(smol_tokenizer))
+    m.save_pretrained(d)
+    (d / "model.safetensors").unlink()  # transformers 5 writes only safetensors
+    torch.save(m.state_dict(), d / "pytorch_model.bin")
+    smol_tokenizer.save_pretrained(d)
+    assert (d / "pytorch_model.bin").is_file()
+    loaded = load_model(str(d))
+    assert torch.equal(
+        loaded.model.model.layers[0].mlp.up_proj.weight, m.model.layers[0].mlp.up_proj.weight
+    )
