@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from lmpress.errors import LmpressError
 
 
@@ -70,6 +72,13 @@ def _add_quantize(sub) -> None:
     p.add_argument("--damp", type=float, default=None, help="GPTQ Hessian damping (default 0.01)")
     p.add_argument("--no-act-order", action="store_true", help="GPTQ: natural column order")
     p.add_argument(
+        "--method-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option, e.g. mse=true or block_size=64 (repeatable)",
+    )
+    p.add_argument(
         "--batch-size", type=_positive_int, default=8, help="calibration samples per forward"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -114,6 +123,11 @@ def _recipe_from_args(a):
         args["damp"] = a.damp
     if a.no_act_order:
         args["act_order"] = False
+    for kv in a.method_arg:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise LmpressError(f"--method-arg {kv!r} must look like KEY=VALUE, e.g. mse=true")
+        args[key.strip()] = yaml.safe_load(value)
     d["method_args"] = args
     for o in a.override:
         if "=" not in o:

@@ -198,3 +198,27 @@ def test_bin_checkpoint_loads(tmp_path, smol_tokenizer):
     assert torch.equal(
         loaded.model.model.layers[0].mlp.up_proj.weight, m.model.layers[0].mlp.up_proj.weight
     )
+
+
+def test_method_args_from_cli(capsys, tmp_path, tiny_llama_dir):
+    code, _, err = run(
+        capsys,
+        "quantize",
+        tiny_llama_dir,
+        "--method-arg",
+        "mse=true",
+        "--quiet",
+        "-o",
+        tmp_path / "o",
+    )
+    assert code == 0, err
+    qc = json.loads((tmp_path / "o" / "config.json").read_text())["quantization_config"]
+    assert qc["recipe"]["method_args"] == {"mse": True}
+    code, _, err = run(
+        capsys, "quantize", tiny_llama_dir, "--method-arg", "mse", "-o", tmp_path / "p"
+    )
+    assert_user_error(code, err, "KEY=VALUE")
+    code, _, err = run(
+        capsys, "quantize", tiny_llama_dir, "--method-arg", "mse=3", "-o", tmp_path / "p"
+    )
+    assert_user_error(code, err, "must be a bool")

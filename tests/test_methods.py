@@ -82,3 +82,31 @@ def test_gptq_lazy_blocks_match_unblocked_with_groups_across_blocks():
     b = get_method("gptq").fn(w, s, H, act_order=False, block_size=144)
     assert torch.allclose(a.scale, b.scale, rtol=1e-3)
     assert (a.codes == b.codes).float().mean() > 0.995
+
+
+@needs_smollm2
+@needs_data
+@pytest.mark.parametrize("scheme", ["w4g128", "w3g64", "w2g64"])
+def test_mse_clipping_beats_minmax_on_real_layer(smollm2, scheme):
+    """The clipping search must lower the layer-output error, for RTN and inside GPTQ."""
+    w, x = _layer_inputs(smollm2, "model.layers.12.mlp.down_proj")
+    s = parse_scheme(scheme)
+    assert _out_err(w, x, "rtn", s, mse=True) < 0.9 * _out_err(w, x, "rtn", s)
+    assert _out_err(w, x, "gptq", s, mse=True) < _out_err(w, x, "gptq", s)
+    assert _out_err(w, x, "gptq", s, mse=True, act_order=False) < _out_err(
+        w, x, "gptq", s, act_order=False
+    )
+
+
+def test_mse_qparams_partial_group_and_tensor():
+    from lmpress.formats.affine import minmax_qparams, mse_qparams
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(8, 100, generator=g)
+    w[:, 5] = 40.0  # an outlier that min-max would spend the whole range on
+    for spec in ("w3g64", "w3gt", "w3"):
+        s = parse_scheme(spec)
+        sm, zm = minmax_qparams(w, s)
+        se, ze = mse_qparams(w, s)
+        assert se.shape == sm.shape and ze.shape == zm.shape
+        assert (se <= sm + 1e-9).all()  # only ever shrinks the range

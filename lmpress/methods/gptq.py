@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from lmpress.formats.affine import expand_to_columns, minmax_qparams, num_groups
+from lmpress.formats.affine import expand_to_columns, minmax_qparams, mse_qparams, num_groups
 from lmpress.formats.scheme import Scheme
 from lmpress.methods.base import QuantResult, register_method
 
@@ -44,6 +44,7 @@ def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
     damp=0.01,
     act_order=True,
     block_size=128,
+    mse=False,
 )
 def gptq(
     w: torch.Tensor,
@@ -52,8 +53,13 @@ def gptq(
     damp: float = 0.01,
     act_order: bool = True,
     block_size: int = 128,
+    mse: bool = False,
 ) -> QuantResult:
-    """Quantize ``w [out, in]`` float32 given ``hessian [in, in]`` float32."""
+    """Quantize ``w [out, in]`` float32 given ``hessian [in, in]`` float32.
+
+    ``mse`` chooses each group's range by a clipping search weighted by the
+    Hessian diagonal (``E[x^2]`` per input) instead of min-max.
+    """
     W = w.detach().to(torch.float32).clone()
     H = hessian.detach().to(torch.float32).clone()
     n_out, n_in = W.shape
@@ -73,7 +79,7 @@ def gptq(
         z_cols = torch.zeros(rows, n_in)
         col_scheme = dataclasses.replace(scheme, granularity="channel", group_size=0)
     else:
-        scale, zero = minmax_qparams(W, scheme)
+        scale, zero = mse_qparams(W, scheme, H.diagonal()) if mse else minmax_qparams(W, scheme)
         s_cols = expand_to_columns(scale, n_in, scheme).clone()
         z_cols = expand_to_columns(zero, n_in, scheme).clone()
 
@@ -101,7 +107,10 @@ def gptq(
                     # Columns past this block have not yet received its pending errors.
                     later = W[:, i2:end] - err1[:, :i] @ hinv[i1:j, i2:end]
                     cols = torch.cat([cols, later], dim=1)
-                s, z = minmax_qparams(cols, col_scheme)
+                if mse:
+                    s, z = mse_qparams(cols, col_scheme, H.diagonal()[j : j + cols.shape[1]])
+                else:
+                    s, z = minmax_qparams(cols, col_scheme)
                 scale[:, j // g], zero[:, j // g] = s[:, 0], z[:, 0]
                 s_cols[:, j:end], z_cols[:, j:end] = s, z
             col = W1[:, i]
