@@ -170,6 +170,8 @@ def main() -> None:
             if cell in done:
                 continue
             out = work / f"{method}-{scheme}"
+            # "gptq+mse" = method gptq with option mse=true
+            base_method, *opts = method.split("+")
             qcmd = [
                 sys.executable,
                 "-m",
@@ -177,7 +179,8 @@ def main() -> None:
                 "quantize",
                 MODEL,
                 "--method",
-                method,
+                base_method,
+                *[x for o in opts for x in ("--method-arg", f"{o}=true")],
                 "--scheme",
                 scheme + "a" if not scheme.endswith(("a", "s")) else scheme,
                 "--calib",

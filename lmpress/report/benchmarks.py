@@ -77,6 +77,9 @@ def render(done: dict[str, dict], protocol: str, args) -> str:
         "against the float32 reference (base logits cached on disk as float16).",
         f"- Calibration (GPTQ): WikiText-2 validation text, **{args.calib_samples} x "
         f"{args.calib_seq_len} tokens**, seed 0. RTN needs none.",
+        "- Methods: `rtn` min-max round to nearest; `gptq` with its defaults (damp 0.01, "
+        "act-order with static groups, block 128); `gptq+mse` adds the clipping search "
+        "weighted by the Hessian diagonal (`--method-arg mse=true`).",
         "- Bits per weight: every stored bit of the quantized modules (packed codes, fp16 "
         "scales, packed integer zero points, row padding) over their weights. Schemes are "
         "asymmetric; `w8` is per output channel; groups of 128 leave a partial group of 64 "
@@ -95,8 +98,9 @@ def render(done: dict[str, dict], protocol: str, args) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| float32 | reference | 32 | {ref['ppl']:.2f} | 1.00 | 0 | 0 | 1.000 | - | - | - |",
     ]
+    methods = ["rtn", "gptq"] + sorted({r["method"] for r in rows} - {"rtn", "gptq"})
     for s in schemes:
-        for m in ("rtn", "gptq"):
+        for m in methods:
             r = by.get((m, s))
             if r is None:
                 continue
@@ -109,7 +113,7 @@ def render(done: dict[str, dict], protocol: str, args) -> str:
     lines += ["", "Commands that made each row:", ""]
     lines.append(f"- reference: `{ref['command']}`")
     for s in schemes:
-        for m in ("rtn", "gptq"):
+        for m in methods:
             if (m, s) in by:
                 lines.append(f"- {s} {m}: `{by[(m, s)]['command']}`")
     lines += ["", "### Against the anchors (shared/ANCHORS.md, same model and protocol)", ""]
