@@ -50,6 +50,22 @@ def _state_dict_untied(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Raise if ``out`` cannot become a checkpoint directory (exists, is a file, unwritable)."""
+    if out.exists() and not out.is_dir():
+        raise LmpressError(f"output {out} exists and is a file; choose a directory path")
+    if out.exists() and not overwrite:
+        raise LmpressError(f"output directory {out} already exists; pass --overwrite to replace it")
+    parent = out.expanduser().resolve().parent
+    if parent.exists() and not parent.is_dir():
+        raise LmpressError(f"cannot create {out}: {parent} is a file")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise LmpressError(f"cannot write to {probe}; choose another output directory")
+
+
 def save_checkpoint(
     model: nn.Module,
     tokenizer,
@@ -59,8 +75,7 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` (with ``QLinear`` modules) and ``tokenizer`` to ``out_dir`` atomically."""
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise LmpressError(f"output directory {out} already exists; pass --overwrite to replace it")
+    check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

@@ -34,21 +34,6 @@ def _check_writable_file(path: str | None, flag: str) -> None:
         raise LmpressError(f"{flag} {path}: folder {parent} does not exist; create it first")
 
 
-def _check_output_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise LmpressError(f"output {out} exists and is a file; choose a directory path")
-    if out.exists() and not overwrite:
-        raise LmpressError(f"output directory {out} already exists; pass --overwrite to replace it")
-    parent = out.expanduser().resolve().parent
-    if parent.exists() and not parent.is_dir():
-        raise LmpressError(f"cannot create {out}: {parent} is a file")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise LmpressError(f"cannot write to {probe}; choose another output directory")
-
-
 def _add_quantize(sub) -> None:
     p = sub.add_parser("quantize", help="quantize a model and save it")
     p.add_argument("model", help="HF directory, .gguf file, hub id, or the alias smollm2-135m")
@@ -144,7 +129,9 @@ def cmd_quantize(a) -> int:
     from lmpress.calibration import CalibConfig
 
     out = Path(a.output)
-    _check_output_dir(out, a.overwrite)
+    from lmpress.checkpoint import check_output_dir
+
+    check_output_dir(out, a.overwrite)  # before any long work
     _check_writable_file(a.json, "--json")
     recipe = _recipe_from_args(a)
     cc = CalibConfig(a.calib, a.calib_samples, a.calib_seq_len, a.seed)

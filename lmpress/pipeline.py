@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from lmpress.errors import LmpressError
 from lmpress.methods import get_method
-from lmpress.models.arch import BlockLayout, find_layout, is_linear, linear_weight
+from lmpress.models.arch import BlockLayout, arch_name, find_layout, is_linear, linear_weight
 from lmpress.nn.qlinear import QLinear
 from lmpress.packing.packed import PackedWeight
 from lmpress.recipe import ModulePlan, Recipe
@@ -112,10 +112,9 @@ def _check_uniform_block_args(model: nn.Module, layout: BlockLayout, ids: torch.
             h.remove()
     for i, kw in enumerate(seen[1:], start=1):
         if not _same_args(kw, seen[0]):
-            arch = getattr(model.config, "model_type", type(model).__name__)
             raise LmpressError(
-                f"architecture {arch!r} passes different arguments to decoder block {i} than "
-                "to block 0 (e.g. sliding-window attention layers); block-by-block "
+                f"architecture {arch_name(model)!r} passes different arguments to decoder "
+                f"block {i} than to block 0 (e.g. sliding-window attention layers); block-by-block "
                 "calibration does not support it yet: use a method without calibration (rtn)"
             )
 
@@ -322,10 +321,9 @@ def quantize_model(
         except LmpressError:
             raise
         except Exception as e:  # noqa: BLE001  (an architecture we cannot drive)
-            arch = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
             raise LmpressError(
-                f"architecture {arch!r}: running its decoder blocks for calibration failed "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"architecture {arch_name(model)!r}: running its decoder blocks for "
+                f"calibration failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}); "
                 "it is not supported yet"
             ) from e
     bar = tqdm(

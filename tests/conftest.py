@@ -71,8 +71,9 @@ def smol_tokenizer(smollm2):
     return smollm2.tokenizer
 
 
-def tiny_config(family: str, vocab: int = 512):
-    """A two-block random config of ``family`` (hidden 64, MLP 160, 4 heads)."""
+def tiny_config(family: str, vocab: int = 512, **overrides):
+    """A two-block random config of ``family`` (hidden 64, MLP 160, 4 heads); ``overrides``
+    are passed to the config's constructor."""
     import transformers as tf
 
     llama_like = dict(
@@ -84,25 +85,26 @@ def tiny_config(family: str, vocab: int = 512):
         num_key_value_heads=2,
         max_position_embeddings=256,
     )
-    configs = {
-        "llama": lambda: tf.LlamaConfig(**llama_like),
-        "mistral": lambda: tf.MistralConfig(**llama_like),
-        "qwen2": lambda: tf.Qwen2Config(**llama_like),
-        "qwen3": lambda: tf.Qwen3Config(**llama_like, head_dim=16),
-        "gpt2": lambda: tf.GPT2Config(
-            vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=256
-        ),
-        "opt": lambda: tf.OPTConfig(
-            vocab_size=vocab,
-            hidden_size=64,
-            ffn_dim=160,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=256,
-            word_embed_proj_dim=64,
-        ),
+    gpt2 = dict(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=256)
+    opt = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        ffn_dim=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        word_embed_proj_dim=64,
+    )
+    families = {
+        "llama": (tf.LlamaConfig, llama_like),
+        "mistral": (tf.MistralConfig, llama_like),
+        "qwen2": (tf.Qwen2Config, llama_like),
+        "qwen3": (tf.Qwen3Config, {**llama_like, "head_dim": 16}),
+        "gpt2": (tf.GPT2Config, gpt2),
+        "opt": (tf.OPTConfig, opt),
     }
-    return configs[family]()
+    cls, kwargs = families[family]
+    return cls(**{**kwargs, **overrides})
 
 
 def tiny_model(family: str = "llama", vocab: int = 512, seed: int = 0):

@@ -157,19 +157,10 @@ def test_bf16_scales_save_load_and_dtype_moves(tmp_path):
 
 def test_per_layer_arguments_are_refused():
     """Sliding-window layers get other masks than block 0: calibration must refuse, not guess."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from conftest import tiny_config
+    from transformers import Qwen2ForCausalLM
 
-    cfg = Qwen2Config(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=160,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        use_sliding_window=True,
-        sliding_window=4,
-        max_window_layers=1,
-    )
+    cfg = tiny_config("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1)
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(cfg).eval()

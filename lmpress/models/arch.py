@@ -27,6 +27,11 @@ def linear_weight(m: nn.Module):
     return m.weight.t() if isinstance(m, Conv1D) else m.weight
 
 
+def arch_name(model: nn.Module) -> str:
+    """The name errors use for a model's architecture (its ``model_type``, else its class)."""
+    return getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+
+
 def check_supported(config: PretrainedConfig) -> None:
     mt = getattr(config, "model_type", "?")
     if getattr(config, "is_encoder_decoder", False) or mt in _NOT_DECODER:
@@ -56,7 +61,7 @@ def find_layout(model: nn.Module) -> BlockLayout:
             n = sum(p.numel() for p in m.parameters())
             if best is None or n > best[0]:
                 best = (n, name, m)
-    arch = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    arch = arch_name(model)
     if best is None:
         raise LmpressError(f"architecture {arch!r}: no decoder blocks found; it is not supported")
     _, path, blocks = best
