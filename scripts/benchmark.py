@@ -7,8 +7,9 @@ validation text, 128 x 512 tokens, seed 0. Each quantization runs as its own
 ``lmpress quantize`` process, so that its wall time and peak RSS are its own;
 evaluation runs here against cached base logits.
 
-Results go to ``<workdir>/results.jsonl`` (one line per cell); a cell already
-there is not recomputed, so an interrupted benchmark resumes.
+Results go to ``benchmarks/results.jsonl`` (one line per cell, tracked in git so
+that the report can be rebuilt on any checkout); a cell already there is not
+recomputed, so an interrupted benchmark resumes. Checkpoints go to the workdir.
 
     python scripts/benchmark.py                 # full protocol, writes BENCHMARKS.md
     python scripts/benchmark.py --windows 2 --calib-samples 16 --out /tmp/B.md   # quick look
@@ -42,8 +43,25 @@ from lmpress.models.load import (  # noqa: E402
 )
 
 MODEL = "smollm2-135m"
-SCHEMES = ["w8", "w4g128", "w4g64", "w3g128", "w3g64", "w2g64"]
+SCHEMES = ["w8", "w4g128", "w4g64", "w3g128", "w3g64", "w2g64", "w2g32"]
 METHODS = ["rtn", "gptq"]
+
+
+def git_commit() -> str:
+    """The commit the measured code came from (``+dirty`` when the tree had changes)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return head + ("+dirty" if dirty else "") if head else "unknown"
+    except OSError:
+        return "unknown"
 
 
 def run_process(cmd: list[str]) -> tuple[float, float]:
@@ -66,6 +84,11 @@ def load_results(path: Path) -> dict[str, dict]:
 
 
 def append_result(path: Path, row: dict) -> None:
+    row = {
+        **row,
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -99,23 +122,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
-    ap.add_argument("--workdir", default=str(REPO / "bench_out"))
+    ap.add_argument("--workdir", default=str(REPO / "bench_out"), help="checkpoints")
+    ap.add_argument(
+        "--results", default=str(REPO / "benchmarks" / "results.jsonl"), help="JSON lines"
+    )
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--windows", type=int, default=16)
     ap.add_argument("--calib-samples", type=int, default=128)
     ap.add_argument("--calib-seq-len", type=int, default=512)
     ap.add_argument("--schemes", default=",".join(SCHEMES))
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--fresh", action="store_true", help="ignore earlier results in the workdir")
+    ap.add_argument("--fresh", action="store_true", help="ignore earlier results")
     ap.add_argument(
-        "--report-only", action="store_true", help="rewrite the report from the workdir's results"
+        "--report-only", action="store_true", help="rewrite the report from the recorded results"
     )
     a = ap.parse_args()
 
     set_threads()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    results_path = work / "results.jsonl"
+    results_path = Path(a.results)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
     if a.fresh and results_path.exists():
         results_path.unlink()
     done = load_results(results_path)

@@ -44,7 +44,7 @@ def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
     damp=0.01,
     act_order=True,
     block_size=128,
-    mse=False,
+    mse=True,
 )
 def gptq(
     w: torch.Tensor,
@@ -53,7 +53,7 @@ def gptq(
     damp: float = 0.01,
     act_order: bool = True,
     block_size: int = 128,
-    mse: bool = False,
+    mse: bool = True,
 ) -> QuantResult:
     """Quantize ``w [out, in]`` float32 given ``hessian [in, in]`` float32.
 

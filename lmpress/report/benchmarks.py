@@ -78,8 +78,8 @@ def render(done: dict[str, dict], protocol: str, args) -> str:
         f"- Calibration (GPTQ): WikiText-2 validation text, **{args.calib_samples} x "
         f"{args.calib_seq_len} tokens**, seed 0. RTN needs none.",
         "- Methods: `rtn` min-max round to nearest; `gptq` with its defaults (damp 0.01, "
-        "act-order with static groups, block 128); `gptq+mse` adds the clipping search "
-        "weighted by the Hessian diagonal (`--method-arg mse=true`).",
+        "act-order with static groups, block 128, each group's range chosen by a clipping "
+        "search weighted by the Hessian diagonal).",
         "- Bits per weight: every stored bit of the quantized modules (packed codes, fp16 "
         "scales, packed integer zero points, row padding) over their weights. Schemes are "
         "asymmetric; `w8` is per output channel; groups of 128 leave a partial group of 64 "
