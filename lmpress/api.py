@@ -68,7 +68,7 @@ def quantize(
     ids = None
     if recipe.needs_calibration:
         if calib is None:
-            raise LmpressError(f"method {recipe.method!r} needs calibration text; pass --calib")
+            raise LmpressError(f"method {recipe.label!r} needs calibration text; pass --calib")
         if tokenizer is None:
             raise LmpressError("calibration needs a tokenizer; pass tokenizer=")
         ids = calibration_ids(tokenizer, calib, cc.n_samples, cc.seq_len, cc.seed)
@@ -86,6 +86,7 @@ def quantize(
             n: {"method": p.method, "method_args": p.method_args} for n, p in result.plans.items()
         },
         "layer_errors": {n: round(e, 6) for n, e in result.layer_errors.items()},
+        "transforms_chosen": result.transforms if recipe.transforms else None,
     }
     return result
 

@@ -38,7 +38,16 @@ def _add_quantize(sub) -> None:
     p = sub.add_parser("quantize", help="quantize a model and save it")
     p.add_argument("model", help="HF directory, .gguf file, hub id, or the alias smollm2-135m")
     p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument("--method", default=None, help="rtn | gptq (default: rtn, or the recipe's)")
+    p.add_argument(
+        "--method",
+        default=None,
+        help="rtn | gptq | hqq, optionally after transforms: awq+gptq, awq+rtn (default rtn)",
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="a named recipe: fast, best-4bit, best-3bit, best-2bit (see README)",
+    )
     p.add_argument("--scheme", default=None, help="e.g. w4g128, w8, w3g64s (default w4g128)")
     p.add_argument("--recipe", default=None, help="YAML recipe file (flags given here override it)")
     p.add_argument(
@@ -94,15 +103,23 @@ def _recipe_from_args(a):
     from lmpress.recipe import Recipe
 
     d = {}
+    if a.recipe and a.preset:
+        raise LmpressError("give --recipe or --preset, not both")
     if a.recipe:
         d = Recipe.from_yaml(a.recipe).to_dict()
         d["overrides"] = [{k: v for k, v in o.items() if v is not None} for o in d["overrides"]]
+    if a.preset:
+        from lmpress.presets import preset_recipe
+
+        d = preset_recipe(a.preset)
+    base_label = Recipe.from_dict(d).label if d else None
     if a.method:
         d["method"] = a.method
+        d.pop("transforms", None)
     if a.scheme:
         d["scheme"] = a.scheme
     args = dict(d.get("method_args") or {})
-    if a.method and a.recipe and a.method != Recipe.from_yaml(a.recipe).method:
+    if a.method and base_label and Recipe.from_dict(d).label != base_label:
         args = {}
     if a.damp is not None:
         args["damp"] = a.damp
@@ -150,7 +167,7 @@ def cmd_quantize(a) -> int:
     stats = model_size_stats(res.model, out)
     summary = {
         "output": str(out),
-        "method": recipe.method,
+        "method": recipe.label,
         "scheme": recipe.scheme.name,
         "quantize_seconds": res.metadata["quantize_seconds"],
         "peak_rss_mb": round(peak_rss_mb(), 1),  # after saving: the whole command
@@ -205,7 +222,10 @@ def cmd_info(a) -> int:
         schemes[name] = schemes.get(name, 0) + 1
     info = {
         "path": str(p),
-        "method": qc.get("recipe", {}).get("method"),
+        "method": "+".join(
+            [t["name"] for t in qc.get("recipe", {}).get("transforms", [])]
+            + [qc.get("recipe", {}).get("method", "?")]
+        ),
         "schemes": schemes,
         "modules": {n: Scheme.from_dict(s["scheme"]).name for n, s in qc["modules"].items()},
         "calibration": qc.get("calibration"),

@@ -24,6 +24,8 @@ from lmpress.models.arch import BlockLayout, arch_name, find_layout, is_linear, 
 from lmpress.nn.qlinear import QLinear
 from lmpress.packing.packed import PackedWeight
 from lmpress.recipe import ModulePlan, Recipe
+from lmpress.transforms import get_transform
+from lmpress.transforms.base import slice_batch
 
 
 class _Stop(Exception):
@@ -39,6 +41,8 @@ class QuantizeResult:
     layer_errors: dict[str, float] = field(default_factory=dict)
     # blocks whose outputs came from the linear correction instead of a full pass
     fast_propagation_blocks: int = 0
+    # per block: transform name -> what it chose (e.g. AWQ's alpha per group)
+    transforms: list[dict] = field(default_factory=list)
 
 
 Batch = tuple[torch.Tensor, dict]
@@ -126,9 +130,9 @@ def _input_groups(block: nn.Module, names: list[str], batch: Batch) -> list[list
     handles = [
         mods[n].register_forward_pre_hook(lambda _m, a, n=n: calls.append((n, a[0]))) for n in names
     ]
-    h, kw = batch
+    h, kw = slice_batch(batch, 1)
     try:
-        block(h[:1], **_slice_kwargs(kw, 1, h.shape[0]))
+        block(h, **kw)
     finally:
         for hd in handles:
             hd.remove()
@@ -147,19 +151,6 @@ def _input_groups(block: nn.Module, names: list[str], batch: Batch) -> list[list
     # Linears the forward never reached still get quantized, each alone.
     groups += [[n] for n in names if n not in seen]
     return groups
-
-
-def _slice_kwargs(kw: dict, n: int, batch: int) -> dict:
-    """The first ``n`` samples of a block's keyword arguments (tensors with a batch dimension)."""
-
-    def cut(v):
-        if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == batch and batch > 1:
-            return v[:n]
-        if isinstance(v, tuple):
-            return tuple(cut(t) for t in v)
-        return v
-
-    return {k: cut(v) for k, v in kw.items()}
 
 
 @torch.no_grad()
@@ -266,7 +257,7 @@ def _quantize_one(
     """Quantize one linear; write the dequantized weight back so later groups see it."""
     w = linear_weight(module).detach().to(torch.float32)
     spec = get_method(plan.method)
-    res = spec.fn(w, plan.scheme, hessian if spec.needs_hessian else None, **plan.method_args)
+    res = spec.fn(w, plan.scheme, hessian if plan.needs_hessian else None, **plan.method_args)
     packed = PackedWeight.from_codes(res.codes, res.scale, res.zero, plan.scheme)
     dq = packed.dequantize()
     err = None
@@ -306,13 +297,14 @@ def quantize_model(
         raise LmpressError("the recipe leaves every linear layer float; nothing to quantize")
     _check_groups(model, plans)
 
-    needs_data = any(get_method(p.method).needs_hessian for p in plans.values())
+    needs_data = bool(recipe.transforms) or any(p.needs_hessian for p in plans.values())
     if needs_data and calib_ids is None:
         raise LmpressError("this recipe needs calibration data; pass calibration text")
 
     packed: dict[str, PackedWeight] = {}
     errors: dict[str, float] = {}
     fast_blocks = 0
+    transform_log: list[dict] = [{} for _ in layout.blocks]
     batches: list[Batch] = []
     if needs_data:
         try:
@@ -328,19 +320,26 @@ def quantize_model(
             ) from e
     bar = tqdm(
         total=len(layout.blocks),
-        desc=f"quantize ({recipe.method})",
+        desc=f"quantize ({recipe.label})",
         unit="block",
         disable=not progress,
     )
     for b, block in enumerate(layout.blocks):
         mods = dict(block.named_modules())
         names = [n for n in layout.linear_names[b] if layout.full_name(b, n) in plans]
-        block_needs_data = needs_data and any(
-            get_method(plans[layout.full_name(b, n)].method).needs_hessian for n in names
+        block_needs_data = needs_data and (
+            bool(recipe.transforms)
+            or any(plans[layout.full_name(b, n)].needs_hessian for n in names)
         )
         groups = (
             _input_groups(block, names, batches[0]) if block_needs_data else [[n] for n in names]
         )
+        if block_needs_data and recipe.transforms:
+            schemes = {n: plans[layout.full_name(b, n)].scheme for n in names}
+            for step in recipe.transforms:
+                transform_log[b][step.name] = get_transform(step.name).fn(
+                    block, batches, groups, schemes, **step.args
+                )
         propagated = False
         for gi, group in enumerate(groups):
             H = None
@@ -352,9 +351,7 @@ def quantize_model(
             )
             inputs: list[torch.Tensor] = []
             outputs: list[torch.Tensor] = []
-            if block_needs_data and any(
-                get_method(plans[layout.full_name(b, n)].method).needs_hessian for n in group
-            ):
+            if block_needs_data and any(plans[layout.full_name(b, n)].needs_hessian for n in group):
                 first = mods[group[0]]
                 H, inputs, outputs = _group_hessian(
                     block, first, batches, linear_weight(first).shape[1], propagate_here
@@ -379,7 +376,9 @@ def quantize_model(
     for full, p in packed.items():
         old = model.get_submodule(full)
         _set_module(model, full, QLinear.from_packed(p, old.bias))
-    return QuantizeResult(model, packed, plans, time.perf_counter() - t0, errors, fast_blocks)
+    return QuantizeResult(
+        model, packed, plans, time.perf_counter() - t0, errors, fast_blocks, transform_log
+    )
 
 
 def _check_groups(model: nn.Module, plans: dict[str, ModulePlan]) -> None:

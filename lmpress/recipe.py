@@ -1,7 +1,8 @@
 """The recipe: which method and scheme apply to which modules, as validated data.
 
 ```yaml
-method: gptq
+method: gptq                 # or "awq+gptq": transforms first, then the method
+transforms: [awq]            # block transforms run before quantizing (or {name: awq, grid: 10})
 scheme: w4g128
 method_args: {damp: 0.01, act_order: true}
 overrides:
@@ -21,8 +22,9 @@ import yaml
 from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme, parse_scheme
 from lmpress.methods import get_method
+from lmpress.transforms import get_transform
 
-_RECIPE_KEYS = {"method", "scheme", "method_args", "overrides"}
+_RECIPE_KEYS = {"method", "scheme", "method_args", "overrides", "transforms"}
 _OVERRIDE_KEYS = {"pattern", "scheme", "method", "method_args", "skip"}
 
 
@@ -33,6 +35,10 @@ class ModulePlan:
     method: str
     scheme: Scheme
     method_args: dict[str, Any]
+
+    @property
+    def needs_hessian(self) -> bool:
+        return get_method(self.method).uses_hessian(self.method_args)
 
 
 @dataclass
@@ -45,14 +51,39 @@ class Override:
 
 
 @dataclass
+class TransformStep:
+    """One block transform and its options (defaults filled in)."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: "str | dict[str, Any] | TransformStep") -> "TransformStep":
+        if isinstance(spec, TransformStep):
+            return spec
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise LmpressError(f"transform {spec!r} must be a name or a mapping with 'name'")
+        name = str(spec["name"])
+        args = {k: v for k, v in spec.items() if k != "name"}
+        return cls(name, get_transform(name).options(args, name))
+
+
+@dataclass
 class Recipe:
     method: str = "rtn"
     scheme: Scheme = field(default_factory=lambda: parse_scheme("w4g128"))
     method_args: dict[str, Any] = field(default_factory=dict)
     overrides: list[Override] = field(default_factory=list)
+    transforms: list[TransformStep] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.scheme = parse_scheme(self.scheme)
+        *prefix, self.method = str(self.method).split("+")
+        # "awq+gptq": the names before the method are transforms, run in that order
+        steps = [TransformStep.parse(t) for t in [*prefix, *self.transforms]]
+        self.transforms = list({t.name: t for t in steps}.values())
         get_method(self.method).options(self.method_args, self.method)
         for o in self.overrides:
             try:
@@ -89,11 +120,15 @@ class Recipe:
                     bool(o.get("skip", False)),
                 )
             )
+        transforms = d.get("transforms") or []
+        if not isinstance(transforms, list):
+            raise LmpressError(f"recipe 'transforms' must be a list, got {transforms!r}")
         return cls(
             method=d.get("method", "rtn"),
             scheme=parse_scheme(d.get("scheme", "w4g128")),
             method_args=dict(d.get("method_args") or {}),
             overrides=overrides,
+            transforms=transforms,
         )
 
     @classmethod
@@ -109,6 +144,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
+            "transforms": [{"name": t.name, **t.args} for t in self.transforms],
             "scheme": self.scheme.to_dict(),
             "method_args": self.method_args,
             "overrides": [
@@ -147,6 +183,18 @@ class Recipe:
                 )
 
     @property
+    def label(self) -> str:
+        """``awq+gptq`` style: transforms then method."""
+        return "+".join([t.name for t in self.transforms] + [self.method])
+
+    @property
     def needs_calibration(self) -> bool:
-        methods = {self.method} | {o.method for o in self.overrides if o.method}
-        return any(get_method(m).needs_hessian for m in methods)
+        if self.transforms:
+            return True
+        combos = [(self.method, self.method_args)]
+        for o in self.overrides:
+            if o.method:
+                combos.append((o.method, o.method_args or {}))
+            elif o.method_args:
+                combos.append((self.method, {**self.method_args, **o.method_args}))
+        return any(get_method(m).uses_hessian(get_method(m).options(a, m)) for m, a in combos)

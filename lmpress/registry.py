@@ -1,7 +1,7 @@
 """One small registry class, instantiated once per kind (formats, methods, kernels, ...)."""
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from lmpress.errors import LmpressError
 
@@ -36,3 +36,34 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+Limits = dict[str, tuple[Callable[[Any], bool], str]]
+
+
+def validate_options(
+    given: dict[str, Any] | None, defaults: dict[str, Any], limits: Limits, what: str
+) -> dict[str, Any]:
+    """``defaults`` updated by ``given`` after checking names, types and ranges.
+
+    ``limits`` maps an option to (predicate, description of valid values);
+    ``what`` names the owner in errors, e.g. ``"method 'gptq'"``.
+    """
+    given = given or {}
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise LmpressError(
+            f"unknown option(s) {sorted(unknown)} for {what}; allowed: {sorted(defaults) or 'none'}"
+        )
+    for key, value in given.items():
+        want = type(defaults[key])
+        ok_type = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            ok_type = True
+        if not ok_type:
+            raise LmpressError(f"option {key}={value!r} of {what} must be a {want.__name__}")
+        if key in limits and not limits[key][0](value):
+            raise LmpressError(
+                f"option {key}={value!r} of {what} is out of range: {limits[key][1]}"
+            )
+    return {**defaults, **given}

@@ -45,6 +45,60 @@ from lmpress.models.load import (  # noqa: E402
 MODEL = "smollm2-135m"
 SCHEMES = ["w8", "w4g128", "w4g64", "w3g128", "w3g64", "w2g64", "w2g32"]
 METHODS = ["rtn", "gptq"]
+# The cell whose cost is compared with a float forward pass (issue 2's bar).
+COST_CELL = ("gptq", "w4g128")
+# Issue 3's grid: every method and combination at these schemes.
+SCHEMES_3 = ["w4g128", "w4g64", "w3g128", "w3g64", "w2g64", "w2g32"]
+METHODS_3 = ["leanquant", "hqq", "rtn:imatrix", "awq+rtn", "awq+gptq", "learned-round"]
+
+# Benchmark labels beyond plain method names: label -> quantize flags (scheme added).
+VARIANTS = {
+    "rtn:imatrix": ["--method", "rtn", "--method-arg", "imatrix=true"],
+    "awq+rtn": ["--method", "awq+rtn", "--method-arg", "imatrix=true"],
+    "gptq:minmax": ["--method", "gptq", "--method-arg", "mse=false"],
+    "hqq:fz": ["--method", "hqq"],  # with float zero points (scheme suffix added below)
+}
+
+
+def asym(scheme: str) -> str:
+    return scheme if scheme.endswith(("a", "s")) or ":" in scheme else scheme + "a"
+
+
+def variant_args(label: str, scheme: str) -> list[str]:
+    """``lmpress quantize`` flags for a benchmark label at ``scheme``.
+
+    ``preset:NAME`` runs the preset at its own scheme (``scheme`` must be its scheme);
+    ``hqq:fz`` stores float zero points; other labels name a method or combination.
+    """
+    if label.startswith("preset:"):
+        return ["--preset", label.split(":", 1)[1]]
+    if label == "hqq:fz":
+        return [*VARIANTS[label], "--scheme", asym(scheme) + ":fz"]
+    return [*VARIANTS.get(label, ["--method", label]), "--scheme", asym(scheme)]
+
+
+def same_recipe_row(label: str, scheme: str, done: dict[str, dict], protocol: str) -> dict | None:
+    """A measured row whose recipe equals preset ``label``'s, if any."""
+    if not label.startswith("preset:"):
+        return None
+    from lmpress.presets import preset_recipe
+    from lmpress.recipe import Recipe
+
+    want = Recipe.from_dict(preset_recipe(label.split(":", 1)[1])).to_dict()
+    for r in done.values():
+        if r["cell"].endswith(protocol) and r.get("recipe") == want and "same_as" not in r:
+            return r
+    return None
+
+
+def preset_cells() -> list[tuple[str, str]]:
+    """``(label, scheme)`` for every preset, at the scheme the preset uses."""
+    from lmpress.formats.scheme import parse_scheme
+    from lmpress.presets import PRESETS
+
+    return [
+        (f"preset:{n}", parse_scheme(PRESETS.get(n).recipe["scheme"]).name) for n in PRESETS.names()
+    ]
 
 
 def git_commit() -> str:
@@ -130,8 +184,11 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=16)
     ap.add_argument("--calib-samples", type=int, default=128)
     ap.add_argument("--calib-seq-len", type=int, default=512)
-    ap.add_argument("--schemes", default=",".join(SCHEMES))
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--schemes", default=",".join(SCHEMES), help="issue 2's grid")
+    ap.add_argument("--methods", default=",".join(METHODS), help="issue 2's grid")
+    ap.add_argument("--schemes-3", default=",".join(SCHEMES_3), help="issue 3's grid")
+    ap.add_argument("--methods-3", default=",".join(METHODS_3), help="issue 3's grid")
+    ap.add_argument("--no-presets", action="store_true", help="skip the preset cells")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results")
     ap.add_argument(
         "--report-only", action="store_true", help="rewrite the report from the recorded results"
@@ -191,79 +248,96 @@ def main() -> None:
         done[ref_cell] = row
     del base
 
-    for scheme in a.schemes.split(","):
-        for method in a.methods.split(","):
-            cell = f"{method}|{scheme}|{protocol}"
-            if cell in done:
-                continue
-            out = work / f"{method}-{scheme}"
-            # "gptq+mse" = method gptq with option mse=true
-            base_method, *opts = method.split("+")
-            qcmd = [
-                sys.executable,
-                "-m",
-                "lmpress.cli",
-                "quantize",
-                MODEL,
-                "--method",
-                base_method,
-                *[x for o in opts for x in ("--method-arg", f"{o}=true")],
-                "--scheme",
-                scheme + "a" if not scheme.endswith(("a", "s")) else scheme,
-                "--calib",
-                "wikitext2",
-                "--calib-samples",
-                str(a.calib_samples),
-                "--calib-seq-len",
-                str(a.calib_seq_len),
-                "--seed",
-                "0",
-                "--overwrite",
-                "--quiet",
-                "-o",
-                str(out),
-                "--json",
-                str(out) + ".summary.json",
-            ]
-            print(f"[bench] {shlex.join(qcmd[2:])}", flush=True)
-            wall, rss_rusage = run_process(qcmd)
-            # The child's own high-water mark; rusage also counts pages shared at fork.
-            rss = json.loads(Path(str(out) + ".summary.json").read_text())["peak_rss_mb"]
-            load_s, float_load_s = side_by_side_loads(out, work / "float-hf", 5)
-            model = lmpress.load(out)
-            qc = model.config.quantization_config
-            r = evaluate_perplexity(model, ids, a.ctx, a.windows, cache)
-            stats = model_size_stats(model, out)
-            row = {
-                "cell": cell,
-                "method": method,
-                "scheme": scheme,
-                "ppl": r["ppl"],
-                "kl_mean": r["kl_mean"],
-                "kl_stderr": r["kl_stderr"],
-                "kl_p99": r["kl_p99"],
-                "top1_agreement": r["top1_agreement"],
-                "quantize_s": qc["quantize_seconds"],
-                "process_wall_s": wall,
-                "peak_rss_mb": rss,
-                "peak_rss_source": "VmHWM",
-                "peak_rss_rusage_mb": rss_rusage,
-                "load_s": load_s,
-                "float_hf_load_s": float_load_s,
-                **stats,
-                "command": "lmpress "
-                + shlex.join(qcmd[3:]).replace(str(REPO) + "/", "")
-                + f" && lmpress eval {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
-                f" --ppl wikitext2 --ctx {a.ctx} --windows {a.windows} --base {MODEL}",
-            }
+    # Most informative first, so that a run cut short still answers the bars:
+    # the cost cell, the presets, issue 2's grid, then issue 3's.
+    grid2 = [(m, s) for s in a.schemes.split(",") if s for m in a.methods.split(",") if m]
+    grid = [c for c in grid2 if c[1] == COST_CELL[1]]
+    grid += [] if a.no_presets else preset_cells()
+    grid += grid2
+    grid += [(m, s) for s in a.schemes_3.split(",") if s for m in a.methods_3.split(",") if m]
+    for method, scheme in dict.fromkeys(grid):
+        cell = f"{method}|{scheme}|{protocol}"
+        if cell in done:
+            continue
+        twin = same_recipe_row(method, scheme, done, protocol)
+        if twin is not None:
+            # A preset identical to a measured cell: same recipe, same bytes (deterministic).
+            row = {**twin, "cell": cell, "method": method, "same_as": twin["cell"]}
             append_result(results_path, row)
             done[cell] = row
-            print(
-                f"[bench] {method} {scheme}: ppl={r['ppl']:.3f} kl={r['kl_mean']:.4f} "
-                f"q={qc['quantize_seconds']:.1f}s rss={rss:.0f}MiB",
-                flush=True,
-            )
-            del model
+            continue
+        out = work / f"{method.replace(':', '-')}-{scheme}"
+        qcmd = [
+            sys.executable,
+            "-m",
+            "lmpress.cli",
+            "quantize",
+            MODEL,
+            *variant_args(method, scheme),
+            "--calib",
+            "wikitext2",
+            "--calib-samples",
+            str(a.calib_samples),
+            "--calib-seq-len",
+            str(a.calib_seq_len),
+            "--seed",
+            "0",
+            "--overwrite",
+            "--quiet",
+            "-o",
+            str(out),
+            "--json",
+            str(out) + ".summary.json",
+        ]
+        print(f"[bench] {shlex.join(qcmd[2:])}", flush=True)
+        adjacent = None
+        if (method, scheme) == COST_CELL:
+            # The cost bar's denominator, measured right before the run it divides.
+            fm = load_model(MODEL)
+            calib = calibration_ids(fm.tokenizer, "wikitext2", a.calib_samples, a.calib_seq_len, 0)
+            adjacent = min(float_forward_seconds(fm.model, calib, 8) for _ in range(2))
+            del fm, calib
+        wall, rss_rusage = run_process(qcmd)
+        # The child's own high-water mark; rusage also counts pages shared at fork.
+        rss = json.loads(Path(str(out) + ".summary.json").read_text())["peak_rss_mb"]
+        load_s, float_load_s = side_by_side_loads(out, work / "float-hf", 5)
+        model = lmpress.load(out)
+        qc = model.config.quantization_config
+        recipe = qc.get("recipe")
+        r = evaluate_perplexity(model, ids, a.ctx, a.windows, cache)
+        stats = model_size_stats(model, out)
+        row = {
+            "cell": cell,
+            "method": method,
+            "scheme": scheme,
+            "ppl": r["ppl"],
+            "kl_mean": r["kl_mean"],
+            "kl_stderr": r["kl_stderr"],
+            "kl_p99": r["kl_p99"],
+            "top1_agreement": r["top1_agreement"],
+            "quantize_s": qc["quantize_seconds"],
+            "process_wall_s": wall,
+            "peak_rss_mb": rss,
+            "peak_rss_source": "VmHWM",
+            "float_forward_calib_adjacent_s": adjacent,
+            "recipe": recipe,
+            "peak_rss_rusage_mb": rss_rusage,
+            "load_s": load_s,
+            "float_hf_load_s": float_load_s,
+            **stats,
+            "command": "lmpress "
+            + shlex.join(qcmd[3:]).replace(str(REPO) + "/", "")
+            + f" && lmpress eval {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
+            f" --ppl wikitext2 --ctx {a.ctx} --windows {a.windows} --base {MODEL}",
+        }
+        append_result(results_path, row)
+        done[cell] = row
+        print(
+            f"[bench] {method} {scheme}: ppl={r['ppl']:.3f} kl={r['kl_mean']:.4f} "
+            f"q={qc['quantize_seconds']:.1f}s rss={rss:.0f}MiB",
+            flush=True,
+        )
+        del model
 
     write_markdown(Path(a.out), done, protocol, a)
 

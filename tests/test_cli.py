@@ -222,3 +222,72 @@ def test_method_args_from_cli(capsys, tmp_path, tiny_llama_dir):
         capsys, "quantize", tiny_llama_dir, "--method-arg", "mse=3", "-o", tmp_path / "p"
     )
     assert_user_error(code, err, "must be a bool")
+
+
+@needs_data
+def test_presets_and_combinations_from_cli(capsys, tmp_path, tiny_llama_dir):
+    code, out, err = run(
+        capsys, "quantize", tiny_llama_dir, "--preset", "fast", "--quiet", "-o", tmp_path / "f"
+    )
+    assert code == 0, err
+    qc = json.loads((tmp_path / "f" / "config.json").read_text())["quantization_config"]
+    assert qc["recipe"]["method"] == "rtn" and qc["calibration"] is None
+    code, out, err = run(
+        capsys,
+        "quantize",
+        tiny_llama_dir,
+        "--preset",
+        "best-3bit",
+        "--scheme",
+        "w3g32",
+        "--calib-samples",
+        "4",
+        "--calib-seq-len",
+        "32",
+        "--quiet",
+        "-o",
+        tmp_path / "b",
+    )
+    assert code == 0, err
+    qc = json.loads((tmp_path / "b" / "config.json").read_text())["quantization_config"]
+    assert qc["recipe"]["method"] == "leanquant"
+    assert qc["recipe"]["scheme"]["group_size"] == 32
+    code, out, err = run(
+        capsys,
+        "quantize",
+        tiny_llama_dir,
+        "--method",
+        "awq+gptq",
+        "--calib-samples",
+        "4",
+        "--calib-seq-len",
+        "32",
+        "--quiet",
+        "-o",
+        tmp_path / "c",
+    )
+    assert code == 0, err
+    code, out, err = run(capsys, "info", tmp_path / "c")
+    assert code == 0 and "awq+gptq" in out
+    code, _, err = run(
+        capsys, "quantize", tiny_llama_dir, "--preset", "best-1bit", "-o", tmp_path / "x"
+    )
+    assert_user_error(code, err, "unknown preset", "best-4bit")
+    (tmp_path / "r.yaml").write_text("method: rtn\n")
+    code, _, err = run(
+        capsys,
+        "quantize",
+        tiny_llama_dir,
+        "--preset",
+        "fast",
+        "--recipe",
+        tmp_path / "r.yaml",
+        "-o",
+        tmp_path / "x",
+    )
+    assert_user_error(code, err, "not both")
+    code, _, err = run(
+        capsys, "quantize", tiny_llama_dir, "--method", "awq+hqqq", "-o", tmp_path / "x"
+    )
+    assert_user_error(code, err, "unknown method 'hqqq'")
+    assert not (tmp_path / "x").exists()

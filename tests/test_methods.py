@@ -110,3 +110,90 @@ def test_mse_qparams_partial_group_and_tensor():
         se, ze = mse_qparams(w, s)
         assert se.shape == sm.shape and ze.shape == zm.shape
         assert (se <= sm + 1e-9).all()  # only ever shrinks the range
+
+
+def _weight_err(w, method, scheme, hessian=None, **kw):
+    r = get_method(method).fn(w, scheme, hessian, **kw)
+    dq = PackedWeight.from_codes(r.codes, r.scale, r.zero, scheme).dequantize()
+    return ((w - dq) ** 2).mean().item()
+
+
+@needs_smollm2
+@needs_data
+@pytest.mark.parametrize("scheme", ["w4g128", "w4g64:fz", "w3g64", "w2g64"])
+def test_hqq_beats_rtn_on_real_layer(smollm2, scheme):
+    """HQQ fits the weights better than min-max (its objective) and lowers the output error."""
+    w, x = _layer_inputs(smollm2, "model.layers.12.mlp.down_proj")
+    s = parse_scheme(scheme)
+    assert _weight_err(w, "hqq", s) < 0.95 * _weight_err(w, "rtn", s)
+    assert _out_err(w, x, "hqq", s) < 0.95 * _out_err(w, x, "rtn", s)
+
+
+@needs_smollm2
+@needs_data
+@pytest.mark.parametrize("scheme", ["w4g128", "w3g64", "w2g64"])
+def test_imatrix_beats_plain_clipping_on_real_layer(smollm2, scheme):
+    """Weighting the clipping search by E[x^2] must lower the output error further."""
+    w, x = _layer_inputs(smollm2, "model.layers.5.self_attn.q_proj")
+    s = parse_scheme(scheme)
+    plain = _out_err(w, x, "rtn", s, mse=True)
+    assert _out_err(w, x, "rtn", s, imatrix=True) < 0.97 * plain
+
+
+@needs_smollm2
+@needs_data
+@pytest.mark.parametrize("scheme", ["w4g128", "w3g64", "w2g64"])
+@pytest.mark.parametrize(
+    "group",
+    [
+        ["model.layers.12.mlp.down_proj"],
+        ["model.layers.5.self_attn.q_proj", "model.layers.5.self_attn.k_proj"],
+    ],
+)
+def test_awq_scales_beat_rtn_on_real_layers(smollm2, scheme, group):
+    """AWQ's searched scales must cut the group's output error after RTN, not tie with it."""
+    from lmpress.transforms.awq import scaled_output_error, search_scale
+
+    ws, xs = zip(*[_layer_inputs(smollm2, n) for n in group], strict=True)
+    x = xs[0]
+    H = x.T @ x / x.shape[0]
+    schemes = [parse_scheme(scheme)] * len(ws)
+    alpha, s = search_scale(list(ws), H, schemes, grid=20)
+    plain = scaled_output_error(list(ws), torch.ones(H.shape[0]), H, schemes)
+    assert alpha > 0
+    assert scaled_output_error(list(ws), s, H, schemes) < 0.97 * plain
+
+
+def test_hqq_handles_every_granularity_and_symmetry():
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(12, 100, generator=g)
+    for spec in ("w4g64", "w3gt", "w3", "w4g32s", "w2g48:fz", "w8g16:bf16:fz"):
+        s = parse_scheme(spec)
+        r = get_method("hqq").fn(w, s)
+        p = PackedWeight.from_codes(r.codes, r.scale, r.zero, s)
+        assert r.codes.shape == w.shape and r.codes.min() >= 0 and r.codes.max() <= s.fmt.qmax
+        err = ((p.dequantize() - w) ** 2).mean()
+        assert err < 0.5 * w.var() / 2 ** (s.bits - 2), (spec, err)
+
+
+@needs_smollm2
+@needs_data
+@pytest.mark.parametrize("scheme", ["w4g128", "w3g64", "w2g64"])
+def test_leanquant_grid_beats_gptq_grids_on_real_layer(smollm2, scheme):
+    """The loss-aware grid must beat RTN clearly and GPTQ's E[x^2]-weighted grid a little."""
+    w, x = _layer_inputs(smollm2, "model.layers.5.self_attn.q_proj")
+    s = parse_scheme(scheme)
+    lean = _out_err(w, x, "leanquant", s)
+    assert lean < 0.8 * _out_err(w, x, "rtn", s)
+    assert lean < _out_err(w, x, "gptq", s, mse=False)
+    assert lean < _out_err(w, x, "gptq", s)
+
+
+@needs_smollm2
+@needs_data
+@pytest.mark.parametrize("init", ["rtn", "gptq"])
+def test_learned_rounding_beats_rtn_on_real_layer(smollm2, init):
+    """Signed-gradient rounding must move well away from round-to-nearest's error."""
+    w, x = _layer_inputs(smollm2, "model.layers.5.self_attn.q_proj")
+    s = parse_scheme("w3g64")
+    assert _out_err(w, x, "learned-round", s, init=init) < 0.6 * _out_err(w, x, "rtn", s)

@@ -2,7 +2,8 @@
 
 A weight ``w`` of shape ``[out, in]`` (float32) is cut into groups along ``in``;
 each group has a scale ``s`` and a zero point ``z`` and a code ``q`` in
-``[0, qmax]`` decodes to ``(q - z) * s``. Parameters have shape ``[P, G]`` with
+``[0, qmax]`` decodes to ``(q - z) * s``. Zero points are integers unless the
+scheme stores them as floats (``zero_format="float"``). Parameters have shape ``[P, G]`` with
 ``P = out`` (or 1 for per-tensor) and ``G`` groups per row; the last group of a
 row may be partial when the group size does not divide ``in``.
 
@@ -35,6 +36,21 @@ def grouped(w: torch.Tensor, group_len: int) -> torch.Tensor:
     return w.reshape(rows, -1, group_len)
 
 
+def group_view(w: torch.Tensor, scheme: Scheme) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w [R, C]`` as ``[P, G, L]`` groups (zero-padded) and a float mask ``[1, G, L]``
+    that is 1 on real columns and 0 on the padding of a partial last group."""
+    rows, cols = w.shape
+    if scheme.granularity == "tensor":
+        return w.reshape(1, 1, -1), torch.ones(1, 1, rows * cols)
+    glen = scheme.group_len(cols)
+    pad = (-cols) % glen
+    mask = torch.ones(1, cols)
+    if pad:
+        w = torch.nn.functional.pad(w, (0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad))
+    return w.reshape(rows, -1, glen), mask.reshape(1, -1, glen)
+
+
 def minmax_qparams(
     w: torch.Tensor, scheme: Scheme, clip: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,18 +68,25 @@ def minmax_qparams(
     if scheme.symmetric:
         amax = g.abs().amax(dim=-1) * clip
         scale = amax / (fmt.mid - 1 if fmt.bits > 1 else 1)
-        scale = _storable(scale, scheme)
+        scale = storable_scale(scale, scheme)
         zero = torch.full_like(scale, float(fmt.mid))
         return scale, zero
     # The range always contains 0 so that the integer zero point is in [0, qmax].
     lo = g.amin(dim=-1).clamp(max=0) * clip
     hi = g.amax(dim=-1).clamp(min=0) * clip
-    scale = _storable((hi - lo) / fmt.qmax, scheme)
-    zero = torch.round(-lo / scale).clamp(0, fmt.qmax)
-    return scale, zero
+    scale = storable_scale((hi - lo) / fmt.qmax, scheme)
+    zero = -lo / scale
+    if scheme.float_zero:
+        return scale, storable_zero(zero, scheme)
+    return scale, torch.round(zero).clamp(0, fmt.qmax)
 
 
-def _storable(scale: torch.Tensor, scheme: Scheme) -> torch.Tensor:
+def storable_zero(zero: torch.Tensor, scheme: Scheme) -> torch.Tensor:
+    """A float zero point rounded to what its storage dtype holds (float32 out)."""
+    return zero.to(scheme.torch_scale_dtype).to(torch.float32)
+
+
+def storable_scale(scale: torch.Tensor, scheme: Scheme) -> torch.Tensor:
     """Round a float32 scale to the storage dtype; an all-zero group gets scale 1."""
     dt = scheme.torch_scale_dtype
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -86,9 +109,10 @@ def quantize_codes(
 ) -> torch.Tensor:
     """Round ``w`` to codes with per-column parameters (all broadcastable float32).
 
-    Returns float32 integers in ``[0, qmax]`` with ``w``'s shape.
+    Returns float32 integers in ``[0, qmax]`` with ``w``'s shape. The zero point
+    is added before rounding so that float zero points pick the nearest code too.
     """
-    return torch.clamp(torch.round(w / scale_cols) + zero_cols, 0, qmax)
+    return torch.clamp(torch.round(w / scale_cols + zero_cols), 0, qmax)
 
 
 def dequantize_codes(

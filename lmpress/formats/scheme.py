@@ -1,11 +1,12 @@
 """A scheme: number format + granularity + scale storage + symmetry.
 
-Shorthand names: ``w<bits>[g<group>][a|s][:bf16]``. ``w8`` is per output
+Shorthand names: ``w<bits>[g<group>][a|s][:bf16][:fz]``. ``w8`` is per output
 channel, ``w4g128`` is groups of 128 along the input dimension, ``w4gt`` one
 scale per tensor. The letter picks asymmetric (``a``, the default) or symmetric
-(``s``); ``:bf16`` stores scales in bfloat16 instead of float16. The full form
-is a dict, e.g. ``{"bits": 4, "group_size": 128, "symmetric": false,
-"scale_dtype": "float16"}``.
+(``s``); ``:bf16`` stores scales in bfloat16 instead of float16; ``:fz`` stores
+float zero points (in the scale dtype, as HQQ does) instead of integers packed at
+the code width. The full form is a dict, e.g. ``{"bits": 4, "group_size": 128,
+"symmetric": false, "scale_dtype": "float16", "zero_format": "int"}``.
 """
 
 import re
@@ -20,7 +21,7 @@ from lmpress.formats.integer import IntFormat
 Granularity = Literal["tensor", "channel", "group"]
 SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _SHORT = re.compile(
-    r"^w(?P<bits>\d+)(?:g(?P<group>t|-?\d+))?(?P<sym>[as])?(?::(?P<dt>fp16|bf16))?$"
+    r"^w(?P<bits>\d+)(?:g(?P<group>t|-?\d+))?(?P<sym>[as])?(?::(?P<dt>fp16|bf16))?(?P<fz>:fz)?$"
 )
 _SHORT_DTYPES = {"fp16": "float16", "bf16": "bfloat16", None: "float16"}
 
@@ -35,6 +36,9 @@ class Scheme:
     symmetric: bool = False
     scale_dtype: str = "float16"
     format: str = "int"
+    # "int": zero points are integers in [0, qmax] packed at the code width;
+    # "float": stored in the scale dtype, so the grid can shift by a fraction of a step.
+    zero_format: str = "int"
 
     def __post_init__(self) -> None:
         IntFormat(self.bits)  # validates bits
@@ -53,6 +57,10 @@ class Scheme:
             raise LmpressError(
                 f"scale_dtype {self.scale_dtype!r} unknown; use {', '.join(SCALE_DTYPES)}"
             )
+        if self.zero_format not in ("int", "float"):
+            raise LmpressError(f"zero_format {self.zero_format!r} unknown; use int or float")
+        if self.zero_format == "float" and self.symmetric:
+            raise LmpressError("float zero points need an asymmetric scheme (drop the 's')")
         if self.format != "int":
             raise LmpressError(f"format {self.format!r} is not supported yet; use 'int'")
 
@@ -83,7 +91,12 @@ class Scheme:
         g = {"tensor": "gt", "channel": ""}.get(self.granularity, f"g{self.group_size}")
         suffix = "s" if self.symmetric else ""
         dt = "" if self.scale_dtype == "float16" else ":bf16"
-        return f"w{self.bits}{g}{suffix}{dt}"
+        fz = ":fz" if self.float_zero else ""
+        return f"w{self.bits}{g}{suffix}{dt}{fz}"
+
+    @property
+    def float_zero(self) -> bool:
+        return self.zero_format == "float"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,18 +131,20 @@ def parse_scheme(spec: "str | dict[str, Any] | Scheme") -> Scheme:
     m = _SHORT.match(str(spec).strip().lower())
     if not m:
         raise LmpressError(
-            f"cannot parse scheme {spec!r}; expected e.g. w8, w4g128, w3g64a, w4g128s, w8gt"
+            f"cannot parse scheme {spec!r}; expected e.g. w8, w4g128, w3g64a, w4g128s, w8gt, "
+            "w4g64:fz"
         )
-    bits = int(m["bits"])
-    sym = m["sym"] == "s"
-    dt = _SHORT_DTYPES[m["dt"]]
+    common = {
+        "bits": int(m["bits"]),
+        "symmetric": m["sym"] == "s",
+        "scale_dtype": _SHORT_DTYPES[m["dt"]],
+        "zero_format": "float" if m["fz"] else "int",
+    }
     group = m["group"]
     if group is None:
-        return Scheme(bits=bits, granularity="channel", symmetric=sym, scale_dtype=dt)
+        return Scheme(granularity="channel", **common)
     if group == "t":
-        return Scheme(bits=bits, granularity="tensor", symmetric=sym, scale_dtype=dt)
+        return Scheme(granularity="tensor", **common)
     if int(group) <= 0:
         raise LmpressError(f"group size must be a positive integer in {spec!r}, e.g. w4g128")
-    return Scheme(
-        bits=bits, granularity="group", group_size=int(group), symmetric=sym, scale_dtype=dt
-    )
+    return Scheme(granularity="group", group_size=int(group), **common)

@@ -6,8 +6,7 @@ from typing import Any
 
 import torch
 
-from lmpress.errors import LmpressError
-from lmpress.registry import Registry
+from lmpress.registry import Registry, validate_options
 
 
 @dataclass
@@ -29,34 +28,19 @@ class MethodSpec:
     """
 
     fn: Callable[..., QuantResult]
-    needs_hessian: bool
+    # a bool, or a function of the method's options (e.g. RTN needs data only with imatrix)
+    needs_hessian: bool | Callable[[dict[str, Any]], bool]
     defaults: dict[str, Any] = field(default_factory=dict)
     # option name -> (predicate, what a valid value is), checked at the edge
     limits: dict[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
 
     def options(self, given: dict[str, Any] | None, name: str) -> dict[str, Any]:
-        given = given or {}
-        unknown = set(given) - set(self.defaults)
-        if unknown:
-            raise LmpressError(
-                f"unknown option(s) {sorted(unknown)} for method {name!r}; "
-                f"allowed: {sorted(self.defaults) or 'none'}"
-            )
-        for key, value in given.items():
-            want = type(self.defaults[key])
-            ok_type = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                ok_type = True
-            if not ok_type:
-                raise LmpressError(
-                    f"option {key}={value!r} of method {name!r} must be a {want.__name__}"
-                )
-            if key in self.limits and not self.limits[key][0](value):
-                raise LmpressError(
-                    f"option {key}={value!r} of method {name!r} is out of range: "
-                    f"{self.limits[key][1]}"
-                )
-        return {**self.defaults, **given}
+        return validate_options(given, self.defaults, self.limits, f"method {name!r}")
+
+    def uses_hessian(self, options: dict[str, Any]) -> bool:
+        """Whether this method, with these (complete) options, needs calibration statistics."""
+        nh = self.needs_hessian
+        return bool(nh(options) if callable(nh) else nh)
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
@@ -64,7 +48,7 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 def register_method(
     name: str,
-    needs_hessian: bool,
+    needs_hessian: bool | Callable[[dict[str, Any]], bool],
     limits: dict[str, tuple[Callable[[Any], bool], str]] | None = None,
     **defaults: Any,
 ):

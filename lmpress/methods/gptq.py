@@ -40,11 +40,15 @@ def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
     limits={
         "damp": (lambda v: 0 <= v <= 10, "0 <= damp <= 10 (fraction of the mean Hessian diagonal)"),
         "block_size": (lambda v: v >= 1, "block_size >= 1"),
+        "grid_weight": (lambda v: v in ("hdiag", "hinv"), "hdiag or hinv"),
+        "grid_power": (lambda v: 0 < v <= 4, "0 < grid_power <= 4"),
     },
     damp=0.01,
     act_order=True,
     block_size=128,
     mse=True,
+    grid_weight="hdiag",
+    grid_power=1.0,
 )
 def gptq(
     w: torch.Tensor,
@@ -54,11 +58,15 @@ def gptq(
     act_order: bool = True,
     block_size: int = 128,
     mse: bool = True,
+    grid_weight: str = "hdiag",
+    grid_power: float = 1.0,
 ) -> QuantResult:
     """Quantize ``w [out, in]`` float32 given ``hessian [in, in]`` float32.
 
     ``mse`` chooses each group's range by a clipping search weighted by the
-    Hessian diagonal (``E[x^2]`` per input) instead of min-max.
+    Hessian diagonal (``E[x^2]`` per input, ``grid_weight="hdiag"``) or by GPTQ's
+    own loss weights ``(1 / U_jj^2)^grid_power`` (``"hinv"``, LeanQuant; see
+    :mod:`lmpress.methods.leanquant`) instead of min-max.
     """
     W = w.detach().to(torch.float32).clone()
     H = hessian.detach().to(torch.float32).clone()
@@ -86,10 +94,17 @@ def gptq(
     perm = torch.arange(n_in)
     if act_order:
         perm = torch.argsort(H.diagonal(), descending=True)
+    hinv = _inverse_hessian_factor(H[perm][:, perm], damp)
+    if mse and grid_weight == "hinv" and not dynamic:
+        # LeanQuant: quantizing column j costs err^2 / U_jj^2 in GPTQ's sequential loss
+        imp = torch.empty(n_in)
+        imp[perm] = hinv.diagonal().pow(-2.0 * grid_power)
+        scale, zero = mse_qparams(W, scheme, imp)
+        s_cols = expand_to_columns(scale, n_in, scheme).clone()
+        z_cols = expand_to_columns(zero, n_in, scheme).clone()
+    if act_order:
         W, H = W[:, perm], H[perm][:, perm]
         s_cols, z_cols = s_cols[:, perm], z_cols[:, perm]
-
-    hinv = _inverse_hessian_factor(H, damp)
     codes = torch.zeros_like(W)
 
     for i1 in range(0, n_in, block_size):
@@ -115,7 +130,7 @@ def gptq(
                 s_cols[:, j:end], z_cols[:, j:end] = s, z
             col = W1[:, i]
             s, z = s_cols[:, j], z_cols[:, j]
-            q = torch.clamp(torch.round(col / s) + z, 0, qmax)
+            q = torch.clamp(torch.round(col / s + z), 0, qmax)
             codes[:, j] = q
             e = (col - (q - z) * s) / hinv1[i, i]
             W1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)

@@ -33,8 +33,8 @@ class QLinear(nn.Module):
         self.kernel_name = kernel
         self.cache_weight = cache_weight
         self._weight_cache: torch.Tensor | None = None
-        for name, shape in PackedWeight.expected_shapes(scheme, out_features, in_features).items():
-            dtype = scheme.torch_scale_dtype if name == "scales" else torch.uint8
+        expected = PackedWeight.expected_shapes(scheme, out_features, in_features)
+        for name, (shape, dtype) in expected.items():
             self.register_buffer(name, torch.zeros(shape, dtype=dtype, device=device))
         if bias:
             self.register_buffer("bias", torch.zeros(out_features, device=device))

@@ -6,7 +6,8 @@ Tensors (names are the safetensors suffixes under the module's prefix):
 - ``scales``   float16/bfloat16 ``[P, G]``: per-group scales (``P`` = out, or 1 per tensor).
 - ``qzeros``   uint8 ``[1, packed_row_bytes(P * G, bits)]``: bit-packed integer zero
   points, flattened row-major so that per-channel zeros are not padded row by
-  row; absent for symmetric schemes (implicit zero ``2**(bits-1)``).
+  row; absent for symmetric schemes (implicit zero ``2**(bits-1)``). With float
+  zero points (``scheme.float_zero``) it is ``[P, G]`` in the scale dtype instead.
 
 Anything else (low-rank factors, sparsity masks, codebooks) goes in ``extras``
 and bumps ``PACKED_FORMAT_VERSION`` when it changes how weights decode.
@@ -44,7 +45,12 @@ class PackedWeight:
         bits = scheme.bits
         qweight = pack_codes(codes.to(torch.int64), bits)
         scales = scale.to(scheme.torch_scale_dtype).contiguous()
-        qzeros = None if scheme.symmetric else pack_codes(zero.to(torch.int64).reshape(1, -1), bits)
+        if scheme.symmetric:
+            qzeros = None
+        elif scheme.float_zero:
+            qzeros = zero.to(scheme.torch_scale_dtype).contiguous()
+        else:
+            qzeros = pack_codes(zero.to(torch.int64).reshape(1, -1), bits)
         return cls(scheme, out_f, in_f, qweight, scales, qzeros)
 
     def codes(self) -> torch.Tensor:
@@ -55,6 +61,8 @@ class PackedWeight:
         """Zero points as float32 ``[P, G]``."""
         if self.qzeros is None:
             return torch.full(self.scales.shape, float(self.scheme.fmt.mid))
+        if self.scheme.float_zero:
+            return self.qzeros.float()
         p, g = self.scales.shape
         return unpack_codes(self.qzeros, self.scheme.bits, p * g).reshape(p, g).float()
 
@@ -77,11 +85,19 @@ class PackedWeight:
         return sum(t.numel() * t.element_size() * 8 for t in self.tensors().values())
 
     @staticmethod
-    def expected_shapes(scheme: Scheme, out_f: int, in_f: int) -> dict[str, tuple[int, ...]]:
-        """Shapes of the stored tensors for a matrix of this size (used to build empty modules)."""
+    def expected_shapes(
+        scheme: Scheme, out_f: int, in_f: int
+    ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Shape and dtype of each stored tensor for a matrix of this size (for empty modules)."""
         rows = 1 if scheme.granularity == "tensor" else out_f
         g = num_groups(in_f, scheme)
-        shapes = {"qweight": (out_f, packed_row_bytes(in_f, scheme.bits)), "scales": (rows, g)}
-        if not scheme.symmetric:
-            shapes["qzeros"] = (1, packed_row_bytes(rows * g, scheme.bits))
+        sdt = scheme.torch_scale_dtype
+        shapes = {
+            "qweight": ((out_f, packed_row_bytes(in_f, scheme.bits)), torch.uint8),
+            "scales": ((rows, g), sdt),
+        }
+        if scheme.float_zero:
+            shapes["qzeros"] = ((rows, g), sdt)
+        elif not scheme.symmetric:
+            shapes["qzeros"] = ((1, packed_row_bytes(rows * g, scheme.bits)), torch.uint8)
         return shapes

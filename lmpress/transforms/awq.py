@@ -1,0 +1,236 @@
+"""AWQ: activation-aware per-input-channel scaling (Lin et al., 2023).
+
+Channels that see large activations matter more to a layer's output; scaling
+their weight columns up by ``s`` (and the input down by ``1/s``) makes their
+relative rounding error smaller. For each group of linears sharing one input,
+``s = a^alpha`` (``a`` = RMS activation per input channel, normalised so that
+``max(s) * min(s) = 1``) with ``alpha`` chosen on a grid to minimise the
+group's output error after round-to-nearest:
+
+    sum_k  tr(dW_k H dW_k^T),   dW_k = Q(W_k diag(s)) diag(s)^-1 - W_k,
+
+with ``H = X^T X / n`` the input's second moment (``alpha = 0`` is plain RTN,
+so the search never does worse by this measure). ``1/s`` is folded into the
+module that produces the input (a norm's weight, or the rows of a preceding
+linear such as ``up_proj`` before ``down_proj``), so the float model computes
+the same function; each fold is checked by running the block before and after,
+and a group whose producer cannot absorb the scale is left alone.
+
+Differences from the paper, by choice: the activation statistic is the RMS
+(from ``H``'s diagonal) rather than the mean absolute value, and the objective is
+the Hessian form of each group's output error rather than a forward pass of the
+whole attention or MLP module, which makes each grid point a small matrix product.
+"""
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmpress.formats.affine import fake_quantize, minmax_qparams
+from lmpress.formats.scheme import Scheme
+from lmpress.models.arch import is_linear, linear_weight
+from lmpress.transforms.base import Batch, register_transform, run_block, slice_batch
+
+
+def scale_candidates(act_rms: torch.Tensor, grid: int) -> list[tuple[float, torch.Tensor]]:
+    """``(alpha, s [in])`` for ``alpha`` in ``[0, 1)`` on ``grid`` points (float32)."""
+    a = act_rms.clamp_min(1e-6)
+    out = []
+    for i in range(grid):
+        alpha = i / grid
+        s = a.pow(alpha)
+        out.append((alpha, s / (s.max() * s.min()).sqrt()))
+    return out
+
+
+def scaled_output_error(
+    weights: list[torch.Tensor], s: torch.Tensor, hessian: torch.Tensor, scheme: list[Scheme]
+) -> float:
+    """``sum_k tr(dW_k H dW_k^T)`` for weights ``[out_k, in]`` quantized after scaling by ``s``."""
+    total = 0.0
+    for w, sch in zip(weights, scheme, strict=True):
+        ws = w * s
+        scale, zero = minmax_qparams(ws, sch)
+        dw = fake_quantize(ws, scale, zero, sch) / s - w
+        total += float(((dw @ hessian) * dw).sum())
+    return total
+
+
+def search_scale(
+    weights: list[torch.Tensor], hessian: torch.Tensor, schemes: list[Scheme], grid: int
+) -> tuple[float, torch.Tensor]:
+    """The best ``(alpha, s [in])`` for linears sharing an input with second moment ``hessian``."""
+    act = hessian.diagonal().clamp_min(0).sqrt()
+    best: tuple[float, float, torch.Tensor] | None = None
+    for alpha, s in scale_candidates(act, grid):
+        err = scaled_output_error(weights, s, hessian, schemes)
+        if best is None or err < best[0]:
+            best = (err, alpha, s)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _producers(block: nn.Module, batch: Batch, groups: list[list[str]]) -> dict[str, list[str]]:
+    """Per group (by its first linear): modules that may absorb ``1/s``, most likely first.
+
+    The module whose output *is* the group's input comes first; then the linears
+    that ran before the group and whose output width matches its input, nearest
+    first (e.g. ``up_proj``, whose output is multiplied into ``down_proj``'s input).
+    Wrong guesses are caught by the caller's before/after check.
+    """
+    mods = dict(block.named_modules())
+    outputs: list[tuple[str, torch.Tensor]] = []
+    inputs: dict[str, torch.Tensor] = {}
+
+    def keep_output(name: str, out) -> None:
+        if torch.is_tensor(out):
+            outputs.append((name, out))
+
+    def keep_input(name: str, args) -> None:
+        inputs.setdefault(name, args[0])
+
+    handles = [
+        m.register_forward_hook(lambda _m, _a, out, n=name: keep_output(n, out))
+        for name, m in mods.items()
+        if name and (is_linear(m) or _norm_weight(m) is not None)
+    ]
+    handles += [
+        mods[g[0]].register_forward_pre_hook(lambda _m, a, n=g[0]: keep_input(n, a)) for g in groups
+    ]
+    try:
+        run_block(block, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    order = [n for n, _ in outputs]
+    found: dict[str, list[str]] = {}
+    for g in groups:
+        x = inputs.get(g[0])
+        if x is None or g[0] not in order:
+            found[g[0]] = []
+            continue
+        exact = [n for n, o in outputs if o is x]
+        earlier = [
+            n
+            for n, o in outputs[: order.index(g[0])]
+            if is_linear(mods[n]) and n not in g and n not in exact and o.shape[-1] == x.shape[-1]
+        ]
+        found[g[0]] = list(dict.fromkeys(exact + earlier[::-1]))
+    return found
+
+
+def _norm_weight(m: nn.Module) -> torch.Tensor | None:
+    """The elementwise weight of a norm-like module (LayerNorm, RMSNorm), else None."""
+    w = getattr(m, "weight", None)
+    if is_linear(m) or not isinstance(w, torch.Tensor) or w.dim() != 1:
+        return None
+    return w
+
+
+def _fold(producer: nn.Module, linears: list[nn.Module], s: torch.Tensor) -> None:
+    """Divide the producer's output channels by ``s``; multiply the linears' inputs by ``s``."""
+    bias = getattr(producer, "bias", None)
+    if is_linear(producer):
+        w = linear_weight(producer)
+        w.copy_(w / s.to(w.dtype).unsqueeze(1))
+    else:
+        producer.weight.copy_(producer.weight / s.to(producer.weight.dtype))
+    if isinstance(bias, torch.Tensor):
+        bias.copy_(bias / s.to(bias.dtype))
+    for m in linears:
+        w = linear_weight(m)
+        w.copy_(w * s.to(w.dtype))
+
+
+def _same_function(
+    out: torch.Tensor, ref: torch.Tensor, h: torch.Tensor, tol: float = 1e-4
+) -> bool:
+    """Whether a fold left the block's output unchanged up to float rounding.
+
+    Measured on what the block adds to its input (``ref - h``), not on the output
+    itself: residual streams carry huge values in a few channels, against which a
+    wrong fold that changes attention a little would look like rounding.
+    """
+    own = (ref - h).to(torch.float32)
+    diff = (out - ref).to(torch.float32)
+    return bool(diff.norm() <= tol * own.norm().clamp_min(1e-30))
+
+
+def _snapshot(mods: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in mods]
+
+
+@register_transform(
+    "awq",
+    limits={
+        "grid": (lambda v: v >= 2, "grid >= 2"),
+        "max_tokens": (lambda v: v >= 1, "max_tokens >= 1"),
+    },
+    grid=20,
+    max_tokens=16384,
+)
+@torch.no_grad()
+def awq(
+    block: nn.Module,
+    batches: list[Batch],
+    groups: list[list[str]],
+    schemes: dict[str, Scheme],
+    grid: int = 20,
+    max_tokens: int = 16384,
+) -> dict[str, Any]:
+    """Search and fold AWQ scales for every group of ``block``; returns ``{group: alpha}``.
+
+    Statistics come from the first ``max_tokens`` calibration tokens of the float
+    block (all groups measured before any fold, as in the paper).
+    """
+    mods = dict(block.named_modules())
+    groups = [[n for n in g if n in schemes] for g in groups]
+    groups = [g for g in groups if g]
+    firsts = [g[0] for g in groups]
+    width = {f: linear_weight(mods[f]).shape[1] for f in firsts}
+    grams = {f: torch.zeros(width[f], width[f]) for f in firsts}
+    counts = dict.fromkeys(firsts, 0)
+
+    def hook(_m, args, f):
+        x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
+        grams[f].addmm_(x.T, x)
+        counts[f] += x.shape[0]
+
+    handles = [mods[f].register_forward_pre_hook(lambda m, a, f=f: hook(m, a, f)) for f in firsts]
+    try:
+        tokens = 0
+        for batch in batches:
+            if tokens >= max_tokens:
+                break
+            run_block(block, batch)
+            tokens += batch[0].shape[0] * batch[0].shape[1]
+    finally:
+        for h in handles:
+            h.remove()
+
+    probe = slice_batch(batches[0], 1)
+    reference = run_block(block, probe)
+    producers = _producers(block, probe, groups)
+    chosen: dict[str, float] = {}
+    for g in groups:
+        f = g[0]
+        if counts[f] == 0 or not producers[f]:
+            continue
+        H = grams[f] / counts[f]
+        ws = [linear_weight(mods[n]).detach().to(torch.float32) for n in g]
+        alpha, s = search_scale(ws, H, [schemes[n] for n in g], grid)
+        if alpha == 0.0:
+            chosen[",".join(g)] = 0.0
+            continue
+        for p in producers[f]:
+            touched = [mods[p]] + [mods[n] for n in g]
+            saved = _snapshot(touched)
+            _fold(mods[p], [mods[n] for n in g], s)
+            out = run_block(block, probe)
+            if _same_function(out, reference, probe[0]):
+                chosen[",".join(g)] = alpha
+                break
+            for m, sd in zip(touched, saved, strict=True):
+                m.load_state_dict(sd)
+    return chosen

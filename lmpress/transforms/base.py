@@ -1,0 +1,77 @@
+"""What a transform is: a change to a float decoder block, made before it is quantized.
+
+Transforms keep the block's float function (up to rounding) but reshape its
+weights so that they quantize better, e.g. AWQ's per-channel scales folded into
+the preceding norm. They see the block's calibration inputs; they run before
+the block's linears are quantized, so the quantizer's statistics are taken on
+the transformed block.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmpress.formats.scheme import Scheme
+from lmpress.registry import Limits, Registry, validate_options
+
+# (hidden states [batch, seq, hidden], the block's keyword arguments)
+Batch = tuple[torch.Tensor, dict]
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """``fn(block, batches, groups, schemes, **options) -> dict`` (a summary for the log).
+
+    ``groups`` lists the block's linears (names relative to the block) grouped by
+    shared input, in execution order; ``schemes`` maps each planned linear to its
+    scheme (linears left float are absent).
+    """
+
+    fn: Callable[..., dict[str, Any]]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    limits: Limits = field(default_factory=dict)
+
+    def options(self, given: dict[str, Any] | None, name: str) -> dict[str, Any]:
+        return validate_options(given, self.defaults, self.limits, f"transform {name!r}")
+
+
+TRANSFORMS: Registry[TransformSpec] = Registry("transform")
+
+
+def register_transform(name: str, limits: Limits | None = None, **defaults: Any):
+    def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        TRANSFORMS.register(name)(TransformSpec(fn, defaults, limits or {}))
+        return fn
+
+    return deco
+
+
+def get_transform(name: str) -> TransformSpec:
+    return TRANSFORMS.get(name)
+
+
+def run_block(block: nn.Module, batch: Batch) -> torch.Tensor:
+    """The block's output hidden states for one batch."""
+    out = block(batch[0], **batch[1])
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def slice_batch(batch: Batch, n: int) -> Batch:
+    """The first ``n`` samples of a batch (keyword tensors with a batch dimension are cut too)."""
+    h, kw = batch
+    size = h.shape[0]
+
+    def cut(v):
+        if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == size and size > 1:
+            return v[:n]
+        if isinstance(v, tuple):
+            return tuple(cut(t) for t in v)
+        return v
+
+    return h[:n], {k: cut(v) for k, v in kw.items()}
+
+
+__all__ = ["TRANSFORMS", "TransformSpec", "Scheme", "get_transform", "register_transform"]
