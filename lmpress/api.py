@@ -155,6 +155,43 @@ def evaluate(
     res["peak_rss_mb"] = round(peak_rss_mb(), 1)
     qc = getattr(model.config, "quantization_config", None)
     if isinstance(qc, dict) and qc.get("quant_method") == "lmpress":
-        res["quantize_seconds"] = qc.get("quantize_seconds")
+        from lmpress.checkpoint import read_run_info
+
+        if path is not None and Path(path).is_dir():
+            res["quantize_seconds"] = read_run_info(path).get("quantize_seconds")
         res["lmpress_version"] = __version__
     return res
+
+
+def evaluate_tasks(
+    model: "str | nn.Module",
+    tasks: "str | list[tuple[str, Path]]",
+    tokenizer=None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Zero-shot accuracies scored like lm-evaluation-harness (see :mod:`lmpress.eval.loglik`).
+
+    ``tasks`` is ``"piqa,hellaswag"`` (``name=path`` for a file of one's own) or parsed
+    pairs; returns, per task, ``acc`` (and ``acc_norm`` where lm-eval has it, ``ppl`` for
+    LAMBADA), their ``*_stderr``, ``n`` and per-example ``predictions``.
+    """
+    from lmpress.eval.loglik import evaluate_task
+    from lmpress.eval.tasks import TASKS, load_task, parse_task_list
+
+    set_threads()
+    pairs = parse_task_list(tasks) if isinstance(tasks, str) else tasks
+    if isinstance(model, str):
+        loaded = load_model(model)
+        model, tokenizer = loaded.model, loaded.tokenizer
+    if tokenizer is None:
+        raise LmpressError("task evaluation needs the model's tokenizer")
+    out = {}
+    for name, path in pairs:
+        spec = TASKS.get(name)
+        examples = load_task(name, path, limit)
+        out[name] = evaluate_task(
+            model, tokenizer, examples, spec.metrics, spec.kind, batch_size, progress, name
+        )
+    return out

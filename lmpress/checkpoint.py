@@ -2,7 +2,7 @@
 
 ``config.json`` carries ``quantization_config``::
 
-    {"quant_method": "lmpress", "format_version": 1, "lmpress_version": "...",
+    {"quant_method": "lmpress", "format_version": 1 (2 with float zero points), ...
      "modules": {"model.layers.0.self_attn.q_proj": {"method": "gptq", "scheme": {...}}},
      "recipe": {...}, "calibration": {...}, "source_model": "..."}
 
@@ -33,6 +33,10 @@ from lmpress.packing.packed import PACKED_FORMAT_VERSION
 from lmpress.pipeline import _set_module
 
 WEIGHTS_FILE = "model.safetensors"
+# What differs between two runs of the same recipe (timings, memory) lives apart from
+# config.json, so that the same seed gives the same bytes in the checkpoint proper.
+RUN_FILE = "lmpress_run.json"
+RUN_KEYS = ("quantize_seconds", "peak_rss_mb")
 
 
 def _state_dict_untied(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -84,6 +88,7 @@ def save_checkpoint(
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
         extra = dict(extra_config or {})
         extra_modules = extra.pop("modules", {})
+        run = {k: extra.pop(k) for k in RUN_KEYS if k in extra}
         modules = {
             name: {**extra_modules.get(name, {}), "scheme": m.scheme.to_dict()}
             for name, m in model.named_modules()
@@ -91,7 +96,9 @@ def save_checkpoint(
         }
         qc = {
             "quant_method": "lmpress",
-            "format_version": PACKED_FORMAT_VERSION,
+            "format_version": 2
+            if any(m.scheme.float_zero for m in model.modules() if isinstance(m, QLinear))
+            else 1,
             "lmpress_version": __version__,
             **extra,
             "modules": modules,
@@ -102,6 +109,8 @@ def save_checkpoint(
         config_dict["torch_dtype"] = "float32"
         save_file(_state_dict_untied(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
+        if run:
+            (tmp / RUN_FILE).write_text(json.dumps(run, indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         _fsync_tree(tmp)
@@ -163,6 +172,15 @@ def _check_quant_config(qc: dict[str, Any] | None, path: Path) -> dict[str, Any]
 def read_quant_config(path: str | Path) -> dict[str, Any]:
     """The ``quantization_config`` of an lmpress checkpoint directory (validated)."""
     return _check_quant_config(_read_config(Path(path)).get("quantization_config"), Path(path))
+
+
+def read_run_info(path: str | Path) -> dict[str, Any]:
+    """Timings and memory of the run that wrote a checkpoint (empty if not recorded)."""
+    f = Path(path) / RUN_FILE
+    try:
+        return json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _no_init_weights():

@@ -41,7 +41,8 @@ def _add_quantize(sub) -> None:
     p.add_argument(
         "--method",
         default=None,
-        help="rtn | gptq | hqq, optionally after transforms: awq+gptq, awq+rtn (default rtn)",
+        help="rtn | gptq | leanquant | hqq | learned-round, optionally after transforms: "
+        "awq+gptq, awq+rtn (default rtn)",
     )
     p.add_argument(
         "--preset",
@@ -83,7 +84,21 @@ def _add_quantize(sub) -> None:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="perplexity, KL and top-1 agreement against a base model")
     p.add_argument("model", help="lmpress checkpoint, HF directory, .gguf, or alias")
-    p.add_argument("--ppl", default="wikitext2", help="wikitext2, ptb, or a text file")
+    p.add_argument(
+        "--ppl",
+        default=None,
+        help="wikitext2, ptb, or a text file (default wikitext2 unless --tasks is given)",
+    )
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="zero-shot tasks, lm-eval style: hellaswag,piqa,arc_easy,arc_challenge,"
+        "winogrande,boolq,lambada_openai (NAME=PATH for your own file)",
+    )
+    p.add_argument("--limit", type=_positive_int, default=None, help="first N examples per task")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="sequences per forward (tasks)"
+    )
     p.add_argument("--ctx", type=_positive_int, default=2048)
     p.add_argument(
         "--windows", type=_non_negative_int, default=16, help="number of windows (0 = all)"
@@ -129,7 +144,12 @@ def _recipe_from_args(a):
         key, sep, value = kv.partition("=")
         if not sep or not key:
             raise LmpressError(f"--method-arg {kv!r} must look like KEY=VALUE, e.g. mse=true")
-        args[key.strip()] = yaml.safe_load(value)
+        try:
+            args[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise LmpressError(
+                f"--method-arg {kv!r}: cannot read the value; quote strings, e.g. init=rtn"
+            ) from None
     d["method_args"] = args
     for o in a.override:
         if "=" not in o:
@@ -188,22 +208,48 @@ def cmd_eval(a) -> int:
     import lmpress
 
     _check_writable_file(a.json, "--json")
-    res = lmpress.evaluate(
-        a.model, text=a.ppl, ctx=a.ctx, windows=a.windows or None, base=a.base, progress=not a.quiet
-    )
-    line = f"ppl={res['ppl']:.4f} ({a.ppl}, ctx={res['ctx']}, windows={res['windows']})"
-    if "kl_mean" in res:
-        line += f" kl={res['kl_mean']:.5f}±{res['kl_stderr']:.5f} top1={res['top1_agreement']:.4f}"
-    if res.get("bits_per_weight"):
-        line += f" bits/weight={res['bits_per_weight']:.3f}"
-    print(line)
+    res: dict = {}
+    tasks = None
+    if a.tasks:
+        from lmpress.eval.tasks import parse_task_list
+
+        tasks = parse_task_list(a.tasks)  # before loading anything: typos fail fast
+    if a.ppl or not a.tasks:
+        text = a.ppl or "wikitext2"
+        res = lmpress.evaluate(
+            a.model,
+            text=text,
+            ctx=a.ctx,
+            windows=a.windows or None,
+            base=a.base,
+            progress=not a.quiet,
+        )
+        line = f"ppl={res['ppl']:.4f} ({text}, ctx={res['ctx']}, windows={res['windows']})"
+        if "kl_mean" in res:
+            line += (
+                f" kl={res['kl_mean']:.5f}±{res['kl_stderr']:.5f} top1={res['top1_agreement']:.4f}"
+            )
+        if res.get("bits_per_weight"):
+            line += f" bits/weight={res['bits_per_weight']:.3f}"
+        print(line)
+    if tasks:
+        res["tasks"] = lmpress.evaluate_tasks(
+            a.model, tasks, limit=a.limit, batch_size=a.batch_size, progress=not a.quiet
+        )
+        for name, r in res["tasks"].items():
+            parts = [
+                f"{m}={r[m]:.4f}±{r[m + '_stderr']:.4f}"
+                for m in ("acc", "acc_norm", "ppl")
+                if m in r
+            ]
+            print(f"{name}: {' '.join(parts)} (n={r['n']})")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
     return 0
 
 
 def cmd_info(a) -> int:
-    from lmpress.checkpoint import read_quant_config
+    from lmpress.checkpoint import read_quant_config, read_run_info
 
     p = Path(a.path)
     if not p.exists():
@@ -223,14 +269,15 @@ def cmd_info(a) -> int:
     info = {
         "path": str(p),
         "method": "+".join(
-            [t["name"] for t in qc.get("recipe", {}).get("transforms", [])]
-            + [qc.get("recipe", {}).get("method", "?")]
+            [t["name"] for t in (qc.get("recipe") or {}).get("transforms") or []]
+            + [(qc.get("recipe") or {}).get("method", "?")]
         ),
         "schemes": schemes,
         "modules": {n: Scheme.from_dict(s["scheme"]).name for n, s in qc["modules"].items()},
         "calibration": qc.get("calibration"),
         "source_model": qc.get("source_model"),
-        "quantize_seconds": qc.get("quantize_seconds"),
+        # older checkpoints kept the timing in config.json
+        "quantize_seconds": read_run_info(p).get("quantize_seconds", qc.get("quantize_seconds")),
         "lmpress_version": qc.get("lmpress_version"),
         **stats,
     }

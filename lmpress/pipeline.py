@@ -336,9 +336,11 @@ def quantize_model(
         )
         if block_needs_data and recipe.transforms:
             schemes = {n: plans[layout.full_name(b, n)].scheme for n in names}
+            # every linear, planned or kept float: a fold must rescale all readers of an input
+            all_groups = _input_groups(block, layout.linear_names[b], batches[0])
             for step in recipe.transforms:
                 transform_log[b][step.name] = get_transform(step.name).fn(
-                    block, batches, groups, schemes, **step.args
+                    block, batches, all_groups, schemes, **step.args
                 )
         propagated = False
         for gi, group in enumerate(groups):

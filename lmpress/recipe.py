@@ -92,6 +92,11 @@ class Recipe:
                 raise LmpressError(
                     f"override pattern {o.pattern!r} is not a valid regex: {e}"
                 ) from e
+            if o.method and "+" in o.method:
+                raise LmpressError(
+                    f"override {o.pattern!r}: method {o.method!r} combines transforms, which "
+                    "apply to the whole recipe; put them in the recipe's 'transforms'"
+                )
             if o.method or o.method_args:
                 m = o.method or self.method
                 get_method(m).options(o.method_args, m)
@@ -120,13 +125,16 @@ class Recipe:
                     bool(o.get("skip", False)),
                 )
             )
+        method_args = d.get("method_args") or {}
+        if not isinstance(method_args, dict):
+            raise LmpressError(f"recipe 'method_args' must be a mapping, got {method_args!r}")
         transforms = d.get("transforms") or []
         if not isinstance(transforms, list):
             raise LmpressError(f"recipe 'transforms' must be a list, got {transforms!r}")
         return cls(
             method=d.get("method", "rtn"),
             scheme=parse_scheme(d.get("scheme", "w4g128")),
-            method_args=dict(d.get("method_args") or {}),
+            method_args=dict(method_args),
             overrides=overrides,
             transforms=transforms,
         )
@@ -136,7 +144,10 @@ class Recipe:
         p = Path(path)
         if not p.is_file():
             raise LmpressError(f"recipe file {path} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise LmpressError(f"recipe file {path} is not valid YAML: {e}") from e
         if not isinstance(data, dict):
             raise LmpressError(f"recipe file {path} must hold a mapping")
         return cls.from_dict(data)

@@ -299,7 +299,8 @@ def main() -> None:
             del fm, calib
         wall, rss_rusage = run_process(qcmd)
         # The child's own high-water mark; rusage also counts pages shared at fork.
-        rss = json.loads(Path(str(out) + ".summary.json").read_text())["peak_rss_mb"]
+        summary = json.loads(Path(str(out) + ".summary.json").read_text())
+        rss = summary["peak_rss_mb"]
         load_s, float_load_s = side_by_side_loads(out, work / "float-hf", 5)
         model = lmpress.load(out)
         qc = model.config.quantization_config
@@ -315,7 +316,7 @@ def main() -> None:
             "kl_stderr": r["kl_stderr"],
             "kl_p99": r["kl_p99"],
             "top1_agreement": r["top1_agreement"],
-            "quantize_s": qc["quantize_seconds"],
+            "quantize_s": summary["quantize_seconds"],
             "process_wall_s": wall,
             "peak_rss_mb": rss,
             "peak_rss_source": "VmHWM",
@@ -334,7 +335,7 @@ def main() -> None:
         done[cell] = row
         print(
             f"[bench] {method} {scheme}: ppl={r['ppl']:.3f} kl={r['kl_mean']:.4f} "
-            f"q={qc['quantize_seconds']:.1f}s rss={rss:.0f}MiB",
+            f"q={summary['quantize_seconds']:.1f}s rss={rss:.0f}MiB",
             flush=True,
         )
         del model

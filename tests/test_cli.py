@@ -291,3 +291,28 @@ def test_presets_and_combinations_from_cli(capsys, tmp_path, tiny_llama_dir):
     )
     assert_user_error(code, err, "unknown method 'hqqq'")
     assert not (tmp_path / "x").exists()
+
+
+@needs_data
+def test_eval_tasks_from_cli(capsys, tmp_path, tiny_llama_dir):
+    out = tmp_path / "r.json"
+    code, stdout, err = run(
+        capsys,
+        "eval",
+        tiny_llama_dir,
+        "--tasks",
+        "piqa,winogrande",
+        "--limit",
+        "4",
+        "--quiet",
+        "--json",
+        out,
+    )
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    assert set(res["tasks"]) == {"piqa", "winogrande"} and "ppl" not in res
+    assert res["tasks"]["piqa"]["n"] == 4 and "acc_norm" in res["tasks"]["piqa"]
+    assert "acc_norm" not in res["tasks"]["winogrande"]
+    assert "piqa: acc=" in stdout
+    code, _, err = run(capsys, "eval", tiny_llama_dir, "--tasks", "piqaa")
+    assert_user_error(code, err, "unknown task 'piqaa'")

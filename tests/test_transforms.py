@@ -125,3 +125,86 @@ def test_presets_are_valid_recipes_within_budget():
         )
         weights = 576 * 576 + 192 * 576 + 1536 * 576 + 576 * 1536
         assert stored / weights <= budget, (name, stored / weights)
+
+
+@pytest.mark.parametrize(
+    "method,args",
+    [("awq+gptq", {}), ("leanquant", {}), ("hqq", {}), ("learned-round", {"iters": 5})],
+)
+def test_same_seed_same_bytes(tmp_path, smol_tokenizer, method, args):
+    """Two runs of one recipe on one calibration set write identical checkpoints."""
+    from lmpress.calibration import calibration_ids
+    from lmpress.checkpoint import RUN_FILE
+
+    calib = calibration_ids(smol_tokenizer, ["some calibration text " * 200], 4, 32, seed=0)
+    files = []
+    for run in range(2):
+        model = _uneven(tiny_model("llama", vocab=len(smol_tokenizer)))
+        r = Recipe(method=method, scheme="w3g16", method_args=args)
+        res = quantize_model(model, r, calib if r.needs_calibration else None, 2, progress=False)
+        meta = {"recipe": r.to_dict(), "layer_errors": res.layer_errors, "quantize_seconds": run}
+        out = save_checkpoint(model, smol_tokenizer, tmp_path / f"run{run}", extra_config=meta)
+        assert (out / RUN_FILE).is_file()
+        files.append({f.name: f.read_bytes() for f in out.iterdir() if f.name != RUN_FILE})
+    assert files[0].keys() == files[1].keys() and "model.safetensors" in files[0]
+    for name in files[0]:
+        assert files[0][name] == files[1][name], name
+
+
+def test_awq_folds_into_linears_kept_float():
+    """A group with one linear left float is still scaled: the fold rescales every reader."""
+    model = _uneven(tiny_model("llama"))
+    ids = torch.randint(0, 512, (4, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(ids).logits
+    r = Recipe.from_dict(
+        {"method": "awq+rtn", "scheme": "w3g16", "overrides": [{"pattern": "v_proj", "skip": True}]}
+    )
+    res = quantize_model(model, r, ids, 4, progress=False)
+    qkv = "self_attn.q_proj,self_attn.k_proj,self_attn.v_proj"
+    assert all(isinstance(t["awq"][qkv], float) and t["awq"][qkv] > 0 for t in res.transforms)
+    with torch.no_grad():
+        out = model(ids).logits
+    assert (out - ref).abs().max() < 0.5 * ref.abs().max()
+
+
+def test_awq_refuses_half_precision_models():
+    model = tiny_model("llama").to(torch.bfloat16)
+    ids = torch.randint(0, 512, (4, 32))
+    with pytest.raises(LmpressError, match="float32"):
+        quantize_model(model, Recipe(method="awq+rtn", scheme="w4g16"), ids, 4, progress=False)
+
+
+def test_option_combinations_that_would_do_nothing_are_errors():
+    from lmpress.methods import get_method
+
+    w, h = torch.randn(8, 64), torch.eye(64)
+    with pytest.raises(LmpressError, match="act_order"):
+        get_method("leanquant").fn(w, parse_scheme("w4g16"), h, act_order=False)
+    with pytest.raises(LmpressError, match="symmetric"):
+        get_method("hqq").fn(w, parse_scheme("w4g16s"), fit_scale=False)
+    with pytest.raises(LmpressError, match="mapping"):
+        Recipe.from_dict({"method_args": [1, 2]})
+    with pytest.raises(LmpressError, match="whole recipe"):
+        Recipe.from_dict({"overrides": [{"pattern": "q_proj", "method": "awq+gptq"}]})
+
+
+def test_bad_recipe_yaml_is_a_clear_error(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("method: [gptq\n")
+    with pytest.raises(LmpressError, match="not valid YAML"):
+        Recipe.from_yaml(p)
+
+
+def test_learned_round_with_float_zero_points():
+    from lmpress.methods import get_method
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(512, 64, generator=g)
+    w = torch.randn(16, 64, generator=g)
+    s = parse_scheme("w3g16:fz")
+    r = get_method("learned-round").fn(w, s, x.T @ x / 512, iters=10)
+    assert torch.equal(r.codes, r.codes.round())
+    dq = PackedWeight.from_codes(r.codes, r.scale, r.zero, s).dequantize()
+    step = r.scale.max()
+    assert (dq - w).abs().max() < 2 * step

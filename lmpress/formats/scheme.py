@@ -99,7 +99,10 @@ class Scheme:
         return self.zero_format == "float"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["zero_format"] == "int":
+            del d["zero_format"]  # the default: dicts stay readable by older versions
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Scheme":

@@ -14,6 +14,7 @@ import dataclasses
 
 import torch
 
+from lmpress.errors import LmpressError
 from lmpress.formats.affine import expand_to_columns, minmax_qparams, mse_qparams, num_groups
 from lmpress.formats.scheme import Scheme
 from lmpress.methods.base import QuantResult, register_method
@@ -68,8 +69,18 @@ def gptq(
     own loss weights ``(1 / U_jj^2)^grid_power`` (``"hinv"``, LeanQuant; see
     :mod:`lmpress.methods.leanquant`) instead of min-max.
     """
+    if grid_weight == "hinv" and not (mse and (act_order or scheme.granularity != "group")):
+        raise LmpressError(
+            "the loss-aware grid (grid_weight=hinv, leanquant) needs mse=true and act_order=true "
+            "for grouped schemes: its static groups are fitted once, before the column loop"
+        )
     W = w.detach().to(torch.float32).clone()
     H = hessian.detach().to(torch.float32).clone()
+    if not torch.isfinite(H).all():
+        raise LmpressError(
+            "the calibration Hessian holds NaN or inf (the model produced non-finite "
+            "activations on the calibration text); check the model in float32"
+        )
     n_out, n_in = W.shape
     qmax = scheme.fmt.qmax
 
@@ -86,7 +97,7 @@ def gptq(
         s_cols = torch.zeros(rows, n_in)
         z_cols = torch.zeros(rows, n_in)
         col_scheme = dataclasses.replace(scheme, granularity="channel", group_size=0)
-    else:
+    elif not (mse and grid_weight == "hinv"):  # (hinv: chosen below, after the factor)
         scale, zero = mse_qparams(W, scheme, H.diagonal()) if mse else minmax_qparams(W, scheme)
         s_cols = expand_to_columns(scale, n_in, scheme).clone()
         z_cols = expand_to_columns(zero, n_in, scheme).clone()
@@ -95,7 +106,7 @@ def gptq(
     if act_order:
         perm = torch.argsort(H.diagonal(), descending=True)
     hinv = _inverse_hessian_factor(H[perm][:, perm], damp)
-    if mse and grid_weight == "hinv" and not dynamic:
+    if mse and grid_weight == "hinv":
         # LeanQuant: quantizing column j costs err^2 / U_jj^2 in GPTQ's sequential loss
         imp = torch.empty(n_in)
         imp[perm] = hinv.diagonal().pow(-2.0 * grid_power)

@@ -19,6 +19,7 @@ the min-max start in that measure.
 
 import torch
 
+from lmpress.errors import LmpressError
 from lmpress.formats.affine import group_view, minmax_qparams, storable_scale, storable_zero
 from lmpress.formats.scheme import Scheme
 from lmpress.methods.base import QuantResult, register_method
@@ -60,6 +61,11 @@ def hqq(
     ``beta`` is relative to each group's scale (the weights are divided by the
     scale while optimising), so one default suits every layer.
     """
+    if scheme.symmetric and not fit_scale:
+        raise LmpressError(
+            "hqq with a symmetric scheme has no zero point to fit: keep fit_scale=true or use "
+            "an asymmetric scheme"
+        )
     qmax = scheme.fmt.qmax
     scale, zero = minmax_qparams(w, scheme)
     g, mask = group_view(w.to(torch.float32), scheme)

@@ -37,8 +37,8 @@ def leanquant(
 ) -> QuantResult:
     """GPTQ on ``w [out, in]`` float32 with groups fitted to ``(1 / U_jj^2)^power``-weighted error.
 
-    With ``act_order=False`` groups are fitted on the error-updated columns as they
-    come (GPTQ's dynamic groups), weighted by ``E[x^2]``.
+    Grouped schemes need ``act_order=True`` (static groups, fitted once before the
+    column loop, where the loss weights are known).
     """
     return gptq(
         w,

@@ -86,12 +86,12 @@ def learned_round(
         sc, ze = minmax_qparams(W, scheme)
         target, _ = group_view(r.codes, scheme)
         s0, z0 = sc.unsqueeze(-1), ze.unsqueeze(-1)
-        v = ((target - z0) - g / s0).clamp(-0.5, 0.5) * mask
+        v = (target - (g / s0 + z0)).clamp(-0.5, 0.5) * mask
     v.requires_grad_(True)
 
     def forward():
         s, z = _qparams(gmin, gmax, a, b, scheme, qmax)
-        q = torch.clamp(_round_ste(g / s + v) + z, 0, qmax)
+        q = torch.clamp(_round_ste(g / s + z + v), 0, qmax)
         wq = ((q - z) * s).reshape(g.shape[0], -1)
         if scheme.granularity == "tensor":
             wq = wq.reshape(-1)[: rows * cols]
@@ -99,22 +99,23 @@ def learned_round(
 
     norm = float(((W @ H) * W).sum().clamp_min(1e-30))
     best = (float("inf"), v.detach().clone(), a.detach().clone(), b.detach().clone())
-    for it in range(iters + 1):
-        wq, _, _ = forward()
-        d = wq - W
-        dh = d.detach() @ H
-        loss = float((dh * d.detach()).sum()) / norm
-        if loss < best[0]:
-            best = (loss, v.detach().clone(), a.detach().clone(), b.detach().clone())
-        if it == iters:
-            break
-        wq.backward(2 * dh)  # d/dW of tr(dW H dW^T); the rest is elementwise autograd
-        step = lr * (1 - it / iters)
-        with torch.no_grad():
-            for p, lo, hi in ((v, -0.5, 0.5), (a, min_clip, 1.0), (b, min_clip, 1.0)):
-                p -= step * torch.sign(p.grad)
-                p.clamp_(lo, hi)
-                p.grad = None
+    with torch.enable_grad():  # the pipeline runs under no_grad
+        for it in range(iters + 1):
+            wq, _, _ = forward()
+            d = wq - W
+            dh = d.detach() @ H
+            loss = float((dh * d.detach()).sum()) / norm
+            if loss < best[0]:
+                best = (loss, v.detach().clone(), a.detach().clone(), b.detach().clone())
+            if it == iters:
+                break
+            wq.backward(2 * dh)  # d/dW of tr(dW H dW^T); the rest is elementwise autograd
+            step = lr * (1 - it / iters)
+            with torch.no_grad():
+                for p, lo, hi in ((v, -0.5, 0.5), (a, min_clip, 1.0), (b, min_clip, 1.0)):
+                    p -= step * torch.sign(p.grad)
+                    p.clamp_(lo, hi)
+                    p.grad = None
 
     with torch.no_grad():
         v.copy_(best[1])
@@ -126,7 +127,7 @@ def learned_round(
         if scheme.float_zero:
             zero = storable_zero(zero, scheme)
         sg, zg = scale.unsqueeze(-1), zero.unsqueeze(-1)
-        q = torch.clamp(torch.round(g / sg + v) + zg, 0, qmax)
+        q = torch.clamp(torch.round(g / sg + zg + v), 0, qmax)
         codes = q.reshape(g.shape[0], -1)
         if scheme.granularity == "tensor":
             codes = codes.reshape(-1)[: rows * cols]

@@ -7,7 +7,7 @@ Tensors (names are the safetensors suffixes under the module's prefix):
 - ``qzeros``   uint8 ``[1, packed_row_bytes(P * G, bits)]``: bit-packed integer zero
   points, flattened row-major so that per-channel zeros are not padded row by
   row; absent for symmetric schemes (implicit zero ``2**(bits-1)``). With float
-  zero points (``scheme.float_zero``) it is ``[P, G]`` in the scale dtype instead.
+  zero points (``scheme.float_zero``, format version 2) it is ``[P, G]`` float16.
 
 Anything else (low-rank factors, sparsity masks, codebooks) goes in ``extras``
 and bumps ``PACKED_FORMAT_VERSION`` when it changes how weights decode.
@@ -21,7 +21,9 @@ from lmpress.formats.affine import dequantize_codes, expand_to_columns, num_grou
 from lmpress.formats.scheme import Scheme
 from lmpress.packing.bits import pack_codes, packed_row_bytes, unpack_codes
 
-PACKED_FORMAT_VERSION = 1
+# 2: float zero points (schemes with zero_format='float'); checkpoints without them
+# are written as 1 so that older readers still load them.
+PACKED_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -48,7 +50,7 @@ class PackedWeight:
         if scheme.symmetric:
             qzeros = None
         elif scheme.float_zero:
-            qzeros = zero.to(scheme.torch_scale_dtype).contiguous()
+            qzeros = zero.to(torch.float16).contiguous()
         else:
             qzeros = pack_codes(zero.to(torch.int64).reshape(1, -1), bits)
         return cls(scheme, out_f, in_f, qweight, scales, qzeros)
@@ -97,7 +99,7 @@ class PackedWeight:
             "scales": ((rows, g), sdt),
         }
         if scheme.float_zero:
-            shapes["qzeros"] = ((rows, g), sdt)
+            shapes["qzeros"] = ((rows, g), torch.float16)
         elif not scheme.symmetric:
             shapes["qzeros"] = ((1, packed_row_bytes(rows * g, scheme.bits)), torch.uint8)
         return shapes

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmpress.errors import LmpressError
 from lmpress.formats.affine import fake_quantize, minmax_qparams
 from lmpress.formats.scheme import Scheme
 from lmpress.models.arch import is_linear, linear_weight
@@ -179,14 +180,23 @@ def awq(
     grid: int = 20,
     max_tokens: int = 16384,
 ) -> dict[str, Any]:
-    """Search and fold AWQ scales for every group of ``block``; returns ``{group: alpha}``.
+    """Search and fold AWQ scales for every group of ``block``.
+
+    Returns ``{group: alpha}``, with ``"no fold found"`` for groups whose producer
+    could not absorb the scale (left unscaled).
 
     Statistics come from the first ``max_tokens`` calibration tokens of the float
     block (all groups measured before any fold, as in the paper).
     """
     mods = dict(block.named_modules())
-    groups = [[n for n in g if n in schemes] for g in groups]
-    groups = [g for g in groups if g]
+    dtypes = {p.dtype for p in block.parameters()}
+    if dtypes != {torch.float32}:
+        raise LmpressError(
+            f"awq needs a float32 model (this block holds {sorted(map(str, dtypes))}): its "
+            "folds are checked to float32 rounding; load the model in float32"
+        )
+    # Searched on the quantized linears of a group, folded into all of them.
+    groups = [g for g in groups if any(n in schemes for n in g)]
     firsts = [g[0] for g in groups]
     width = {f: linear_weight(mods[f]).shape[1] for f in firsts}
     grams = {f: torch.zeros(width[f], width[f]) for f in firsts}
@@ -215,11 +225,16 @@ def awq(
     chosen: dict[str, float] = {}
     for g in groups:
         f = g[0]
-        if counts[f] == 0 or not producers[f]:
+        if counts[f] == 0:
+            continue
+        if not producers[f]:
+            chosen[",".join(g)] = "no fold found"
             continue
         H = grams[f] / counts[f]
-        ws = [linear_weight(mods[n]).detach().to(torch.float32) for n in g]
-        alpha, s = search_scale(ws, H, [schemes[n] for n in g], grid)
+        planned = [n for n in g if n in schemes]
+        ws = [linear_weight(mods[n]).detach().to(torch.float32) for n in planned]
+        alpha, s = search_scale(ws, H, [schemes[n] for n in planned], grid)
+        chosen[",".join(g)] = "no fold found"  # replaced below when a fold passes the check
         if alpha == 0.0:
             chosen[",".join(g)] = 0.0
             continue

@@ -65,7 +65,7 @@ def slice_batch(batch: Batch, n: int) -> Batch:
     size = h.shape[0]
 
     def cut(v):
-        if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == size and size > 1:
+        if torch.is_tensor(v) and v.dim() >= 2 and v.shape[0] == size and size > 1:
             return v[:n]
         if isinstance(v, tuple):
             return tuple(cut(t) for t in v)
