@@ -13,7 +13,7 @@ from lmpress.calibration import CalibConfig, calibration_ids
 from lmpress.checkpoint import load_checkpoint, save_checkpoint
 from lmpress.errors import LmpressError
 from lmpress.eval.base_cache import BaseLogitsCache, cache_key
-from lmpress.eval.perplexity import eval_ids, evaluate_perplexity, fill_base_cache
+from lmpress.eval.perplexity import eval_ids, evaluate_perplexity, fill_base_cache, first_scored
 from lmpress.eval.size import model_size_stats
 from lmpress.models.load import load_model, set_threads
 from lmpress.pipeline import QuantizeResult, quantize_model
@@ -119,8 +119,14 @@ def evaluate(
     windows: int | None = 16,
     base: "str | None" = None,
     progress: bool = True,
+    convention: str = "gptq",
 ) -> dict[str, Any]:
-    """Perplexity (and, with ``base``, KL and top-1 agreement) plus size figures."""
+    """Perplexity (and, with ``base``, KL and top-1 agreement) plus size figures.
+
+    ``convention`` is ``"gptq"`` (the project's protocol) or ``"llamacpp"``
+    (llama-perplexity's: second half of each window scored; see
+    :mod:`lmpress.eval.perplexity`).
+    """
     set_threads()
     path = None
     if isinstance(model, str):
@@ -131,7 +137,7 @@ def evaluate(
     max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if max_pos and ctx > max_pos:
         raise LmpressError(f"--ctx {ctx} exceeds the model's {max_pos} positions; use <= {max_pos}")
-    ids = eval_ids(tokenizer, text)
+    ids = eval_ids(tokenizer, text, convention, ctx)
     cache = None
     if base is not None:
         from lmpress.models.load import resolve_model_path
@@ -143,13 +149,16 @@ def evaluate(
         n = n_windows(ids, ctx, windows)
         if not cache.has(n):
             b = load_model(base)
-            if not torch.equal(eval_ids(b.tokenizer, text), ids):
+            if not torch.equal(eval_ids(b.tokenizer, text, convention, ctx), ids):
                 raise LmpressError(
                     "the base model's tokenizer differs from the model's; KL is undefined"
                 )
             fill_base_cache(b.model, ids, ctx, n, cache, progress)
             del b
-    res = evaluate_perplexity(model, ids, ctx, windows, cache, progress)
+    res = evaluate_perplexity(
+        model, ids, ctx, windows, cache, progress, first_scored(convention, ctx)
+    )
+    res["convention"] = convention
     res["text"] = text
     res.update(model_size_stats(model, path))
     res["peak_rss_mb"] = round(peak_rss_mb(), 1)

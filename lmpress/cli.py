@@ -99,7 +99,16 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--batch-size", type=_positive_int, default=16, help="sequences per forward (tasks)"
     )
-    p.add_argument("--ctx", type=_positive_int, default=2048)
+    p.add_argument(
+        "--ctx", type=_positive_int, default=None, help="window (default 2048; 512 for llamacpp)"
+    )
+    p.add_argument(
+        "--ppl-convention",
+        choices=["gptq", "llamacpp"],
+        default="gptq",
+        help="gptq: whole windows, rows joined by blank lines (default); llamacpp: "
+        "llama-perplexity's (raw file, BOS per window, second half scored)",
+    )
     p.add_argument(
         "--windows", type=_non_negative_int, default=16, help="number of windows (0 = all)"
     )
@@ -216,18 +225,26 @@ def cmd_eval(a) -> int:
         tasks = parse_task_list(a.tasks)  # before loading anything: typos fail fast
     if a.ppl or not a.tasks:
         text = a.ppl or "wikitext2"
+        ctx = a.ctx or (512 if a.ppl_convention == "llamacpp" else 2048)
         res = lmpress.evaluate(
             a.model,
             text=text,
-            ctx=a.ctx,
+            ctx=ctx,
             windows=a.windows or None,
             base=a.base,
             progress=not a.quiet,
+            convention=a.ppl_convention,
         )
-        line = f"ppl={res['ppl']:.4f} ({text}, ctx={res['ctx']}, windows={res['windows']})"
+        line = (
+            f"ppl={res['ppl']:.4f} ({text}, {a.ppl_convention} convention, ctx={res['ctx']}, "
+            f"windows={res['windows']})"
+        )
         if "kl_mean" in res:
             line += (
-                f" kl={res['kl_mean']:.5f}±{res['kl_stderr']:.5f} top1={res['top1_agreement']:.4f}"
+                f" kl={res['kl_mean']:.5f}±{res['kl_stderr']:.5f} "
+                f"(median {res['kl_median']:.5f}, p99 {res['kl_p99']:.4f}, "
+                f"p99.9 {res['kl_p999']:.4f}) top1={res['top1_agreement']:.4f} "
+                f"dp={res['delta_p_mean']:+.5f}"
             )
         if res.get("bits_per_weight"):
             line += f" bits/weight={res['bits_per_weight']:.3f}"

@@ -1,8 +1,15 @@
 """Perplexity by the GPTQ token protocol, and agreement with the base model.
 
-Protocol: the text's rows joined by blank lines, tokenized once, cut into
-non-overlapping windows of ``ctx`` tokens; every window scores its ``ctx - 1``
-next-token predictions in float32. This matches ``shared/tools/reference_ppl.py``.
+Protocol (``convention="gptq"``): the text's rows joined by blank lines,
+tokenized once, cut into non-overlapping windows of ``ctx`` tokens; every window
+scores its ``ctx - 1`` next-token predictions in float32. This matches
+``shared/tools/reference_ppl.py``.
+
+``convention="llamacpp"``: llama.cpp's ``llama-perplexity``: the file as it is,
+tokenized once, windows of ``ctx`` (512 by default) tokens whose first token is
+replaced by BOS when the tokenizer adds one, and only the second half of each
+window scored (the first half is context), so its figures can be put beside
+llama.cpp's.
 """
 
 import math
@@ -18,11 +25,31 @@ from lmpress.data import read_rows_joined, resolve_text
 from lmpress.errors import LmpressError
 from lmpress.eval.base_cache import BaseLogitsCache
 
+CONVENTIONS = ("gptq", "llamacpp")
 
-def eval_ids(tokenizer, text: str) -> torch.Tensor:
-    """Token ids ``int64 [n_tokens]`` of a dataset name or text file, by the protocol."""
+
+def eval_ids(tokenizer, text: str, convention: str = "gptq", ctx: int = 2048) -> torch.Tensor:
+    """Token ids ``int64 [n_tokens]`` of a dataset name or text file, by the convention.
+
+    For ``llamacpp`` every ``ctx``-th token is already replaced by BOS (when the
+    tokenizer adds one), so windows cut from these ids are llama.cpp's inputs.
+    """
+    if convention not in CONVENTIONS:
+        raise LmpressError(f"unknown perplexity convention {convention!r}; use {CONVENTIONS}")
     path: Path = resolve_text(text, purpose="eval")
-    return tokenizer(read_rows_joined(path), return_tensors="pt").input_ids[0]
+    if convention == "gptq":
+        return tokenizer(read_rows_joined(path), return_tensors="pt").input_ids[0]
+    ids = tokenizer(path.read_text(encoding="utf-8"), return_tensors="pt").input_ids[0].clone()
+    bos = tokenizer.bos_token_id
+    probe = tokenizer("a").input_ids
+    if bos is not None and probe and probe[0] == bos:
+        ids[::ctx] = bos
+    return ids
+
+
+def first_scored(convention: str, ctx: int) -> int:
+    """Index of the first scored prediction in a window (0, or half the window)."""
+    return ctx // 2 if convention == "llamacpp" else 0
 
 
 def n_windows(ids: torch.Tensor, ctx: int, windows: int | None) -> int:
@@ -54,15 +81,43 @@ def fill_base_cache(
         cache.put(i, _window_logits(base, ids, ctx, i))
 
 
-def _kl_and_top1(logits: torch.Tensor, base_logits: torch.Tensor, chunk: int = 512):
-    """Per-position ``KL(base || model)`` and top-1 agreement; inputs float32 ``[T, V]``."""
-    kls, agree = [], []
+def _kl_and_top1(
+    logits: torch.Tensor, base_logits: torch.Tensor, target: torch.Tensor, chunk: int = 512
+):
+    """Per position: ``KL(base || model)``, top-1 agreement, and the change in the
+    probability of the correct token (model minus base). ``logits``/``base_logits``
+    float32 ``[T, V]``, ``target`` int64 ``[T]``."""
+    kls, agree, dps = [], [], []
     for s in range(0, logits.shape[0], chunk):
         lq = F.log_softmax(logits[s : s + chunk], dim=-1)
         lb = F.log_softmax(base_logits[s : s + chunk].to(torch.float32), dim=-1)
         kls.append((lb.exp() * (lb - lq)).sum(-1))
         agree.append(lq.argmax(-1) == lb.argmax(-1))
-    return torch.cat(kls), torch.cat(agree)
+        t = target[s : s + chunk, None]
+        dps.append((lq.gather(-1, t).exp() - lb.gather(-1, t).exp())[:, 0])
+    return torch.cat(kls), torch.cat(agree), torch.cat(dps)
+
+
+def distribution_stats(kl: torch.Tensor, agree: torch.Tensor, dp: torch.Tensor) -> dict:
+    """llama.cpp's KL-divergence report from per-position values (float64 ``[N]`` each):
+    mean KL with its standard error, percentiles, top-1 agreement with its standard
+    error, and the mean / RMS change in the correct token's probability."""
+    n = kl.numel()
+    root_n = math.sqrt(max(n, 1))
+    return {
+        "kl_mean": kl.mean().item(),
+        "kl_stderr": (kl.std() / root_n).item(),
+        "kl_median": kl.median().item(),
+        "kl_p99": torch.quantile(kl, 0.99).item(),
+        "kl_p999": torch.quantile(kl, 0.999).item(),
+        "kl_max": kl.max().item(),
+        "top1_agreement": agree.mean().item(),
+        "top1_stderr": (agree.std() / root_n).item(),
+        "delta_p_mean": dp.mean().item(),
+        "delta_p_stderr": (dp.std() / root_n).item(),
+        "delta_p_rms": dp.pow(2).mean().sqrt().item(),
+        "positions": n,
+    }
 
 
 @torch.no_grad()
@@ -73,37 +128,42 @@ def evaluate_perplexity(
     windows: int | None = 16,
     base_cache: BaseLogitsCache | None = None,
     progress: bool = True,
+    first: int = 0,
 ) -> dict:
-    """Perplexity of ``model`` on ``ids [n_tokens]``; with ``base_cache``, KL and top-1 too."""
+    """Perplexity of ``model`` on ``ids [n_tokens]``; with ``base_cache``, KL and top-1 too.
+
+    ``first`` skips the first predictions of each window (llama.cpp scores only the
+    second half: ``first = ctx // 2``).
+    """
     n = n_windows(ids, ctx, windows)
     nll, count = 0.0, 0
-    kls, agrees = [], []
+    kls, agrees, dps = [], [], []
     t0 = time.perf_counter()
     for i in tqdm(range(n), desc="perplexity", unit="window", disable=not progress):
-        logits = _window_logits(model, ids, ctx, i)
-        target = ids[i * ctx + 1 : (i + 1) * ctx]
+        logits = _window_logits(model, ids, ctx, i)[first:]
+        target = ids[i * ctx + 1 + first : (i + 1) * ctx]
         nll += F.cross_entropy(logits, target, reduction="sum").item()
         count += target.numel()
         if base_cache is not None:
-            kl, agree = _kl_and_top1(logits, base_cache.get(i))
+            kl, agree, dp = _kl_and_top1(logits, base_cache.get(i)[first:], target)
             kls.append(kl)
             agrees.append(agree)
+            dps.append(dp)
     out = {
         "ppl": math.exp(nll / count),
         "nll_per_token": nll / count,
         "ctx": ctx,
         "windows": n,
+        "first_scored": first,
         "tokens_scored": count,
         "eval_seconds": time.perf_counter() - t0,
     }
     if kls:
-        kl = torch.cat(kls).to(torch.float64)
-        agree = torch.cat(agrees).to(torch.float64)
         out.update(
-            kl_mean=kl.mean().item(),
-            kl_stderr=(kl.std() / math.sqrt(kl.numel())).item(),
-            kl_median=kl.median().item(),
-            kl_p99=torch.quantile(kl, 0.99).item(),
-            top1_agreement=agree.mean().item(),
+            distribution_stats(
+                torch.cat(kls).to(torch.float64),
+                torch.cat(agrees).to(torch.float64),
+                torch.cat(dps).to(torch.float64),
+            )
         )
     return out

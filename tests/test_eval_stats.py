@@ -1,0 +1,64 @@
+"""Perplexity conventions and llama.cpp-style distribution statistics."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_model
+
+from lmpress.eval.base_cache import BaseLogitsCache
+from lmpress.eval.perplexity import (
+    distribution_stats,
+    eval_ids,
+    evaluate_perplexity,
+    fill_base_cache,
+    first_scored,
+)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("\n".join(f"Line {i} of a small text about tests and numbers." for i in range(80)))
+    return p
+
+
+def test_llamacpp_convention_scores_second_half(smol_tokenizer, text_file):
+    model = tiny_model("llama", vocab=len(smol_tokenizer))
+    ctx = 64
+    ids = eval_ids(smol_tokenizer, str(text_file), "llamacpp", ctx)
+    assert torch.equal(ids, smol_tokenizer(text_file.read_text(), return_tensors="pt").input_ids[0])
+    first = first_scored("llamacpp", ctx)
+    r = evaluate_perplexity(model, ids, ctx, 3, None, progress=False, first=first)
+    assert r["tokens_scored"] == 3 * (ctx - 1 - ctx // 2) and r["first_scored"] == 32
+    nll = 0.0
+    with torch.no_grad():
+        for i in range(3):
+            w = ids[i * ctx : (i + 1) * ctx]
+            logits = model(w[None]).logits[0, :-1].float()
+            nll += F.cross_entropy(logits[first:], w[1 + first :], reduction="sum").item()
+    assert math.isclose(r["ppl"], math.exp(nll / r["tokens_scored"]), rel_tol=1e-5)
+    assert first_scored("gptq", ctx) == 0
+
+
+def test_distribution_stats_against_self_and_other(tmp_path, smol_tokenizer, text_file):
+    model = tiny_model("llama", vocab=len(smol_tokenizer))
+    ids = eval_ids(smol_tokenizer, str(text_file))
+    cache = BaseLogitsCache("k", root=tmp_path)
+    fill_base_cache(model, ids, 64, 2, cache, progress=False)
+    same = evaluate_perplexity(model, ids, 64, 2, cache, progress=False)
+    assert same["kl_mean"] < 1e-3 and same["top1_agreement"] > 0.99
+    assert abs(same["delta_p_mean"]) < 1e-3 and same["positions"] == 2 * 63
+    other = evaluate_perplexity(
+        tiny_model("llama", len(smol_tokenizer), seed=1), ids, 64, 2, cache, progress=False
+    )
+    assert other["kl_mean"] > 10 * same["kl_mean"] + 1e-3
+    assert other["kl_median"] <= other["kl_p99"] <= other["kl_p999"] <= other["kl_max"]
+    s = distribution_stats(
+        torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64),
+        torch.tensor([1.0, 1.0, 0.0, 1.0], dtype=torch.float64),
+        torch.tensor([0.1, -0.1, 0.1, -0.1], dtype=torch.float64),
+    )
+    assert s["kl_mean"] == 1.5 and s["top1_agreement"] == 0.75
+    assert s["delta_p_mean"] == 0.0 and math.isclose(s["delta_p_rms"], 0.1)
