@@ -117,6 +117,59 @@ def _add_eval(sub) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="quantize and evaluate a grid of methods x schemes")
+    p.add_argument("model", help="HF directory, .gguf file, hub id, or the alias smollm2-135m")
+    p.add_argument("-o", "--output", required=True, help="folder for results.jsonl and report")
+    p.add_argument("--schemes", required=True, help="e.g. w4g128,w3g128,w2g64")
+    p.add_argument(
+        "--methods", required=True, help="e.g. rtn,gptq,awq+gptq,rtn:imatrix=true (comma list)"
+    )
+    p.add_argument("--calib", default="wikitext2")
+    p.add_argument("--calib-samples", type=_positive_int, default=128)
+    p.add_argument("--calib-seq-len", type=_positive_int, default=512)
+    p.add_argument("--ppl", default="wikitext2", help="evaluation text")
+    p.add_argument("--ctx", type=_positive_int, default=2048)
+    p.add_argument("--windows", type=_non_negative_int, default=16, help="0 = all")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each cell's checkpoint")
+    p.add_argument("--quiet", action="store_true")
+
+
+def cmd_sweep(a) -> int:
+    from lmpress.sweep import run_sweep
+
+    # Method labels hold commas inside their options (gptq:damp=0.1,mse=false) only after
+    # a colon; split the list on commas that start a new label.
+    methods = _split_labels(a.methods)
+    rows = run_sweep(
+        a.model,
+        [s for s in a.schemes.split(",") if s],
+        methods,
+        a.output,
+        calib=a.calib,
+        calib_samples=a.calib_samples,
+        calib_seq_len=a.calib_seq_len,
+        text=a.ppl,
+        ctx=a.ctx,
+        windows=a.windows or None,
+        keep_checkpoints=a.keep_checkpoints,
+        progress=not a.quiet,
+    )
+    print(f"{len(rows)} rows in {Path(a.output) / 'results.jsonl'}; report {a.output}/report.md")
+    return 0
+
+
+def _split_labels(text: str) -> list[str]:
+    """``"rtn,gptq:damp=0.1,mse=false,hqq"`` -> ``["rtn", "gptq:damp=0.1,mse=false", "hqq"]``."""
+    out: list[str] = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        if out and ":" in out[-1] and "=" in part and ":" not in part:
+            out[-1] += "," + part  # another option of the previous label
+        else:
+            out.append(part)
+    return out
+
+
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="schemes per module, bits per weight, size on disk")
     p.add_argument("path")
@@ -321,9 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_quantize(sub)
     _add_eval(sub)
     _add_info(sub)
+    _add_sweep(sub)
     a = parser.parse_args(argv)
     try:
-        return {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info}[a.cmd](a)
+        cmds = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "sweep": cmd_sweep}
+        return cmds[a.cmd](a)
     except LmpressError as e:
         print(f"lmpress: error: {e}", file=sys.stderr)
         return 2

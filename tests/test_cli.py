@@ -316,3 +316,62 @@ def test_eval_tasks_from_cli(capsys, tmp_path, tiny_llama_dir):
     assert "piqa: acc=" in stdout
     code, _, err = run(capsys, "eval", tiny_llama_dir, "--tasks", "piqaa")
     assert_user_error(code, err, "unknown task 'piqaa'")
+
+
+def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(f"Row {i}: a few words of text for the sweep." for i in range(200)))
+    args = [
+        "sweep",
+        tiny_llama_dir,
+        "-o",
+        tmp_path / "s",
+        "--schemes",
+        "w4g32,w3g32",
+        "--methods",
+        "rtn,gptq:damp=0.05,mse=false",
+        "--calib",
+        text,
+        "--calib-samples",
+        "4",
+        "--calib-seq-len",
+        "32",
+        "--ppl",
+        text,
+        "--ctx",
+        "64",
+        "--windows",
+        "1",
+        "--quiet",
+    ]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    rows = [json.loads(x) for x in (tmp_path / "s" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and {r["method"] for r in rows} == {
+        "float",
+        "rtn",
+        "gptq:damp=0.05,mse=false",
+    }
+    gptq = [r for r in rows if r["method"].startswith("gptq")][0]
+    assert gptq["recipe"]["method_args"] == {"damp": 0.05, "mse": False}
+    report = (tmp_path / "s" / "report.md").read_text()
+    assert (
+        "| gptq:damp=0.05,mse=false | w3g32 |" in report
+        and (tmp_path / "s" / "pareto.png").is_file()
+    )
+    assert not (tmp_path / "s" / "cells").exists() or not any((tmp_path / "s" / "cells").iterdir())
+    code, out, err = run(capsys, *args)  # resumes: nothing new
+    assert code == 0, err
+    assert len((tmp_path / "s" / "results.jsonl").read_text().splitlines()) == 5
+    code, _, err = run(
+        capsys,
+        "sweep",
+        tiny_llama_dir,
+        "-o",
+        tmp_path / "x",
+        "--schemes",
+        "w4g32",
+        "--methods",
+        "rtn,gtpq",
+    )
+    assert_user_error(code, err, "unknown method 'gtpq'")

@@ -409,8 +409,9 @@ def pareto_lines(rows: list[dict]) -> list[str]:
     return out
 
 
-def plot_pareto(rows: list[dict], ref_ppl: float, path: Path) -> None:
-    """Perplexity (log) against bits per weight: one line per method, anchors as points."""
+def plot_pareto(rows: list[dict], ref_ppl: float, path: Path, anchors: bool = True) -> None:
+    """Perplexity (log) against bits per weight: one line per method; with ``anchors``,
+    shared/ANCHORS.md's points (they are SmolLM2-135M figures: other models, no anchors)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -441,8 +442,9 @@ def plot_pareto(rows: list[dict], ref_ppl: float, path: Path) -> None:
                 xytext=(6, -12),
                 fontsize=8,
             )
-    anc = [a for a in ANCHOR_POINTS if a[1] <= 6]
-    ax.scatter([a[1] for a in anc], [a[2] for a in anc], marker="x", c="gray", label="anchors")
+    anc = [a for a in ANCHOR_POINTS if a[1] <= 6] if anchors else []
+    if anc:
+        ax.scatter([a[1] for a in anc], [a[2] for a in anc], marker="x", c="gray", label="anchors")
     for who, x, y in anc:
         ax.annotate(
             who, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6, color="dimgray"
@@ -451,10 +453,11 @@ def plot_pareto(rows: list[dict], ref_ppl: float, path: Path) -> None:
     for b in BUDGETS:
         ax.axvline(b, color="lightgray", linewidth=0.8)
     ax.set_yscale("log")
-    ax.set_ylim(ref_ppl * 0.95, 1e3)
+    top = 1e3 if anchors else max([r["ppl"] for r in rows] + [ref_ppl]) * 1.3
+    ax.set_ylim(ref_ppl * 0.95, top)
     ax.set_xlabel("bits per weight (quantized modules, everything stored)")
     ax.set_ylabel("WikiText-2 perplexity (ctx 2048, 16 windows, log scale)")
-    ax.set_title("SmolLM2-135M: perplexity against bits per weight (lower-left is better)")
+    ax.set_title("Perplexity against bits per weight (lower-left is better)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()

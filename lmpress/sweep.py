@@ -1,0 +1,161 @@
+"""Quantize and evaluate a grid of methods x schemes, resumably.
+
+``lmpress sweep MODEL --schemes w4g128,w3g128 --methods rtn,gptq,awq+gptq -o DIR``
+writes ``DIR/results.jsonl`` (one line per finished cell; a cell already there is
+not recomputed, so an interrupted sweep resumes) and ``DIR/report.md`` with
+``DIR/pareto.png``. The base model's logits are computed once and cached, so each
+cell costs its quantization plus one evaluation pass.
+
+A method label is a method, optionally after transforms and with options:
+``gptq``, ``awq+gptq``, ``rtn:imatrix=true``, ``gptq:damp=0.05,mse=false``.
+"""
+
+import copy
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmpress.errors import LmpressError
+from lmpress.recipe import Recipe
+
+
+def parse_label(label: str, scheme: str) -> Recipe:
+    """The recipe for a sweep cell: ``method[:key=value,...]`` at ``scheme``."""
+    method, _, opts = label.partition(":")
+    args: dict[str, Any] = {}
+    for kv in [o for o in opts.split(",") if o]:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise LmpressError(f"method label {label!r}: options look like key=value")
+        args[key.strip()] = yaml.safe_load(value)
+    return Recipe(method=method, scheme=scheme, method_args=args)
+
+
+def _load_results(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["cell"]: r for r in rows}
+
+
+def run_sweep(
+    model: str,
+    schemes: list[str],
+    methods: list[str],
+    out_dir: str | Path,
+    calib: str = "wikitext2",
+    calib_samples: int = 128,
+    calib_seq_len: int = 512,
+    text: str = "wikitext2",
+    ctx: int = 2048,
+    windows: int | None = 16,
+    keep_checkpoints: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Run every (method, scheme) cell not yet in ``out_dir/results.jsonl``; returns all rows."""
+    from lmpress.api import peak_rss_mb, save
+    from lmpress.calibration import calibration_ids
+    from lmpress.eval.base_cache import BaseLogitsCache, cache_key
+    from lmpress.eval.perplexity import eval_ids, evaluate_perplexity, fill_base_cache, n_windows
+    from lmpress.eval.size import model_size_stats
+    from lmpress.models.load import load_model, resolve_model_path
+    from lmpress.pipeline import quantize_model
+
+    out = Path(out_dir)
+    cells = [(m, s, parse_label(m, s)) for s in schemes for m in methods]  # typos fail first
+    if not cells:
+        raise LmpressError("the sweep is empty: give --schemes and --methods")
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.jsonl"
+    done = _load_results(results_path)
+    protocol = f"{text} ctx={ctx} windows={windows} calib={calib}:{calib_samples}x{calib_seq_len}"
+    todo = [c for c in cells if f"{c[0]}|{c[1]}|{protocol}" not in done]
+
+    base = load_model(model)
+    ids = eval_ids(base.tokenizer, text)
+    n = n_windows(ids, ctx, windows)
+    cache = BaseLogitsCache(cache_key(resolve_model_path(model), ids, ctx))
+    fill_base_cache(base.model, ids, ctx, n, cache, progress)
+    ref_cell = f"reference|-|{protocol}"
+    if ref_cell not in done:
+        r = evaluate_perplexity(base.model, ids, ctx, windows, None, progress)
+        row = {"cell": ref_cell, "method": "float", "scheme": "-", "bits_per_weight": 32.0, **r}
+        _append(results_path, row)
+        done[ref_cell] = row
+    calib_ids = None
+    if any(r.needs_calibration for _, _, r in todo):
+        calib_ids = calibration_ids(base.tokenizer, calib, calib_samples, calib_seq_len, 0)
+    for i, (label, scheme, recipe) in enumerate(todo):
+        cell = f"{label}|{scheme}|{protocol}"
+        if progress:
+            print(f"[sweep {i + 1}/{len(todo)}] {label} {scheme}", flush=True)
+        m = copy.deepcopy(base.model)
+        t0 = time.perf_counter()
+        res = quantize_model(
+            m, recipe, calib_ids if recipe.needs_calibration else None, progress=progress
+        )
+        seconds = time.perf_counter() - t0
+        ckpt = out / "cells" / f"{label.replace(':', '_').replace(',', '_')}-{scheme}"
+        res.tokenizer = base.tokenizer  # type: ignore[attr-defined]
+        res.metadata = {"recipe": recipe.to_dict()}  # type: ignore[attr-defined]
+        save(res, ckpt, overwrite=True)
+        ev = evaluate_perplexity(m, ids, ctx, windows, cache, progress)
+        row = {
+            "cell": cell,
+            "method": label,
+            "scheme": scheme,
+            **ev,
+            **model_size_stats(m, ckpt),
+            "quantize_s": seconds,
+            "peak_rss_mb_so_far": round(peak_rss_mb(), 1),
+            "recipe": recipe.to_dict(),
+        }
+        _append(results_path, row)
+        done[cell] = row
+        if not keep_checkpoints:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        del m, res
+    rows = [done[k] for k in done if k.endswith(protocol)]
+    write_report(rows, out, protocol, model)
+    return rows
+
+
+def _append(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path:
+    """``out/report.md`` (table, commands) and ``out/pareto.png``."""
+    from lmpress.report.benchmarks import plot_pareto
+
+    ref = next((r for r in rows if r["method"] == "float"), None)
+    cells = sorted(
+        (r for r in rows if r["method"] != "float"), key=lambda r: (-r["bits_per_weight"], r["ppl"])
+    )
+    lines = [
+        f"# lmpress sweep: {model}",
+        "",
+        f"Protocol: {protocol}. KL and top-1 against the float model on the same windows.",
+        "",
+        "| method | scheme | bits/weight | perplexity | KL mean | KL p99 | top-1 | quantize s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    if ref:
+        lines.append(f"| float | - | 32 | {ref['ppl']:.3f} | 0 | 0 | 1.000 | - |")
+    for r in cells:
+        lines.append(
+            f"| {r['method']} | {r['scheme']} | {r['bits_per_weight']:.3f} | {r['ppl']:.3f} | "
+            f"{r['kl_mean']:.4f} | {r['kl_p99']:.3f} | {r['top1_agreement']:.3f} | "
+            f"{r['quantize_s']:.1f} |"
+        )
+    if ref and cells:
+        plot_pareto(cells, ref["ppl"], out / "pareto.png", anchors=model == "smollm2-135m")
+        lines += ["", "![perplexity against bits per weight](pareto.png)"]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
