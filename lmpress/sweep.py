@@ -113,6 +113,7 @@ def run_sweep(
             "quantize_s": seconds,
             "peak_rss_mb_so_far": round(peak_rss_mb(), 1),
             "recipe": recipe.to_dict(),
+            "layer_errors": {k: round(v, 6) for k, v in res.layer_errors.items()},
         }
         _append(results_path, row)
         done[cell] = row
@@ -121,6 +122,9 @@ def run_sweep(
         del m, res
     rows = [done[k] for k in done if k.endswith(protocol)]
     write_report(rows, out, protocol, model)
+    from lmpress.report.html import write_html
+
+    write_html(rows, out, protocol, model)
     return rows
 
 

@@ -359,6 +359,8 @@ def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
         "| gptq:damp=0.05,mse=false | w3g32 |" in report
         and (tmp_path / "s" / "pareto.png").is_file()
     )
+    page = (tmp_path / "s" / "report.html").read_text()
+    assert page.count("<img") >= 5 and "data:image/png;base64," in page and "</html>" in page
     assert not (tmp_path / "s" / "cells").exists() or not any((tmp_path / "s" / "cells").iterdir())
     code, out, err = run(capsys, *args)  # resumes: nothing new
     assert code == 0, err
