@@ -86,9 +86,47 @@ def same_recipe_row(label: str, scheme: str, done: dict[str, dict], protocol: st
 
     want = Recipe.from_dict(preset_recipe(label.split(":", 1)[1])).to_dict()
     for r in done.values():
-        if r["cell"].endswith(protocol) and r.get("recipe") == want and "same_as" not in r:
+        if (
+            r["cell"].endswith(protocol)
+            and "same_as" not in r
+            and not r["method"].startswith("preset:")
+            and normalized_recipe(r.get("recipe")) == want
+        ):
             return r
     return None
+
+
+def normalized_recipe(d: dict | None) -> dict | None:
+    """A recorded recipe as the current code writes it (older rows spell defaults out)."""
+    from lmpress.errors import LmpressError
+    from lmpress.recipe import Recipe
+
+    if not d:
+        return None
+    try:
+        return Recipe.from_dict(d).to_dict()
+    except LmpressError:
+        return None
+
+
+def drop_stale_presets(done: dict[str, dict]) -> dict[str, dict]:
+    """Preset rows whose recipe is no longer the preset's are not results of today's presets."""
+    from lmpress.presets import PRESETS, preset_recipe
+    from lmpress.recipe import Recipe
+
+    keep = {}
+    for cell, r in done.items():
+        name = r["method"].split(":", 1)[1] if r["method"].startswith("preset:") else None
+        if name is not None:
+            if name not in PRESETS:
+                continue
+            if (
+                normalized_recipe(r.get("recipe"))
+                != Recipe.from_dict(preset_recipe(name)).to_dict()
+            ):
+                continue
+        keep[cell] = r
+    return keep
 
 
 def preset_cells() -> list[tuple[str, str]]:
@@ -202,7 +240,7 @@ def main() -> None:
     results_path.parent.mkdir(parents=True, exist_ok=True)
     if a.fresh and results_path.exists():
         results_path.unlink()
-    done = load_results(results_path)
+    done = drop_stale_presets(load_results(results_path))
     protocol = f"ctx={a.ctx} windows={a.windows} calib={a.calib_samples}x{a.calib_seq_len}"
     if a.report_only:
         write_markdown(

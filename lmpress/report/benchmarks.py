@@ -186,7 +186,9 @@ def _issue3(ref: dict, rows: list[dict], by: dict, out_md: Path) -> list[str]:
         - {"rtn", "gptq"}
         - {r["method"] for r in rows if r["method"].startswith("preset:")}
     )
-    if not any(m not in ("rtn", "gptq") for m in present):
+    if not any(m not in ("rtn", "gptq") for m in present) and not any(
+        r["method"].startswith("preset:") for r in rows
+    ):
         return []
     schemes = [s for s in ISSUE3_SCHEMES if any(r["scheme"] == s for r in rows)]
     lines = [
