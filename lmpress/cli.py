@@ -132,6 +132,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--ctx", type=_positive_int, default=2048)
     p.add_argument("--windows", type=_non_negative_int, default=16, help="0 = all")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each cell's checkpoint")
+    p.add_argument("--tasks", default=None, help="also score zero-shot tasks, e.g. piqa,arc_easy")
+    p.add_argument("--limit", type=_positive_int, default=None, help="first N examples per task")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -154,6 +156,8 @@ def cmd_sweep(a) -> int:
         windows=a.windows or None,
         keep_checkpoints=a.keep_checkpoints,
         progress=not a.quiet,
+        tasks=a.tasks,
+        limit=a.limit,
     )
     print(f"{len(rows)} rows in {Path(a.output) / 'results.jsonl'}; report {a.output}/report.md")
     return 0

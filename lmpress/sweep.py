@@ -55,8 +55,14 @@ def run_sweep(
     windows: int | None = 16,
     keep_checkpoints: bool = False,
     progress: bool = True,
+    tasks: str | None = None,
+    limit: int | None = None,
 ) -> list[dict]:
-    """Run every (method, scheme) cell not yet in ``out_dir/results.jsonl``; returns all rows."""
+    """Run every (method, scheme) cell not yet in ``out_dir/results.jsonl``; returns all rows.
+
+    With ``tasks`` (``"piqa,hellaswag"``) each cell and the float model are also scored
+    on those zero-shot tasks (first ``limit`` examples each).
+    """
     from lmpress.api import peak_rss_mb, save
     from lmpress.calibration import calibration_ids
     from lmpress.eval.base_cache import BaseLogitsCache, cache_key
@@ -66,6 +72,11 @@ def run_sweep(
     from lmpress.pipeline import quantize_model
 
     out = Path(out_dir)
+    task_list = None
+    if tasks:
+        from lmpress.eval.tasks import parse_task_list
+
+        task_list = parse_task_list(tasks)
     cells = [(m, s, parse_label(m, s)) for s in schemes for m in methods]  # typos fail first
     if not cells:
         raise LmpressError("the sweep is empty: give --schemes and --methods")
@@ -73,6 +84,8 @@ def run_sweep(
     results_path = out / "results.jsonl"
     done = _load_results(results_path)
     protocol = f"{text} ctx={ctx} windows={windows} calib={calib}:{calib_samples}x{calib_seq_len}"
+    if task_list:
+        protocol += f" tasks={','.join(n for n, _ in task_list)} limit={limit}"
     todo = [c for c in cells if f"{c[0]}|{c[1]}|{protocol}" not in done]
 
     base = load_model(model)
@@ -84,6 +97,7 @@ def run_sweep(
     if ref_cell not in done:
         r = evaluate_perplexity(base.model, ids, ctx, windows, None, progress)
         row = {"cell": ref_cell, "method": "float", "scheme": "-", "bits_per_weight": 32.0, **r}
+        row.update(_task_scores(base.model, base.tokenizer, task_list, limit, progress))
         _append(results_path, row)
         done[ref_cell] = row
     calib_ids = None
@@ -114,6 +128,7 @@ def run_sweep(
             "peak_rss_mb_so_far": round(peak_rss_mb(), 1),
             "recipe": recipe.to_dict(),
             "layer_errors": {k: round(v, 6) for k, v in res.layer_errors.items()},
+            **_task_scores(m, base.tokenizer, task_list, limit, progress),
         }
         _append(results_path, row)
         done[cell] = row
@@ -126,6 +141,30 @@ def run_sweep(
 
     write_html(rows, out, protocol, model)
     return rows
+
+
+def _task_scores(model, tokenizer, task_list, limit, progress) -> dict:
+    """``{"tasks": {name: metrics}, "task_mean_acc": mean acc}`` (empty without tasks)."""
+    if not task_list:
+        return {}
+    from lmpress.eval.loglik import evaluate_task
+    from lmpress.eval.tasks import TASKS, load_task
+
+    scores = {}
+    for name, path in task_list:
+        spec = TASKS.get(name)
+        r = evaluate_task(
+            model,
+            tokenizer,
+            load_task(name, path, limit),
+            spec.metrics,
+            spec.kind,
+            progress=progress,
+            name=name,
+        )
+        scores[name] = {k: v for k, v in r.items() if not k.startswith("predictions")}
+    mean = sum(v["acc"] for v in scores.values()) / len(scores)
+    return {"tasks": scores, "task_mean_acc": mean}
 
 
 def _append(path: Path, row: dict) -> None:
@@ -146,15 +185,20 @@ def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path
         "",
         f"Protocol: {protocol}. KL and top-1 against the float model on the same windows.",
         "",
-        "| method | scheme | bits/weight | perplexity | KL mean | KL p99 | top-1 | quantize s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | scheme | bits/weight | perplexity | KL mean | KL p99 | top-1 | mean task acc "
+        "| quantize s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def acc(r: dict) -> str:
+        return f"{r['task_mean_acc']:.4f}" if "task_mean_acc" in r else "-"
+
     if ref:
-        lines.append(f"| float | - | 32 | {ref['ppl']:.3f} | 0 | 0 | 1.000 | - |")
+        lines.append(f"| float | - | 32 | {ref['ppl']:.3f} | 0 | 0 | 1.000 | {acc(ref)} | - |")
     for r in cells:
         lines.append(
             f"| {r['method']} | {r['scheme']} | {r['bits_per_weight']:.3f} | {r['ppl']:.3f} | "
-            f"{r['kl_mean']:.4f} | {r['kl_p99']:.3f} | {r['top1_agreement']:.3f} | "
+            f"{r['kl_mean']:.4f} | {r['kl_p99']:.3f} | {r['top1_agreement']:.3f} | {acc(r)} | "
             f"{r['quantize_s']:.1f} |"
         )
     if ref and cells:

@@ -343,6 +343,10 @@ def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
         "--windows",
         "1",
         "--quiet",
+        "--tasks",
+        "piqa",
+        "--limit",
+        "3",
     ]
     code, out, err = run(capsys, *args)
     assert code == 0, err
@@ -353,6 +357,7 @@ def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
         "gptq:damp=0.05,mse=false",
     }
     gptq = [r for r in rows if r["method"].startswith("gptq")][0]
+    assert gptq["tasks"]["piqa"]["n"] == 3 and 0 <= gptq["task_mean_acc"] <= 1
     assert gptq["recipe"]["method_args"] == {"damp": 0.05, "mse": False}
     report = (tmp_path / "s" / "report.md").read_text()
     assert (

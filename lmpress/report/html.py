@@ -34,7 +34,10 @@ def _quality_plots(cells: list[dict], ref_ppl: float) -> list[tuple[str, str]]:
 
     out = []
     methods = sorted({r["method"] for r in cells})
-    for key, label in (("ppl", "perplexity"), ("kl_mean", "mean KL divergence")):
+    keys = [("ppl", "perplexity"), ("kl_mean", "mean KL divergence")]
+    if all("task_mean_acc" in r for r in cells):
+        keys.append(("task_mean_acc", "mean zero-shot accuracy"))
+    for key, label in keys:
         for xkey, xlabel in (
             ("bits_per_weight", "bits per weight"),
             ("size_bytes", "size on disk (MB)"),
@@ -46,7 +49,8 @@ def _quality_plots(cells: list[dict], ref_ppl: float) -> list[tuple[str, str]]:
                 ax.plot([p[0] * scale for p in pts], [p[1] for p in pts], marker="o", label=m)
             if key == "ppl":
                 ax.axhline(ref_ppl, color="black", linestyle=":", label="float")
-            ax.set_yscale("log")
+            if key != "task_mean_acc":
+                ax.set_yscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
             ax.grid(True, which="both", alpha=0.3)
