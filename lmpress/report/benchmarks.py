@@ -258,7 +258,8 @@ def _bars3(rows: list[dict]) -> list[str]:
         out.append(
             f"- best preset at <= {b} bits/weight ({n}, {r['bits_per_weight']:.3f}: "
             f"{_fmt_ppl(r['ppl'])}) beats the best anchor ({anc[0]}, {anc[1]}: "
-            f"{_fmt_ppl(anc[2])}) by {anc[2] / r['ppl']:,.2f}x: {_mark(r['ppl'] < anc[2])}"
+            f"{_fmt_ppl(anc[2])}): ratio anchor/preset {anc[2] / r['ppl']:,.2f}x: "
+            f"{_mark(r['ppl'] < anc[2])}"
         )
     if "best-4bit" in pre:
         r = pre["best-4bit"]
@@ -406,7 +407,8 @@ def pareto_lines(rows: list[dict]) -> list[str]:
         margin = "-"
         if anc and pr:
             ok = pr[2] < anc[2]
-            margin = f"{anc[2] / pr[2]:,.2f}x lower ppl: {_mark(ok)}"
+            ratio = anc[2] / pr[2] if ok else pr[2] / anc[2]
+            margin = f"{ratio:,.2f}x {'lower' if ok else 'higher'} ppl: {_mark(ok)}"
         out.append(f"| <= {b} | {cell(anc)} | {cell(me)} | {cell(pr)} | {margin} |")
     return out
 
