@@ -243,6 +243,13 @@ def main() -> None:
     done = drop_stale_presets(load_results(results_path))
     protocol = f"ctx={a.ctx} windows={a.windows} calib={a.calib_samples}x{a.calib_seq_len}"
     if a.report_only:
+        for method, scheme in [] if a.no_presets else preset_cells():
+            cell = f"{method}|{scheme}|{protocol}"
+            twin = None if cell in done else same_recipe_row(method, scheme, done, protocol)
+            if twin is not None:
+                row = {**twin, "cell": cell, "method": method, "same_as": twin["cell"]}
+                append_result(results_path, row)
+                done[cell] = row
         write_markdown(
             Path(a.out), {k: v for k, v in done.items() if k.endswith(protocol)}, protocol, a
         )
