@@ -35,7 +35,8 @@ def parse_label(label: str, scheme: str) -> Recipe:
     return Recipe(method=method, scheme=scheme, method_args=args)
 
 
-def _load_results(path: Path) -> dict[str, dict]:
+def load_results(path: Path) -> dict[str, dict]:
+    """Rows of a results JSON-lines file by cell (a later row for a cell wins)."""
     if not path.is_file():
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -82,7 +83,7 @@ def run_sweep(
         raise LmpressError("the sweep is empty: give --schemes and --methods")
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
-    done = _load_results(results_path)
+    done = load_results(results_path)
     protocol = f"{text} ctx={ctx} windows={windows} calib={calib}:{calib_samples}x{calib_seq_len}"
     if task_list:
         protocol += f" tasks={','.join(n for n, _ in task_list)} limit={limit}"

@@ -41,6 +41,7 @@ from lmpress.models.load import (  # noqa: E402
     save_float_model,
     set_threads,
 )
+from lmpress.sweep import load_results  # noqa: E402
 
 MODEL = "smollm2-135m"
 SCHEMES = ["w8", "w4g128", "w4g64", "w3g128", "w3g64", "w2g64", "w2g32"]
@@ -166,13 +167,6 @@ def run_process(cmd: list[str]) -> tuple[float, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{err[-2000:]}")
     return wall, usage.ru_maxrss / 1024
-
-
-def load_results(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["cell"]: r for r in rows}
 
 
 def append_result(path: Path, row: dict) -> None:
