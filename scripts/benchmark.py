@@ -258,15 +258,16 @@ def main() -> None:
     cache = BaseLogitsCache(cache_key(resolve_model_path(MODEL), ids, a.ctx))
     fill_base_cache(base.model, ids, a.ctx, n, cache)
 
+    # A float checkpoint in HF format, to time a plain transformers load beside ours
+    # (made again on a fresh workdir even when the reference row is already recorded).
+    float_dir = work / "float-hf"
+    if not (float_dir / "config.json").is_file():
+        save_float_model(base.model, base.tokenizer, float_dir)
     ref_cell = f"reference|{protocol}"
     if ref_cell not in done:
         r = evaluate_perplexity(base.model, ids, a.ctx, a.windows, cache)
         calib = calibration_ids(base.tokenizer, "wikitext2", a.calib_samples, a.calib_seq_len, 0)
         fwd = [float_forward_seconds(base.model, calib, 8) for _ in range(2)]
-        # A float checkpoint in HF format, to time a plain transformers load beside ours.
-        float_dir = work / "float-hf"
-        if not float_dir.exists():
-            save_float_model(base.model, base.tokenizer, float_dir)
         row = {
             "cell": ref_cell,
             "method": "float",
