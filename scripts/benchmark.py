@@ -157,6 +157,24 @@ def git_commit() -> str:
         return "unknown"
 
 
+PAUSE_FILE = Path(os.environ.get("LMPRESS_BENCH_PAUSE", "/tmp/lmpress_bench.pause"))
+
+
+def wait_while_paused() -> None:
+    """Hold before the next cell while the pause file exists.
+
+    Timing anything else on a 2-core machine beside a running cell corrupts both
+    figures; touching the pause file lets the current cell finish and holds the
+    grid until the file is removed.
+    """
+    announced = False
+    while PAUSE_FILE.exists():
+        if not announced:
+            print(f"[bench] paused while {PAUSE_FILE} exists", flush=True)
+            announced = True
+        time.sleep(5)
+
+
 def run_process(cmd: list[str]) -> tuple[float, float]:
     """Run ``cmd``; return its wall seconds and peak RSS (MiB) from the kernel's rusage."""
     t0 = time.perf_counter()
@@ -299,6 +317,7 @@ def main() -> None:
         cell = f"{method}|{scheme}|{protocol}"
         if cell in done:
             continue
+        wait_while_paused()
         twin = same_recipe_row(method, scheme, done, protocol)
         if twin is not None:
             # A preset identical to a measured cell: same recipe, same bytes (deterministic).
