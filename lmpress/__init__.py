@@ -1,7 +1,7 @@
 """lmpress: compress trained language models and measure what it cost."""
 
 from lmpress.__version__ import __version__
-from lmpress.api import evaluate, evaluate_tasks, load, quantize, save
+from lmpress.api import evaluate, evaluate_tasks, export, load, quantize, save
 from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme, parse_scheme
 from lmpress.recipe import Recipe
@@ -13,6 +13,7 @@ __all__ = [
     "__version__",
     "evaluate",
     "evaluate_tasks",
+    "export",
     "load",
     "parse_scheme",
     "quantize",

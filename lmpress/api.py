@@ -204,3 +204,36 @@ def evaluate_tasks(
             model, tokenizer, examples, spec.metrics, spec.kind, batch_size, progress, name
         )
     return out
+
+
+EXPORT_SUFFIX = {"gguf": ".gguf"}
+
+
+def export(
+    path: "str | Path",
+    to: str,
+    out: "str | Path",
+    overwrite: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Export the lmpress checkpoint at ``path`` to format ``to`` (``gguf``,
+    ``compressed-tensors``, ``gptq``) at ``out``; returns the exporter's summary.
+
+    ``gguf`` writes one file, the others a directory; either appears only when
+    complete. Options: ``embed_type`` (gguf: q8_0, f16, f32), ``fallback_type`` (gguf:
+    for grids no ggml type holds), ``scale_dtype`` (compressed-tensors: native, float32).
+    """
+    from lmpress.export import EXPORTERS, atomic_output
+
+    exporter = EXPORTERS.get(to)
+    p = Path(path)
+    if not p.exists():
+        raise LmpressError(f"checkpoint {path} does not exist")
+    model, tok = load_checkpoint(p, with_tokenizer=True)
+    is_dir = to not in EXPORT_SUFFIX
+    with atomic_output(Path(out), overwrite, is_dir) as tmp:
+        summary = exporter(model, tok, tmp, {"progress": progress, "tokenizer_dir": p, **options})
+    summary["path"] = str(out)
+    summary["source"] = str(p)
+    return summary

@@ -174,6 +174,53 @@ def _split_labels(text: str) -> list[str]:
     return out
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a checkpoint as GGUF, compressed-tensors or GPTQ")
+    p.add_argument("path", help="an lmpress checkpoint directory")
+    p.add_argument("--to", required=True, choices=["gguf", "compressed-tensors", "gptq"])
+    p.add_argument("-o", "--output", required=True, help="output file (gguf) or directory")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--embed-type",
+        default="q8_0",
+        choices=["q8_0", "f16", "f32"],
+        help="gguf: type of the token embedding / output head (default q8_0)",
+    )
+    p.add_argument(
+        "--fallback-type",
+        default="q8_0",
+        choices=["q8_0", "q4_1", "q4_0", "f16"],
+        help="gguf: type for modules whose grid no ggml type holds (re-quantized)",
+    )
+    p.add_argument(
+        "--scale-dtype",
+        default="native",
+        choices=["native", "float32"],
+        help="compressed-tensors: scales as stored (fp16/bf16) or float32 (bit-exact float32)",
+    )
+    p.add_argument("--json", default=None, help="write the export summary here")
+    p.add_argument("--quiet", action="store_true")
+
+
+def cmd_export(a) -> int:
+    import lmpress
+
+    _check_writable_file(a.json, "--json")
+    opts = {"embed_type": a.embed_type, "fallback_type": a.fallback_type}
+    if a.to != "gguf":
+        opts = {"scale_dtype": a.scale_dtype} if a.to == "compressed-tensors" else {}
+    s = lmpress.export(a.path, a.to, a.output, overwrite=a.overwrite, progress=not a.quiet, **opts)
+    line = f"wrote {s['path']} ({s['format']}, {s['quantized_modules']} quantized modules"
+    if "tensor_types" in s:
+        types = ", ".join(f"{k} x{v}" for k, v in s["tensor_types"].items())
+        line += f": {types}; {s['exact_grid_modules']} on their exact grid, max |error| "
+        line += f"{s['max_abs_error_quantized']:.3g}"
+    print(line + ")")
+    if a.json:
+        Path(a.json).write_text(json.dumps(s, indent=2))
+    return 0
+
+
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="schemes per module, bits per weight, size on disk")
     p.add_argument("path")
@@ -379,9 +426,16 @@ def main(argv: list[str] | None = None) -> int:
     _add_eval(sub)
     _add_info(sub)
     _add_sweep(sub)
+    _add_export(sub)
     a = parser.parse_args(argv)
     try:
-        cmds = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "sweep": cmd_sweep}
+        cmds = {
+            "quantize": cmd_quantize,
+            "eval": cmd_eval,
+            "info": cmd_info,
+            "sweep": cmd_sweep,
+            "export": cmd_export,
+        }
         return cmds[a.cmd](a)
     except LmpressError as e:
         print(f"lmpress: error: {e}", file=sys.stderr)

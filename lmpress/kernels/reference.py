@@ -1,17 +1,13 @@
-"""Reference kernel: dequantize the packed weight, then a float32 matmul."""
-
-from collections.abc import Callable
+"""Reference kernel: dequantize the packed weight once, then a float32 matmul."""
 
 import torch
 import torch.nn.functional as F
 
-from lmpress.registry import Registry
+from lmpress.formats.scheme import Scheme
+from lmpress.kernels.base import KERNELS
+from lmpress.packing.packed import PackedWeight
 
-Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-KERNELS: Registry[Kernel] = Registry("kernel")
 
-
-@KERNELS.register("torch")
 def dequant_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
@@ -20,5 +16,23 @@ def dequant_linear(
     return y.to(x.dtype)
 
 
-def get_kernel(name: str = "torch") -> Kernel:
-    return KERNELS.get(name)
+class TorchKernel:
+    """Works everywhere (any device, autograd); holds the float32 weight, so it uses
+    as much memory as the float layer."""
+
+    name = "torch"
+
+    def available(self) -> bool:
+        return True
+
+    def supports(self, scheme: Scheme) -> bool:
+        return True
+
+    def prepare(self, packed: PackedWeight) -> torch.Tensor:
+        return packed.dequantize().to(packed.qweight.device)
+
+    def __call__(self, x: torch.Tensor, state: torch.Tensor, bias: torch.Tensor | None):
+        return dequant_linear(x, state, bias)
+
+
+KERNELS.register("torch")(TorchKernel())

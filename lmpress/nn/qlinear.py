@@ -4,16 +4,18 @@ import torch
 from torch import nn
 
 from lmpress.formats.scheme import Scheme
-from lmpress.kernels import get_kernel
+from lmpress.kernels import select_kernel
 from lmpress.packing.packed import PackedWeight
 
 
 class QLinear(nn.Module):
     """Holds packed tensors as buffers; forward equals dequantize-then-``F.linear``.
 
-    The dequantized weight is cached after the first forward (``cache_weight``)
-    because the reference kernel would otherwise unpack every call; the packed
-    buffers stay the source of truth and are what the checkpoint stores.
+    ``kernel`` names a backend of :mod:`lmpress.kernels` (``auto``: the C kernels
+    that read packed codes when built, else the torch reference). The kernel's
+    state (for the reference, the dequantized weight) is prepared at the first
+    forward and dropped when the buffers change; the packed buffers stay the
+    source of truth and are what the checkpoint stores.
     """
 
     def __init__(
@@ -22,7 +24,7 @@ class QLinear(nn.Module):
         out_features: int,
         scheme: Scheme,
         bias: bool,
-        kernel: str = "torch",
+        kernel: str = "auto",
         cache_weight: bool = True,
         device: "torch.device | str | None" = None,
     ) -> None:
@@ -33,6 +35,7 @@ class QLinear(nn.Module):
         self.kernel_name = kernel
         self.cache_weight = cache_weight
         self._weight_cache: torch.Tensor | None = None
+        self._kernel_state: tuple[object, object] | None = None  # (kernel, its state)
         expected = PackedWeight.expected_shapes(scheme, out_features, in_features)
         for name, (shape, dtype) in expected.items():
             self.register_buffer(name, torch.zeros(shape, dtype=dtype, device=device))
@@ -73,6 +76,7 @@ class QLinear(nn.Module):
         re-round stored scales); the dequantized cache is dropped."""
         before = {n: b for n, b in self._buffers.items() if b is not None and n != "bias"}
         self._weight_cache = None
+        self._kernel_state = None
         super()._apply(fn, recurse)
         for n, old in before.items():
             new = self._buffers[n]
@@ -82,10 +86,26 @@ class QLinear(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003
         self._weight_cache = None
+        self._kernel_state = None
         return super()._load_from_state_dict(*args, **kwargs)
 
+    def set_kernel(self, name: str) -> None:
+        """Run through kernel ``name`` (``auto``, ``cpu``, ``torch``) from the next call."""
+        select_kernel(name, self.scheme, self.qweight.device)  # fails now on a bad name
+        self.kernel_name = name
+        self._kernel_state = None
+
+    def kernel(self) -> tuple[object, object]:
+        """The kernel this module runs on its device, and the state prepared for it."""
+        if self._kernel_state is None:
+            k = select_kernel(self.kernel_name, self.scheme, self.qweight.device)
+            state = self.dequantized_weight() if k.name == "torch" else k.prepare(self.packed())
+            self._kernel_state = (k, state)
+        return self._kernel_state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return get_kernel(self.kernel_name)(x, self.dequantized_weight(), self.bias)
+        k, state = self.kernel()
+        return k(x, state, self.bias)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, scheme={self.scheme.name}"

@@ -1,0 +1,340 @@
+"""Export to GGUF, the file format of llama.cpp.
+
+Each quantized module is mapped onto the ggml block type that holds its grid
+exactly, where one does (ggml blocks are 32 weights with one fp16 scale):
+
+| lmpress scheme (group length a multiple of 32) | ggml type | exact? |
+|---|---|---|
+| symmetric, 2-4 bits | Q4_0: ``d * (c - 8)``, ``d = s``, ``c = q - mid + 8`` | yes |
+| asymmetric, 2-4 bits (integer or float zeros) | Q4_1: ``d * c + m``, ``d = s``, ``m = -z * s`` | up to the fp16 rounding of ``m`` |
+| 5-7 bits, or 8 bits symmetric | Q8_0: ``d * c``, ``d = s``, ``c = q - z`` (fits int8) | yes |
+| 8 bits asymmetric | Q8_0 with ``d = s`` in every block where ``|q - z| <= 127``, re-quantized elsewhere | where it fits |
+
+A group length that is a multiple of 32 covers whole ggml blocks, so a group's
+scale and zero repeat over its blocks (a partial last group of 64 in a 576-wide
+row is two blocks). Other groupings (e.g. 48) are re-quantized from the
+dequantized weight into ``fallback_type`` and reported with their error. Q/K
+projections of Llama-family models are row-permuted to ggml's rotary layout,
+which moves whole rows and their parameters and so changes no value.
+
+The tokenizer is copied from the source GGUF when the model came from one (the
+default model does), else built from the Hugging Face ``tokenizer.json``
+(byte-level BPE tokenizers).
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from lmpress.errors import LmpressError
+from lmpress.export.base import EXPORTERS
+from lmpress.nn.qlinear import QLinear
+from lmpress.packing.packed import PackedWeight
+
+QK = 32  # weights per ggml block for Q4_0, Q4_1, Q8_0
+Q = gguf.GGMLQuantizationType
+FLOAT_TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
+FALLBACK_TYPES = {"q8_0": Q.Q8_0, "q4_1": Q.Q4_1, "q4_0": Q.Q4_0, "f16": Q.F16}
+# model_type -> (llama.cpp architecture, whether Q/K rows need ggml's rotary permutation)
+ARCHS = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False)}
+
+
+def rotary_row_order(rows: int, n_head: int) -> torch.Tensor:
+    """Row order that takes HF's half-split rotary layout to ggml's interleaved one.
+
+    Returns int64 ``[rows]``: new row ``i`` is old row ``order[i]`` (the permutation
+    llama.cpp's converter applies to Q and K of Llama models).
+    """
+    idx = torch.arange(rows)
+    return idx.reshape(n_head, 2, rows // n_head // 2).transpose(1, 2).reshape(rows)
+
+
+def blocks_fit(packed: PackedWeight) -> bool:
+    """Whether every 32-weight ggml block lies inside one lmpress group."""
+    s = packed.scheme
+    k = packed.in_features
+    return k % QK == 0 and (s.granularity != "group" or s.group_size % QK == 0)
+
+
+def _block_params(p: torch.Tensor, packed: PackedWeight, rows: int) -> torch.Tensor:
+    """Per-group ``[P, G]`` parameters repeated to one per 32-block: ``[rows, K/32]``."""
+    k = packed.in_features
+    glen = packed.scheme.group_len(k)
+    per_block = p.float().repeat_interleave(glen // QK, dim=1)[:, : k // QK]
+    return per_block.expand(rows, -1) if per_block.shape[0] == 1 else per_block
+
+
+def _nibbles(c: np.ndarray) -> np.ndarray:
+    """``[R, B, 32]`` 4-bit values -> ``[R, B, 16]`` bytes, ggml order (j | j+16 << 4)."""
+    return (c[..., :16] | (c[..., 16:] << 4)).astype(np.uint8)
+
+
+def _f16_bytes(x: torch.Tensor) -> np.ndarray:
+    """``[R, B]`` float -> ``[R, B, 2]`` little-endian fp16 bytes."""
+    return x.to(torch.float16).numpy().view(np.uint8).reshape(*x.shape, 2)
+
+
+def encode_exact(packed: PackedWeight, order: torch.Tensor | None) -> tuple[Q, np.ndarray] | None:
+    """The packed weight as ggml blocks on its own grid, or None where no type holds it.
+
+    Returns ``(type, bytes [N, K/32 * block_bytes] uint8)``; rows reordered by ``order``.
+    """
+    s = packed.scheme
+    n, k = packed.out_features, packed.in_features
+    if not blocks_fit(packed):
+        return None
+    codes = packed.codes().to(torch.int32)
+    scale = _block_params(packed.scales, packed, n)
+    zero = _block_params(packed.zeros(), packed, n)
+    if order is not None:
+        codes, scale, zero = codes[order], scale[order], zero[order]
+    nb = k // QK
+    cb = codes.reshape(n, nb, QK)
+    if s.bits <= 4 and s.symmetric:
+        c = (cb - zero.to(torch.int32)[..., None] + 8).numpy()
+        body = [_f16_bytes(scale), _nibbles(c)]
+        qtype = Q.Q4_0
+    elif s.bits <= 4:
+        m = -zero * scale
+        body = [_f16_bytes(scale), _f16_bytes(m), _nibbles(cb.numpy())]
+        qtype = Q.Q4_1
+    elif not s.float_zero:
+        c = cb - zero.to(torch.int32)[..., None]
+        if bool((c < -128).any() or (c > 127).any()):
+            return None  # 8-bit asymmetric: re-quantized block-wise by the caller
+        body = [_f16_bytes(scale), c.to(torch.int8).numpy().view(np.uint8)]
+        qtype = Q.Q8_0
+    else:
+        return None
+    return qtype, np.concatenate(body, axis=-1).reshape(n, -1)
+
+
+def encode_q8_0_partial(packed: PackedWeight, order: torch.Tensor | None) -> np.ndarray | None:
+    """8-bit asymmetric in Q8_0: exact blocks where ``|q - z| <= 127``, re-quantized elsewhere."""
+    s = packed.scheme
+    n, k = packed.out_features, packed.in_features
+    if s.bits != 8 or s.float_zero or not blocks_fit(packed):
+        return None
+    codes = packed.codes().to(torch.int32)
+    scale = _block_params(packed.scales, packed, n)
+    zero = _block_params(packed.zeros(), packed, n)
+    w = packed.dequantize()
+    if order is not None:
+        codes, scale, zero, w = codes[order], scale[order], zero[order], w[order]
+    nb = k // QK
+    c = codes.reshape(n, nb, QK) - zero.to(torch.int32)[..., None]
+    fits = (c >= -128).all(-1) & (c <= 127).all(-1)
+    requant = gguf.quants.quantize(w.numpy(), Q.Q8_0).reshape(n, nb, 34)
+    exact = np.concatenate(
+        [_f16_bytes(scale), c.clamp(-128, 127).to(torch.int8).numpy().view(np.uint8)], axis=-1
+    )
+    out = np.where(fits.numpy()[..., None], exact, requant)
+    return out.reshape(n, -1)
+
+
+def _tokenizer_from_gguf(writer: gguf.GGUFWriter, src: Path) -> None:
+    reader = gguf.GGUFReader(str(src))
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        vtype = field.types[0]
+        sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY and len(field.types) > 1 else None
+        writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
+
+
+def _tokenizer_from_hf(writer: gguf.GGUFWriter, tokenizer, tok_dir: Path, n_vocab: int) -> None:
+    tj = tok_dir / "tokenizer.json"
+    if not tj.is_file():
+        raise LmpressError(f"{tok_dir} has no tokenizer.json; GGUF export needs it")
+    spec = json.loads(tj.read_text())
+    if spec.get("model", {}).get("type") != "BPE":
+        raise LmpressError(
+            "GGUF export supports byte-level BPE tokenizers (Llama 3, Qwen2, SmolLM, GPT-2); "
+            f"this one is {spec.get('model', {}).get('type')!r}"
+        )
+    vocab = tokenizer.get_vocab()
+    added = {t["id"]: t for t in spec.get("added_tokens", [])}
+    tokens = [f"[PAD{i}]" for i in range(n_vocab)]
+    types = [gguf.TokenType.UNUSED] * n_vocab
+    for tok, i in vocab.items():
+        if i < n_vocab:
+            tokens[i] = tok
+            a = added.get(i)
+            types[i] = (
+                gguf.TokenType.NORMAL
+                if a is None
+                else gguf.TokenType.CONTROL
+                if a.get("special")
+                else gguf.TokenType.USER_DEFINED
+            )
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    gguf.SpecialVocab(tok_dir, load_merges=True, n_vocab=n_vocab).add_to_gguf(writer, quiet=True)
+
+
+def _float_tensor(t: torch.Tensor, qtype: Q) -> tuple[np.ndarray, Q | None]:
+    a = t.detach().float().contiguous().numpy()
+    if t.dim() == 1 or qtype == Q.F32:
+        return a, None
+    if qtype == Q.F16:
+        return a.astype(np.float16), None
+    if qtype == Q.Q8_0 and a.shape[-1] % QK:
+        return a.astype(np.float16), None
+    return gguf.quants.quantize(a, qtype), qtype
+
+
+def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Write ``model`` as one GGUF file at ``out``; returns the per-tensor summary."""
+    cfg = model.config
+    mt = cfg.model_type
+    if mt not in ARCHS:
+        raise LmpressError(
+            f"GGUF export supports {', '.join(sorted(ARCHS))} models; this one is {mt!r}"
+        )
+    rope = dict(getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {})
+    if rope.get("rope_type", "default") != "default":
+        raise LmpressError(
+            f"GGUF export of rope type {rope.get('rope_type')!r} is not supported yet "
+            "(only plain rotary embeddings)"
+        )
+    rope_theta = float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
+    arch, permute = ARCHS[mt]
+    embed_type = FLOAT_TYPES[options.get("embed_type", "q8_0")]
+    fallback = FALLBACK_TYPES[options.get("fallback_type", "q8_0")]
+    n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    n_layers = cfg.num_hidden_layers
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers)
+
+    writer = gguf.GGUFWriter(str(out), arch)
+    qc = getattr(cfg, "quantization_config", None) or {}
+    writer.add_name(Path(str(qc.get("source_model", "model"))).stem)
+    writer.add_string("general.quantized_by", "lmpress")
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(n_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    writer.add_rope_freq_base(rope_theta)
+    writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+    src = Path(str(qc.get("source_model", "")))
+    if src.suffix == ".gguf" and src.is_file():
+        _tokenizer_from_gguf(writer, src)
+        tok_source = str(src)
+    else:
+        tok_dir = Path(options.get("tokenizer_dir", ""))
+        _tokenizer_from_hf(writer, tokenizer, tok_dir, cfg.vocab_size)
+        tok_source = str(tok_dir / "tokenizer.json")
+
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    tensors: dict[str, dict[str, Any]] = {}
+    type_counts: dict[str, int] = {}
+    modules = dict(model.named_modules())
+    items = [(n, m) for n, m in modules.items() if isinstance(m, QLinear)]
+    floats = [
+        (n, p)
+        for n, p in model.state_dict().items()
+        if not any(n.startswith(q + ".") for q, _ in items)
+        and not (tied and n == "lm_head.weight")
+        and "rotary_emb" not in n
+    ]
+    for name, m in tqdm(items, desc="GGUF tensors", disable=not options.get("progress", True)):
+        gname = name_map.get_name(name + ".weight", try_suffixes=(".weight",))
+        if gname is None:
+            raise LmpressError(f"no GGUF name for module {name}")
+        packed = m.packed()
+        order = None
+        if permute and name.endswith(("q_proj", "k_proj")):
+            order = rotary_row_order(
+                packed.out_features, n_head if name.endswith("q_proj") else n_kv
+            )
+        enc = encode_exact(packed, order)
+        w = packed.dequantize()
+        if order is not None:
+            w = w[order]
+        if enc is not None:
+            qtype, data = enc
+            how = "exact grid"
+        else:
+            data = encode_q8_0_partial(packed, order)
+            if data is not None:
+                qtype, how = Q.Q8_0, "exact where |q-z|<=127, re-quantized elsewhere"
+            else:
+                qtype, how = fallback, "re-quantized"
+                data = gguf.quants.quantize(w.numpy(), qtype)
+        back = torch.from_numpy(gguf.quants.dequantize(data, qtype).reshape(w.shape).copy())
+        err = (back - w).abs().max().item()
+        rel = ((back - w).norm() / w.norm().clamp(min=1e-30)).item()
+        writer.add_tensor(gname, data, raw_dtype=qtype)
+        tensors[gname] = {
+            "module": name,
+            "scheme": packed.scheme.name,
+            "type": qtype.name,
+            "mapping": how,
+            "max_abs_error": err,
+            "rel_error": rel,
+        }
+        type_counts[qtype.name] = type_counts.get(qtype.name, 0) + 1
+        if m.bias is not None:
+            bname = gname.removesuffix(".weight") + ".bias"
+            b = m.bias.detach().float()
+            writer.add_tensor(bname, (b[order] if order is not None else b).numpy())
+    for name, t in floats:
+        gname = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gname is None:
+            raise LmpressError(f"no GGUF name for tensor {name}")
+        qtype = embed_type if "embed" in name or name.startswith("lm_head") else Q.F32
+        if permute and name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = n_head if "q_proj" in name else n_kv
+            t = t[rotary_row_order(t.shape[0], heads)]
+        data, raw = _float_tensor(t, qtype)
+        writer.add_tensor(gname, data, raw_dtype=raw)
+        if raw is not None:
+            back = gguf.quants.dequantize(data, raw).reshape(t.shape)
+            err = float(np.abs(back - t.float().numpy()).max())
+        else:
+            err = float(np.abs(data.astype(np.float32) - t.float().numpy()).max())
+        tname = raw.name if raw is not None else ("F16" if data.dtype == np.float16 else "F32")
+        tensors[gname] = {"module": name, "type": tname, "max_abs_error": err}
+    writer.add_file_type(_file_type(type_counts))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file(progress=False)
+    writer.close()
+    exact = [t for t in tensors.values() if t.get("mapping") == "exact grid"]
+    return {
+        "format": "gguf",
+        "architecture": arch,
+        "tokenizer_from": tok_source,
+        "tensor_types": type_counts,
+        "quantized_modules": len(items),
+        "exact_grid_modules": len(exact),
+        "max_abs_error_quantized": max(
+            (t["max_abs_error"] for t in tensors.values() if "mapping" in t), default=0.0
+        ),
+        "tensors": tensors,
+    }
+
+
+def _file_type(counts: dict[str, int]) -> int:
+    """llama.cpp's ``general.file_type`` for the most common quantized type."""
+    ftypes = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "F16": 1, "F32": 0}
+    if not counts:
+        return 0
+    return ftypes.get(max(counts, key=counts.get), 0)
+
+
+EXPORTERS.register("gguf")(export_gguf)

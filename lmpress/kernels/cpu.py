@@ -1,0 +1,167 @@
+"""The ``cpu`` kernel: matrix products straight from packed codes (C extension ``_cpu``).
+
+Up to :data:`GEMM_MAX_ROWS` activation rows (decoding, small batches) go through
+the C kernel, which reads the packed codes, scales and zero points and never
+materialises a float weight: the bytes read per token are the stored bytes.
+Larger batches (prefill, perplexity windows) are compute-bound: their weight is
+dequantized by the C code into a temporary float32 matrix, bit-identical to the
+reference dequantization, and multiplied by torch's BLAS.
+
+The extension is built by the package's own build (``setup.py``); where it could
+not be built, :func:`available` is false, ``auto`` picks the torch reference,
+and one warning says so.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lmpress.formats.scheme import Scheme
+from lmpress.kernels.base import KERNELS
+from lmpress.packing.bits import unpack_codes
+from lmpress.packing.packed import PackedWeight
+
+try:
+    from lmpress.kernels import _cpu  # type: ignore[attr-defined]
+
+    _IMPORT_ERROR: str | None = None
+except ImportError as e:  # not built on this machine
+    _cpu = None
+    _IMPORT_ERROR = str(e)
+
+# Activation rows up to which the packed-code GEMM beats dequantize + BLAS on this
+# class of machine (measured by scripts/bench_kernels.py; see BENCHMARKS.md).
+GEMM_MAX_ROWS = 8
+_warned = False
+
+
+def build_info() -> dict[str, int | str]:
+    """What the extension was built with and what this CPU runs (empty when not built)."""
+    if _cpu is None:
+        return {"built": 0, "error": _IMPORT_ERROR or ""}
+    return {"built": 1, **_cpu.info()}
+
+
+@dataclass
+class CpuState:
+    """Contiguous tensors the C kernel reads, and how to read them."""
+
+    qweight: torch.Tensor  # uint8 [N, row_bytes], a view of a buffer 8 bytes longer
+    scales: torch.Tensor  # int16 view of fp16/bf16 [P, G]
+    scale_kind: int  # 0 fp16, 1 bf16
+    zeros: torch.Tensor | None  # uint8 [P, G] or int16 view of fp16 [P, G]
+    zero_kind: int  # 0 the format's midpoint, 1 uint8, 2 fp16
+    mid: float
+    bits: int
+    in_features: int
+    out_features: int
+    group_len: int
+    groups: int
+    p_stride: int  # G, or 0 for one parameter row shared by every row
+
+    def args(self, x_ptr: int, y_ptr: int, m: int, bias_ptr: int) -> tuple:
+        return (
+            x_ptr,
+            y_ptr,
+            m,
+            self.in_features,
+            self.out_features,
+            self.qweight.data_ptr(),
+            self.qweight.shape[1],
+            self.bits,
+            self.scales.data_ptr(),
+            self.scale_kind,
+            self.p_stride,
+            0 if self.zeros is None else self.zeros.data_ptr(),
+            self.zero_kind,
+            self.mid,
+            self.group_len,
+            self.groups,
+            bias_ptr,
+            torch.get_num_threads(),
+        )
+
+
+def prepare_cpu_state(packed: PackedWeight) -> CpuState:
+    """Unpack the zero points once (they are tiny) and view scales as raw 16-bit words."""
+    scheme = packed.scheme
+    p, g = packed.scales.shape
+    scales = packed.scales.contiguous().cpu().view(torch.int16)
+    if packed.qzeros is None:
+        zeros, zero_kind = None, 0
+    elif scheme.float_zero:
+        zeros, zero_kind = packed.qzeros.to(torch.float16).contiguous().cpu().view(torch.int16), 2
+    else:
+        zeros = unpack_codes(packed.qzeros.cpu(), scheme.bits, p * g).reshape(p, g).contiguous()
+        zero_kind = 1
+    # 8 readable bytes past the last code: the vector path loads whole words.
+    qw = packed.qweight.contiguous().cpu()
+    buf = torch.zeros(qw.numel() + 8, dtype=torch.uint8)
+    buf[: qw.numel()] = qw.reshape(-1)
+    return CpuState(
+        qweight=buf[: qw.numel()].view(qw.shape),
+        scales=scales,
+        scale_kind=1 if scheme.scale_dtype == "bfloat16" else 0,
+        zeros=zeros,
+        zero_kind=zero_kind,
+        mid=float(scheme.fmt.mid),
+        bits=scheme.bits,
+        in_features=packed.in_features,
+        out_features=packed.out_features,
+        group_len=scheme.group_len(packed.in_features),
+        groups=g,
+        p_stride=0 if p == 1 and packed.out_features > 1 else g,
+    )
+
+
+def cpu_gemm(x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x [M, K]`` float32 contiguous (M <= 64) -> ``[M, N]`` float32 from packed codes."""
+    y = torch.empty(x.shape[0], st.out_features, dtype=torch.float32)
+    b = 0 if bias is None else bias.data_ptr()
+    _cpu.gemm(*st.args(x.data_ptr(), y.data_ptr(), x.shape[0], b))
+    return y
+
+
+def cpu_dequantize(st: CpuState) -> torch.Tensor:
+    """Float32 ``[N, K]``, bit-identical to :meth:`PackedWeight.dequantize`."""
+    w = torch.empty(st.out_features, st.in_features, dtype=torch.float32)
+    _cpu.dequant(*st.args(0, w.data_ptr(), 0, 0))
+    return w
+
+
+class CpuKernel:
+    """Packed-code GEMV/GEMM on the CPU; memory at run time is the stored bytes."""
+
+    name = "cpu"
+
+    def available(self) -> bool:
+        global _warned
+        if _cpu is None and not _warned:
+            _warned = True
+            warnings.warn(
+                "lmpress CPU kernels are not built here (" + (_IMPORT_ERROR or "") + "); using "
+                "the slower torch reference. Reinstall with a C compiler: pip install -e .",
+                stacklevel=3,
+            )
+        return _cpu is not None
+
+    def supports(self, scheme: Scheme) -> bool:
+        return scheme.format == "int" and 1 <= scheme.bits <= 8
+
+    def prepare(self, packed: PackedWeight) -> CpuState:
+        return prepare_cpu_state(packed)
+
+    def __call__(self, x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
+        lead, k = x.shape[:-1], x.shape[-1]
+        x2 = x.reshape(-1, k).to(torch.float32)
+        b = None if bias is None else bias.to(torch.float32).contiguous()
+        if x2.shape[0] <= GEMM_MAX_ROWS and not x2.requires_grad:
+            y = cpu_gemm(x2.contiguous(), st, b)
+        else:
+            y = F.linear(x2, cpu_dequantize(st), b)
+        return y.reshape(*lead, st.out_features).to(x.dtype)
+
+
+KERNELS.register("cpu")(CpuKernel())

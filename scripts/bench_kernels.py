@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""GEMV benchmark: float32 torch, torch's int4 CPU kernel and lmpress's packed-code kernel.
+
+For each shape ``[N, K]`` (out x in) and batch size, times ``y = x @ W.T`` with
+``x [M, K]``: float32 ``F.linear``, ``torch.ops.aten._weight_int4pack_mm_for_cpu``
+(4-bit, groups of 128, or 64 where 128 does not divide K) and lmpress's ``cpu``
+kernel at 8, 4, 3 and 2 bits (asymmetric, groups of 128, a partial last group
+where 128 does not divide K). Two regimes:
+
+- ``cold``: calls cycle through enough copies of the weight (>= 1 GiB in all) that
+  each call reads its weight from memory, as decoding a model does;
+- ``warm``: the same weight every call (it may sit in the cache).
+
+Medians over repeated timings after warm-up; effective GB/s = bytes the method
+stores for the weight / time, against a plain large copy (read + write) of the
+same machine, measured in the same run. Results: JSON (``--json``) for
+``scripts/benchmark.py`` to render.
+
+    python scripts/bench_kernels.py --json benchmarks/kernels.json
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lmpress.formats.affine import expand_to_columns, minmax_qparams, quantize_codes  # noqa: E402
+from lmpress.formats.scheme import parse_scheme  # noqa: E402
+from lmpress.kernels.cpu import (  # noqa: E402
+    GEMM_MAX_ROWS,
+    build_info,
+    cpu_dequantize,
+    cpu_gemm,
+    prepare_cpu_state,
+)
+from lmpress.packing.packed import PackedWeight  # noqa: E402
+
+# SmolLM2-135M's linear shapes (out, in), then two 7B-class layers.
+SHAPES = [
+    (576, 576),
+    (192, 576),
+    (1536, 576),
+    (576, 1536),
+    (49152, 576),
+    (4096, 4096),
+    (11008, 4096),
+    (4096, 11008),
+]
+BITS = [8, 4, 3, 2]
+COLD_BYTES = 1 << 30
+
+
+def memory_bandwidth_gbs(repeats: int) -> float:
+    """GB/s of a 1 GiB float32 copy (bytes read + bytes written), median of ``repeats``."""
+    src = torch.ones(COLD_BYTES // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - t0)
+    return 2 * COLD_BYTES / statistics.median(times) / 1e9
+
+
+def timed(fn, states: list, repeats: int, min_calls: int) -> float:
+    """Median seconds per call of ``fn(state)``, cycling through ``states``."""
+    for s in states[: min(len(states), 3)]:
+        fn(s)
+    calls = max(min_calls, len(states))
+    times = []
+    i = 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn(states[i % len(states)])
+            i += 1
+        times.append((time.perf_counter() - t0) / calls)
+    return statistics.median(times)
+
+
+def lmpress_packed(w: torch.Tensor, bits: int, group: int) -> PackedWeight:
+    scheme = parse_scheme(f"w{bits}g{group}")
+    s, z = minmax_qparams(w, scheme)
+    k = w.shape[1]
+    q = quantize_codes(
+        w, expand_to_columns(s, k, scheme), expand_to_columns(z, k, scheme), 2**bits - 1
+    )
+    return PackedWeight.from_codes(q, s, z, scheme)
+
+
+def torch_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's CPU int4 layout: packed codes and bf16 [K/group, N, 2] scales and zeros."""
+    n, k = w.shape
+    g = w.reshape(n, k // group, group)
+    lo, hi = g.amin(-1), g.amax(-1)
+    scale = ((hi - lo) / 15).clamp(min=1e-8)
+    q = torch.clamp(torch.round((g - lo[..., None]) / scale[..., None]), 0, 15).to(torch.int32)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.reshape(n, k), 1)
+    # torch decodes (q - 8) * scale + zero
+    zero = lo + 8 * scale
+    sz = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
+    return packed, sz
+
+
+def copies_for(nbytes: int, regime: str) -> int:
+    return 1 if regime == "warm" else max(1, -(-COLD_BYTES // max(nbytes, 1)))
+
+
+def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]:
+    torch.manual_seed(0)
+    w = torch.randn(n, k)
+    x = torch.randn(m, k)
+    rows = []
+    min_calls = max(3, int(2e7 // (n * k)))
+
+    def add(method: str, bits: float, nbytes: int, sec: float, note: str = "") -> None:
+        rows.append(
+            {
+                "shape": [n, k],
+                "m": m,
+                "regime": regime,
+                "method": method,
+                "bits": bits,
+                "bytes": nbytes,
+                "seconds": sec,
+                "gbs": nbytes / sec / 1e9,
+                "note": note,
+            }
+        )
+
+    fw = [w.clone() for _ in range(copies_for(w.numel() * 4, regime))]
+    add("float32 torch", 32, w.numel() * 4, timed(lambda t: F.linear(x, t), fw, repeats, min_calls))
+    del fw
+    group = 128 if k % 128 == 0 else 64
+    packed, sz = torch_int4(w, group)
+    nb = packed.numel() + sz.numel() * 2
+    tw = [(packed.clone(), sz.clone()) for _ in range(copies_for(nb, regime))]
+    xb = x.to(torch.bfloat16)
+
+    def int4(t):  # noqa: ANN001, ANN202
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(xb, t[0], group, t[1])
+
+    add("torch int4", 4, nb, timed(int4, tw, repeats, min_calls), f"g{group}, bf16 activations")
+    del tw
+    for bits in BITS:
+        pw = lmpress_packed(w, bits, 128)
+        st = prepare_cpu_state(pw)
+        nb = pw.stored_bits() // 8
+        states = [st] + [
+            prepare_cpu_state(lmpress_packed(w, bits, 128))
+            for _ in range(copies_for(nb, regime) - 1)
+        ]
+
+        def run(s, _x=x):  # noqa: ANN001, ANN202
+            return cpu_gemm(_x, s, None) if m <= GEMM_MAX_ROWS else F.linear(_x, cpu_dequantize(s))
+
+        add(
+            f"lmpress w{bits}g128",
+            pw.stored_bits() / (n * k),
+            nb,
+            timed(run, states, repeats, min_calls),
+        )
+        del states
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--json", default=str(REPO / "benchmarks" / "kernels.json"))
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", default="1", help="comma-separated activation rows, e.g. 1,4,8")
+    ap.add_argument("--regimes", default="cold,warm")
+    ap.add_argument("--shapes", default=None, help="e.g. 4096x4096,576x576 (out x in)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    shapes = SHAPES
+    if a.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+    bw = memory_bandwidth_gbs(a.repeats)
+    print(f"memory copy: {bw:.1f} GB/s", flush=True)
+    rows = []
+    for regime in a.regimes.split(","):
+        for m in [int(v) for v in a.batch.split(",")]:
+            for n, k in shapes:
+                for r in bench_shape(n, k, m, regime, a.repeats):
+                    rows.append(r)
+                    print(
+                        f"{regime:4s} M={m} {n}x{k} {r['method']:18s} {r['seconds'] * 1e6:9.1f} us "
+                        f"{r['gbs']:6.1f} GB/s",
+                        flush=True,
+                    )
+    out = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": a.threads,
+        "torch": torch.__version__,
+        "kernel_build": build_info(),
+        "memory_copy_gbs": bw,
+        "repeats": a.repeats,
+        "command": "python scripts/bench_kernels.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "rows": rows,
+    }
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(out, indent=1))
+    print(f"wrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()
