@@ -3,12 +3,13 @@
 Each quantized module is mapped onto the ggml block type that holds its grid
 exactly, where one does (ggml blocks are 32 weights with one fp16 scale):
 
-| lmpress scheme (group length a multiple of 32) | ggml type | exact? |
-|---|---|---|
-| symmetric, 2-4 bits | Q4_0: ``d * (c - 8)``, ``d = s``, ``c = q - mid + 8`` | yes |
-| asymmetric, 2-4 bits (integer or float zeros) | Q4_1: ``d * c + m``, ``d = s``, ``m = -z * s`` | up to the fp16 rounding of ``m`` |
-| 5-7 bits, or 8 bits symmetric | Q8_0: ``d * c``, ``d = s``, ``c = q - z`` (fits int8) | yes |
-| 8 bits asymmetric | Q8_0 with ``d = s`` in every block where ``|q - z| <= 127``, re-quantized elsewhere | where it fits |
+- symmetric, 2-4 bits -> Q4_0, ``d * (c - 8)`` with ``d = s``, ``c = q - mid + 8``: exact;
+- asymmetric, 2-4 bits (integer or float zeros) -> Q4_1, ``d * c + m`` with ``d = s``,
+  ``m = -z * s``: exact up to the fp16 rounding of ``m``;
+- 5-7 bits, or 8 bits symmetric -> Q8_0, ``d * c`` with ``d = s``, ``c = q - z`` (fits
+  int8): exact;
+- 8 bits asymmetric -> Q8_0 with ``d = s`` in every block where ``|q - z| <= 127``,
+  re-quantized in the others.
 
 A group length that is a multiple of 32 covers whole ggml blocks, so a group's
 scale and zero repeat over its blocks (a partial last group of 64 in a 576-wide
