@@ -29,7 +29,8 @@ setup(
     ext_modules=[
         Extension(
             "lmpress.kernels._cpu",
-            sources=["lmpress/kernels/_cpu.c"],
+            sources=["lmpress/kernels/_cpu.c", "lmpress/kernels/decode_ops.c"],
+            depends=["lmpress/kernels/decode_ops.h"],
             extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing"],
             optional=True,
         )

@@ -9,8 +9,9 @@
  *
  * gemm:    y[m, n] = sum_g s[n,g] * sum_{k in g} (q[n,k] - z[n,g]) * x[m,k] (+ bias[n])
  *          The zero point is subtracted from each code before the product (not
- *          folded into a sum of x) so that the rounding is that of a float32
- *          dot product with the dequantized weight, without cancellation.
+ *          folded into a group sum of x, which is one instruction cheaper but
+ *          cancels badly when most codes sit at the zero point), so the rounding
+ *          is that of a float32 dot product with the dequantized weight.
  * dequant: w[n, k] = (q[n,k] - z[n,g]) * s[n,g] in float32, bit-identical to
  *          lmpress.formats.affine.dequantize_codes.
  *
@@ -35,13 +36,15 @@
 #include <immintrin.h>
 #endif
 
+#include "decode_ops.h"
+
 #define MAX_M 64 /* activation rows per gemm call; larger batches dequantize instead */
 
 typedef struct {
-    const float *x; /* [M, Kp], rows padded with zeros to Kp = ceil(K/8)*8 */
+    const float *x; /* [M, Kp], rows padded with zeros to Kp = ceil(K/16)*16 */
     float *y;       /* [M, N] */
     int64_t M, K, Kp, N;
-    const uint8_t *codes; /* [N, row_bytes], followed by >= 8 readable bytes */
+    const uint8_t *codes; /* [N, row_bytes], followed by >= 16 readable bytes */
     int64_t row_bytes;
     int bits;
     const uint16_t *scales; /* raw fp16/bf16 bits, [P, G] */
@@ -181,56 +184,89 @@ AVX2_INLINE __m256i codes8(const uint8_t *chunk, const int B) {
     return _mm256_and_si256(_mm256_srlv_epi32(q, sh), mask);
 }
 
-/* One weight row against MT activation rows starting at m0 (MT, B constants). */
-AVX2_INLINE void row_tile(const Job *j, int64_t n, int64_t m0, float *out, const int MT,
-                          const int B) {
-    const uint8_t *row = j->codes + n * j->row_bytes;
+/* R weight rows (n0..n0+R-1) against MT activation rows (m0..): R*MT independent
+ * accumulator chains, so the FMA latency is hidden and each x vector is loaded once
+ * for R rows. R, MT and B are compile-time constants after inlining. */
+AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const int R,
+                      const int MT, const int B) {
     const float *xb = j->x + m0 * j->Kp;
-    const int64_t Kp = j->Kp, L = j->group_len;
-    __m256 racc[4], acc[4];
-    for (int m = 0; m < MT; m++)
-        racc[m] = _mm256_setzero_ps();
-    for (int64_t g = 0; g < j->G; g++) {
+    const int64_t Kp = j->Kp, L = j->group_len, G = j->G;
+    const uint8_t *rows[4];
+    __m256 racc[4][2], acc[4][2];
+    for (int r = 0; r < R; r++) {
+        rows[r] = j->codes + (n0 + r) * j->row_bytes;
+        for (int m = 0; m < MT; m++)
+            racc[r][m] = _mm256_setzero_ps();
+    }
+    for (int64_t g = 0; g < G; g++) {
         int64_t k0 = g * L, k1 = k0 + L;
         if (k1 > Kp)
             k1 = Kp;
-        const __m256 zv = _mm256_set1_ps(zero_f16c(j, n, g));
-        for (int m = 0; m < MT; m++)
-            acc[m] = _mm256_setzero_ps();
-        for (int64_t k = k0; k < k1; k += 8) {
-            __m256 w = _mm256_sub_ps(_mm256_cvtepi32_ps(codes8(row + (k >> 3) * B, B)), zv);
+        __m256 zv[4];
+        for (int r = 0; r < R; r++) {
+            zv[r] = _mm256_set1_ps(zero_f16c(j, n0 + r, g));
             for (int m = 0; m < MT; m++)
-                acc[m] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xb + m * Kp + k), acc[m]);
+                acc[r][m] = _mm256_setzero_ps();
         }
-        const __m256 sv = _mm256_set1_ps(scale_f16c(j, n, g));
-        for (int m = 0; m < MT; m++)
-            racc[m] = _mm256_fmadd_ps(acc[m], sv, racc[m]);
+        for (int64_t k = k0; k < k1; k += 8) {
+            __m256 xv[2];
+            for (int m = 0; m < MT; m++)
+                xv[m] = _mm256_loadu_ps(xb + m * Kp + k);
+            for (int r = 0; r < R; r++) {
+                __m256 w = _mm256_cvtepi32_ps(codes8(rows[r] + (k >> 3) * B, B));
+                w = _mm256_sub_ps(w, zv[r]);
+                for (int m = 0; m < MT; m++)
+                    acc[r][m] = _mm256_fmadd_ps(w, xv[m], acc[r][m]);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            const __m256 sv = _mm256_set1_ps(scale_f16c(j, n0 + r, g));
+            for (int m = 0; m < MT; m++)
+                racc[r][m] = _mm256_fmadd_ps(acc[r][m], sv, racc[r][m]);
+        }
     }
-    for (int m = 0; m < MT; m++)
-        out[m] = hsum256(racc[m]);
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < MT; m++)
+            out[r * MT + m] = hsum256(racc[r][m]);
+}
+
+AVX2_INLINE void store_tile(const Job *j, int64_t n0, int64_t m0, const float *out, int R,
+                            int MT) {
+    for (int r = 0; r < R; r++) {
+        const float b = j->bias ? j->bias[n0 + r] : 0.f;
+        for (int m = 0; m < MT; m++)
+            j->y[(m0 + m) * j->N + n0 + r] = out[r * MT + m] + b;
+    }
 }
 
 AVX2_INLINE void rows_avx2_b(const Job *j, int64_t n0, int64_t n1, const int B) {
-    float out[4];
-    for (int64_t n = n0; n < n1; n++) {
-        const float b = j->bias ? j->bias[n] : 0.f;
-        int64_t m = 0;
-        for (; m + 4 <= j->M; m += 4) {
-            row_tile(j, n, m, out, 4, B);
-            for (int t = 0; t < 4; t++)
-                j->y[(m + t) * j->N + n] = out[t] + b;
+    float out[8];
+    for (int64_t m = 0; m < j->M;) {
+        const int mt = j->M - m >= 2 ? 2 : 1;
+        int64_t n = n0;
+        if (mt == 1) {
+            for (; n + 4 <= n1; n += 4) {
+                tile(j, n, m, out, 4, 1, B);
+                store_tile(j, n, m, out, 4, 1);
+            }
+            for (; n < n1; n++) {
+                tile(j, n, m, out, 1, 1, B);
+                store_tile(j, n, m, out, 1, 1);
+            }
+        } else {
+            for (; n + 2 <= n1; n += 2) {
+                tile(j, n, m, out, 2, 2, B);
+                store_tile(j, n, m, out, 2, 2);
+            }
+            for (; n < n1; n++) {
+                tile(j, n, m, out, 1, 2, B);
+                store_tile(j, n, m, out, 1, 2);
+            }
         }
-        int rest = (int)(j->M - m);
-        if (rest == 3)
-            row_tile(j, n, m, out, 3, B);
-        else if (rest == 2)
-            row_tile(j, n, m, out, 2, B);
-        else if (rest == 1)
-            row_tile(j, n, m, out, 1, B);
-        for (int t = 0; t < rest; t++)
-            j->y[(m + t) * j->N + n] = out[t] + b;
+        m += mt;
     }
 }
+
 
 AVX2 static void rows_avx2(const Job *j, int64_t n0, int64_t n1) {
     switch (j->bits) {
@@ -245,11 +281,12 @@ AVX2 static void rows_avx2(const Job *j, int64_t n0, int64_t n1) {
     }
 }
 
-static int simd_allowed = 1; /* tests switch the vector path off to check the scalar one */
+/* Highest vector path allowed: 2 AVX-512, 1 AVX2, 0 scalar (tests lower it). */
+static int simd_level = 2;
 
 static int have_avx2(void) {
     static int cached = -1;
-    if (!simd_allowed)
+    if (simd_level < 1)
         return 0;
     if (cached < 0) {
         __builtin_cpu_init();
@@ -258,19 +295,163 @@ static int have_avx2(void) {
     }
     return cached;
 }
+
+/* ---------------------------------------------------------------- AVX-512 path */
+#define AVX512 __attribute__((target("avx512f,avx512bw,fma,f16c")))
+#define AVX512_INLINE __attribute__((target("avx512f,avx512bw,fma,f16c"), always_inline)) static inline
+
+/* Sixteen codes starting at a multiple of 16: the 2B bytes they occupy are broadcast
+ * to every 128-bit lane, a byte shuffle puts the two bytes holding code i into lane
+ * i, and a per-lane shift and mask leave the code. One path for every width. */
+AVX512_INLINE __m512i codes16(const uint8_t *chunk, const int B) {
+    if (B == 8)
+        return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)chunk));
+    const __m512i d = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)chunk));
+    const __m512i shuf = _mm512_set_epi32(
+#define LMP_LANE(i) (int)(0x80800000u | (uint32_t)(((B * (i)) >> 3) + 1) << 8 | (uint32_t)((B * (i)) >> 3))
+        LMP_LANE(15), LMP_LANE(14), LMP_LANE(13), LMP_LANE(12), LMP_LANE(11), LMP_LANE(10),
+        LMP_LANE(9), LMP_LANE(8), LMP_LANE(7), LMP_LANE(6), LMP_LANE(5), LMP_LANE(4), LMP_LANE(3),
+        LMP_LANE(2), LMP_LANE(1), LMP_LANE(0));
+#undef LMP_LANE
+    const __m512i sh = _mm512_set_epi32(
+        (B * 15) & 7, (B * 14) & 7, (B * 13) & 7, (B * 12) & 7, (B * 11) & 7, (B * 10) & 7,
+        (B * 9) & 7, (B * 8) & 7, (B * 7) & 7, (B * 6) & 7, (B * 5) & 7, (B * 4) & 7,
+        (B * 3) & 7, (B * 2) & 7, B & 7, 0);
+    const __m512i v = _mm512_srlv_epi32(_mm512_shuffle_epi8(d, shuf), sh);
+    return _mm512_and_si512(v, _mm512_set1_epi32((1 << B) - 1));
+}
+
+AVX512_INLINE float scale_512(const Job *j, int64_t n, int64_t g) {
+    uint16_t h = j->scales[n * j->p_stride + g];
+    return j->scale_kind ? bf16_to_float(h) : _cvtsh_ss(h);
+}
+
+AVX512_INLINE float zero_512(const Job *j, int64_t n, int64_t g) {
+    switch (j->zero_kind) {
+    case 1:
+        return (float)((const uint8_t *)j->zeros)[n * j->p_stride + g];
+    case 2:
+        return _cvtsh_ss(((const uint16_t *)j->zeros)[n * j->p_stride + g]);
+    default:
+        return j->mid;
+    }
+}
+
+/* As the AVX2 tile, 16 lanes, up to 8 weight rows at once (32 vector registers). */
+AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, const int R,
+                           const int MT, const int B) {
+    const float *xb = j->x + m0 * j->Kp;
+    const int64_t Kp = j->Kp, L = j->group_len, G = j->G;
+    const uint8_t *rows[8];
+    __m512 racc[8][2], acc[8][2];
+    for (int r = 0; r < R; r++) {
+        rows[r] = j->codes + (n0 + r) * j->row_bytes;
+        for (int m = 0; m < MT; m++)
+            racc[r][m] = _mm512_setzero_ps();
+    }
+    for (int64_t g = 0; g < G; g++) {
+        int64_t k0 = g * L, k1 = k0 + L;
+        if (k1 > Kp)
+            k1 = Kp;
+        __m512 zv[8];
+        for (int r = 0; r < R; r++) {
+            zv[r] = _mm512_set1_ps(zero_512(j, n0 + r, g));
+            for (int m = 0; m < MT; m++)
+                acc[r][m] = _mm512_setzero_ps();
+        }
+        for (int64_t k = k0; k < k1; k += 16) {
+            __m512 xv[2];
+            for (int m = 0; m < MT; m++)
+                xv[m] = _mm512_loadu_ps(xb + m * Kp + k);
+            for (int r = 0; r < R; r++) {
+                __m512 w = _mm512_cvtepi32_ps(codes16(rows[r] + (k >> 3) * B, B));
+                w = _mm512_sub_ps(w, zv[r]);
+                for (int m = 0; m < MT; m++)
+                    acc[r][m] = _mm512_fmadd_ps(w, xv[m], acc[r][m]);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            const __m512 sv = _mm512_set1_ps(scale_512(j, n0 + r, g));
+            for (int m = 0; m < MT; m++)
+                racc[r][m] = _mm512_fmadd_ps(acc[r][m], sv, racc[r][m]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < MT; m++)
+            out[r * MT + m] = _mm512_reduce_add_ps(racc[r][m]);
+}
+
+AVX512_INLINE void store512(const Job *j, int64_t n0, int64_t m0, const float *out, int R,
+                            int MT) {
+    for (int r = 0; r < R; r++) {
+        const float b = j->bias ? j->bias[n0 + r] : 0.f;
+        for (int m = 0; m < MT; m++)
+            j->y[(m0 + m) * j->N + n0 + r] = out[r * MT + m] + b;
+    }
+}
+
+AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int B) {
+    float out[16];
+    for (int64_t m = 0; m < j->M;) {
+        const int mt = j->M - m >= 2 ? 2 : 1;
+        int64_t n = n0;
+        if (mt == 1) {
+            for (; n + 8 <= n1; n += 8) {
+                tile512(j, n, m, out, 8, 1, B);
+                store512(j, n, m, out, 8, 1);
+            }
+            for (; n < n1; n++) {
+                tile512(j, n, m, out, 1, 1, B);
+                store512(j, n, m, out, 1, 1);
+            }
+        } else {
+            for (; n + 4 <= n1; n += 4) {
+                tile512(j, n, m, out, 4, 2, B);
+                store512(j, n, m, out, 4, 2);
+            }
+            for (; n < n1; n++) {
+                tile512(j, n, m, out, 1, 2, B);
+                store512(j, n, m, out, 1, 2);
+            }
+        }
+        m += mt;
+    }
+}
+
+AVX512 static void rows_avx512(const Job *j, int64_t n0, int64_t n1) {
+    switch (j->bits) {
+    case 1: rows_avx512_b(j, n0, n1, 1); break;
+    case 2: rows_avx512_b(j, n0, n1, 2); break;
+    case 3: rows_avx512_b(j, n0, n1, 3); break;
+    case 4: rows_avx512_b(j, n0, n1, 4); break;
+    case 5: rows_avx512_b(j, n0, n1, 5); break;
+    case 6: rows_avx512_b(j, n0, n1, 6); break;
+    case 7: rows_avx512_b(j, n0, n1, 7); break;
+    default: rows_avx512_b(j, n0, n1, 8); break;
+    }
+}
+
+
+static int have_avx512(void) {
+    static int cached = -1;
+    if (simd_level < 2)
+        return 0;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    }
+    return cached;
+}
 #else
-static int simd_allowed = 1;
+static int simd_level = 0;
 static int have_avx2(void) { return 0; }
+static int have_avx512(void) { return 0; }
 #endif
 
 /* ----------------------------------------------------------------- dispatch */
 
 typedef void (*rows_fn)(const Job *, int64_t, int64_t);
-
-static int use_vector(const Job *j) {
-    /* The vector path reads whole runs of 8 codes inside one group. */
-    return have_avx2() && (j->G == 1 || j->group_len % 8 == 0);
-}
 
 static void run_rows(const Job *j, rows_fn fn, int nthreads) {
     const int64_t block = 16;
@@ -306,7 +487,7 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
     j->y = (float *)(uintptr_t)y;
     j->M = M;
     j->K = K;
-    j->Kp = (K + 7) / 8 * 8;
+    j->Kp = (K + 15) / 16 * 16;
     j->N = N;
     j->codes = (const uint8_t *)(uintptr_t)codes;
     j->row_bytes = row_bytes;
@@ -351,7 +532,14 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     }
     if (j.x) {
 #ifdef LMP_X86
-        run_rows(&j, use_vector(&j) ? rows_avx2 : rows_scalar, nthreads);
+        /* The vector paths read whole runs of 16 (8) codes inside one group. */
+        const int fits16 = j.G == 1 || j.group_len % 16 == 0, fits8 = j.G == 1 || j.group_len % 8 == 0;
+        if (have_avx512() && fits16)
+            run_rows(&j, rows_avx512, nthreads);
+        else if (have_avx2() && fits8)
+            run_rows(&j, rows_avx2, nthreads);
+        else
+            run_rows(&j, rows_scalar, nthreads);
 #else
         run_rows(&j, rows_scalar, nthreads);
 #endif
@@ -400,23 +588,79 @@ static PyObject *py_info(PyObject *self, PyObject *noargs) {
 #else
     int omp = 0;
 #endif
-    return Py_BuildValue("{s:i,s:i,s:i}", "avx2", have_avx2(), "openmp", omp, "max_m", MAX_M);
+    return Py_BuildValue("{s:i,s:i,s:i,s:i}", "avx512", have_avx512(), "avx2", have_avx2(),
+                         "openmp", omp, "max_m", MAX_M);
+}
+
+#define PTR(p) ((float *)(uintptr_t)(p))
+
+static PyObject *py_rmsnorm(PyObject *self, PyObject *args) {
+    unsigned long long x, w, out;
+    long long rows, n;
+    float eps;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKKLLf", &x, &w, &out, &rows, &n, &eps))
+        return NULL;
+    lmp_rmsnorm(PTR(x), PTR(w), PTR(out), rows, n, eps);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_rope(PyObject *self, PyObject *args) {
+    unsigned long long x, c, s;
+    long long heads, hd;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKKLL", &x, &c, &s, &heads, &hd))
+        return NULL;
+    lmp_rope(PTR(x), PTR(c), PTR(s), heads, hd);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_attend(PyObject *self, PyObject *args) {
+    unsigned long long q, k, v, out;
+    long long n_head, n_kv, hd, t, t_stride;
+    float scale;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKKKLLLLLf", &q, &k, &v, &out, &n_head, &n_kv, &hd, &t,
+                          &t_stride, &scale))
+        return NULL;
+    if (n_kv <= 0 || n_head % n_kv || t <= 0 || t > t_stride) {
+        PyErr_SetString(PyExc_ValueError, "lmpress attend: invalid head counts or length");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    lmp_attend(PTR(q), PTR(k), PTR(v), PTR(out), n_head, n_kv, hd, t, t_stride, scale);
+    Py_END_ALLOW_THREADS;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_silu_mul(PyObject *self, PyObject *args) {
+    unsigned long long gu, out;
+    long long n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKL", &gu, &out, &n))
+        return NULL;
+    lmp_silu_mul(PTR(gu), PTR(out), n);
+    Py_RETURN_NONE;
 }
 
 static PyObject *py_set_simd(PyObject *self, PyObject *args) {
-    int on;
+    int level;
     (void)self;
-    if (!PyArg_ParseTuple(args, "p", &on))
+    if (!PyArg_ParseTuple(args, "i", &level))
         return NULL;
-    simd_allowed = on;
+    simd_level = level < 0 ? 0 : level > 2 ? 2 : level;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"set_simd", py_set_simd, METH_VARARGS, "allow (True) or forbid the vector path"},
+    {"set_simd", py_set_simd, METH_VARARGS, "highest vector path: 2 AVX-512, 1 AVX2, 0 scalar"},
     {"gemm", py_gemm, METH_VARARGS, "y = x @ dequant(W).T (+ bias) from packed codes"},
     {"dequant", py_dequant, METH_VARARGS, "float32 weights from packed codes"},
     {"info", py_info, METH_NOARGS, "which paths this build and CPU have"},
+    {"rmsnorm", py_rmsnorm, METH_VARARGS, "out = x * rsqrt(mean(x^2) + eps) * w"},
+    {"rope", py_rope, METH_VARARGS, "rotate-half rotary embedding in place"},
+    {"attend", py_attend, METH_VARARGS, "one query position against a KV cache"},
+    {"silu_mul", py_silu_mul, METH_VARARGS, "silu(gate) * up"},
     {NULL, NULL, 0, NULL},
 };
 

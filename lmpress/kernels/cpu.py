@@ -48,7 +48,7 @@ def build_info() -> dict[str, int | str]:
 class CpuState:
     """Contiguous tensors the C kernel reads, and how to read them."""
 
-    qweight: torch.Tensor  # uint8 [N, row_bytes], a view of a buffer 8 bytes longer
+    qweight: torch.Tensor  # uint8 [N, row_bytes], a view of a buffer 16 bytes longer
     scales: torch.Tensor  # int16 view of fp16/bf16 [P, G]
     scale_kind: int  # 0 fp16, 1 bf16
     zeros: torch.Tensor | None  # uint8 [P, G] or int16 view of fp16 [P, G]
@@ -96,9 +96,9 @@ def prepare_cpu_state(packed: PackedWeight) -> CpuState:
     else:
         zeros = unpack_codes(packed.qzeros.cpu(), scheme.bits, p * g).reshape(p, g).contiguous()
         zero_kind = 1
-    # 8 readable bytes past the last code: the vector path loads whole words.
+    # 16 readable bytes past the last code: the vector paths load whole 16-byte words.
     qw = packed.qweight.contiguous().cpu()
-    buf = torch.zeros(qw.numel() + 8, dtype=torch.uint8)
+    buf = torch.zeros(qw.numel() + 16, dtype=torch.uint8)
     buf[: qw.numel()] = qw.reshape(-1)
     return CpuState(
         qweight=buf[: qw.numel()].view(qw.shape),

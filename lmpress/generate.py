@@ -1,0 +1,387 @@
+"""Text generation on lmpress's kernels: a lean decoder with a static KV cache.
+
+transformers' generic forward costs a few thousand small torch operations per
+token; on a 135M model that overhead is larger than the matrix products. For
+Llama-style blocks (RMSNorm, rotary attention with grouped KV heads, SiLU-gated
+MLP: Llama, Mistral, SmolLM, Qwen2) :class:`Decoder` runs one token as about ten
+C calls per block: fused Q/K/V and gate/up products straight from packed codes
+(rows of modules with one scheme are concatenated), RMSNorm, rotary embedding,
+attention over a preallocated float32 KV cache, and the residual adds folded into
+the products. The prompt is prefilled through the same weights with torch ops.
+Other architectures (or a model without the C kernels) generate through
+transformers' ``generate()``, which works on any lmpress model as well.
+"""
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmpress.errors import LmpressError
+from lmpress.kernels import cpu as cpu_kernels
+from lmpress.nn.qlinear import QLinear
+
+SUPPORTED = ("llama", "mistral", "qwen2")
+
+
+@dataclass
+class GenerationResult:
+    ids: list[int]  # new tokens only
+    text: str
+    prompt_tokens: int
+    prefill_s: float
+    decode_s: float
+    engine: str
+    per_token_s: list[float] = field(default_factory=list)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        n = max(len(self.ids) - 1, 0)  # the first new token comes from the prefill
+        return n / self.decode_s if self.decode_s > 0 else 0.0
+
+
+class Proj:
+    """Several linear layers reading one input, as one product (rows concatenated).
+
+    ``__call__(x [M, K], residual=None) -> [M, sum(out)]`` float32; for one row the
+    residual (``[sum(out)]``) is added inside the C kernel, as if it were the bias.
+    """
+
+    def __init__(self, mods: list[nn.Module]) -> None:
+        self.out = sum(m.out_features for m in mods)
+        biases = [m.bias for m in mods]
+        self.bias = (
+            None
+            if all(b is None for b in biases)
+            else torch.cat(
+                [
+                    (b if b is not None else torch.zeros(m.out_features)).detach().float()
+                    for b, m in zip(biases, mods, strict=True)
+                ]
+            )
+        )
+        schemes = {m.scheme for m in mods if isinstance(m, QLinear)}
+        self.state = None
+        self.weight = None
+        if all(isinstance(m, QLinear) for m in mods) and len(schemes) == 1:
+            self.state = cat_states([cpu_kernels.prepare_cpu_state(m.packed()) for m in mods])
+        else:
+            ws = [
+                m.dequantized_weight() if isinstance(m, QLinear) else m.weight.detach().float()
+                for m in mods
+            ]
+            self.weight = torch.cat(ws).contiguous()
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.state is not None and x.shape[0] <= cpu_kernels.GEMM_MAX_ROWS:
+            if residual is not None and x.shape[0] == 1:
+                b = residual if self.bias is None else residual + self.bias
+                return cpu_kernels.cpu_gemm(x, self.state, b.reshape(-1).contiguous())
+            y = cpu_kernels.cpu_gemm(x, self.state, self.bias)
+        elif self.state is not None:
+            y = F.linear(x, cpu_kernels.cpu_dequantize(self.state), self.bias)
+        else:
+            y = F.linear(x, self.weight, self.bias)
+        return y if residual is None else y + residual
+
+
+def cat_states(states: list[cpu_kernels.CpuState]) -> cpu_kernels.CpuState:
+    """One kernel state holding the rows of several same-scheme weights in order."""
+    if len(states) == 1:
+        return states[0]
+    s0 = states[0]
+    per_tensor = any(s.p_stride == 0 for s in states)
+    if per_tensor:  # one scale per tensor differs between tensors: give every row its own
+        states = [_rows_own_params(s) for s in states]
+        s0 = states[0]
+    codes = torch.cat([s.qweight for s in states])
+    buf = torch.zeros(codes.numel() + 16, dtype=torch.uint8)
+    buf[: codes.numel()] = codes.reshape(-1)
+    zeros = None if s0.zeros is None else torch.cat([s.zeros for s in states]).contiguous()
+    return cpu_kernels.CpuState(
+        qweight=buf[: codes.numel()].view(codes.shape),
+        scales=torch.cat([s.scales for s in states]).contiguous(),
+        scale_kind=s0.scale_kind,
+        zeros=zeros,
+        zero_kind=s0.zero_kind,
+        mid=s0.mid,
+        bits=s0.bits,
+        in_features=s0.in_features,
+        out_features=sum(s.out_features for s in states),
+        group_len=s0.group_len,
+        groups=s0.groups,
+        p_stride=s0.groups,
+    )
+
+
+def _rows_own_params(s: cpu_kernels.CpuState) -> cpu_kernels.CpuState:
+    if s.p_stride != 0:
+        return s
+    n = s.out_features
+    return cpu_kernels.CpuState(
+        **{
+            **s.__dict__,
+            "scales": s.scales.expand(n, -1).contiguous(),
+            "zeros": None if s.zeros is None else s.zeros.expand(n, -1).contiguous(),
+            "p_stride": s.groups,
+        }
+    )
+
+
+class Decoder:
+    """Greedy or sampled decoding of a Llama-style model through the C kernels."""
+
+    def __init__(self, model: nn.Module, max_len: int = 2048) -> None:
+        cfg = model.config
+        if cfg.model_type not in SUPPORTED:
+            raise LmpressError(
+                f"the lean decoder supports {', '.join(SUPPORTED)}, not {cfg.model_type!r}"
+            )
+        if not cpu_kernels.CpuKernel().available():
+            raise LmpressError("the lean decoder needs lmpress's C kernels (not built here)")
+        self.model = model
+        self.n_head = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_head
+        self.hidden = cfg.hidden_size
+        self.inter = cfg.intermediate_size
+        self.eps = float(cfg.rms_norm_eps)
+        self.scale = self.hd**-0.5
+        self.max_len = min(max_len, cfg.max_position_embeddings)
+        inner = model.model
+        self.embed = inner.embed_tokens.weight.detach().float()
+        self.final_norm = inner.norm.weight.detach().float().contiguous()
+        head = model.lm_head
+        self.head = Proj([head]) if isinstance(head, QLinear) else None
+        self.head_w = None if self.head else head.weight.detach().float().contiguous()
+        self.layers = []
+        for blk in inner.layers:
+            a, m = blk.self_attn, blk.mlp
+            self.layers.append(
+                {
+                    "ln1": blk.input_layernorm.weight.detach().float().contiguous(),
+                    "ln2": blk.post_attention_layernorm.weight.detach().float().contiguous(),
+                    "qkv": Proj([a.q_proj, a.k_proj, a.v_proj]),
+                    "o": Proj([a.o_proj]),
+                    "gu": Proj([m.gate_proj, m.up_proj]),
+                    "down": Proj([m.down_proj]),
+                }
+            )
+        pos = torch.arange(self.max_len)[None]
+        probe = torch.zeros(1, 1, self.hidden)
+        with torch.no_grad():
+            cos, sin = inner.rotary_emb(probe, pos)
+        self.cos = cos[0].float().contiguous()  # [T, hd]
+        self.sin = sin[0].float().contiguous()
+        n_layers = len(self.layers)
+        self.k = torch.zeros(n_layers, self.n_kv, self.max_len, self.hd)
+        self.v = torch.zeros_like(self.k)
+        self.pos = 0
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.empty_like(x)
+        cpu_kernels._cpu.rmsnorm(
+            x.data_ptr(),
+            self.final_norm.data_ptr(),
+            h.data_ptr(),
+            x.shape[0],
+            self.hidden,
+            self.eps,
+        )
+        if self.head is not None:
+            return self.head(h)
+        return F.linear(h, self.head_w)
+
+    @torch.no_grad()
+    def prefill(self, ids: list[int]) -> torch.Tensor:
+        """Run the prompt (positions from 0), fill the cache; logits ``[vocab]`` of its last token."""
+        t = len(ids)
+        if t == 0:
+            raise LmpressError("the prompt is empty")
+        if t >= self.max_len:
+            raise LmpressError(f"the prompt has {t} tokens; the decoder holds {self.max_len}")
+        x = self.embed[torch.tensor(ids)].contiguous()
+        cos, sin = self.cos[:t], self.sin[:t]
+        rot = (self.hd // 2, self.hd - self.hd // 2)
+        for li, L in enumerate(self.layers):
+            h = torch.empty_like(x)
+            cpu_kernels._cpu.rmsnorm(
+                x.data_ptr(), L["ln1"].data_ptr(), h.data_ptr(), t, self.hidden, self.eps
+            )
+            qkv = L["qkv"](h)
+            q, k, v = qkv.split(
+                [self.n_head * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1
+            )
+            q = q.reshape(t, self.n_head, self.hd).transpose(0, 1)
+            k = k.reshape(t, self.n_kv, self.hd).transpose(0, 1)
+            v = v.reshape(t, self.n_kv, self.hd).transpose(0, 1)
+
+            def rope(z: torch.Tensor) -> torch.Tensor:
+                a, b = z.split(rot, -1)
+                return z * cos + torch.cat([-b, a], -1) * sin
+
+            q, k = rope(q), rope(k)
+            self.k[li, :, :t] = k
+            self.v[li, :, :t] = v
+            att = F.scaled_dot_product_attention(
+                q[None], k[None], v[None], is_causal=True, enable_gqa=self.n_head != self.n_kv
+            )[0]
+            x = L["o"](att.transpose(0, 1).reshape(t, -1), x)
+            cpu_kernels._cpu.rmsnorm(
+                x.data_ptr(), L["ln2"].data_ptr(), h.data_ptr(), t, self.hidden, self.eps
+            )
+            gu = L["gu"](h)
+            a = F.silu(gu[:, : self.inter]) * gu[:, self.inter :]
+            x = L["down"](a.contiguous(), x)
+        self.pos = t
+        return self._logits(x[-1:].contiguous())[0]
+
+    @torch.no_grad()
+    def step(self, token: int) -> torch.Tensor:
+        """One token at the next position; its logits ``[vocab]``."""
+        if self.pos >= self.max_len:
+            raise LmpressError(f"the decoder's cache is full ({self.max_len} positions)")
+        c = cpu_kernels._cpu
+        p = self.pos
+        x = self.embed[token : token + 1].clone()
+        h = torch.empty_like(x)
+        att = torch.empty(1, self.n_head * self.hd)
+        act = torch.empty(1, self.inter)
+        cos, sin = self.cos[p].data_ptr(), self.sin[p].data_ptr()
+        qn, kn = self.n_head * self.hd, self.n_kv * self.hd
+        for li, L in enumerate(self.layers):
+            c.rmsnorm(x.data_ptr(), L["ln1"].data_ptr(), h.data_ptr(), 1, self.hidden, self.eps)
+            qkv = L["qkv"](h)
+            q, k, v = qkv[0, :qn], qkv[0, qn : qn + kn], qkv[0, qn + kn :]
+            c.rope(q.data_ptr(), cos, sin, self.n_head, self.hd)
+            c.rope(k.data_ptr(), cos, sin, self.n_kv, self.hd)
+            self.k[li, :, p] = k.view(self.n_kv, self.hd)
+            self.v[li, :, p] = v.view(self.n_kv, self.hd)
+            c.attend(
+                q.data_ptr(),
+                self.k[li].data_ptr(),
+                self.v[li].data_ptr(),
+                att.data_ptr(),
+                self.n_head,
+                self.n_kv,
+                self.hd,
+                p + 1,
+                self.max_len,
+                self.scale,
+            )
+            x = L["o"](att, x)
+            c.rmsnorm(x.data_ptr(), L["ln2"].data_ptr(), h.data_ptr(), 1, self.hidden, self.eps)
+            gu = L["gu"](h)
+            c.silu_mul(gu.data_ptr(), act.data_ptr(), self.inter)
+            x = L["down"](act, x)
+        self.pos = p + 1
+        return self._logits(x)[0]
+
+
+def sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, gen) -> int:
+    """Greedy at temperature 0, else softmax sampling with optional top-k / top-p."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    z = logits.float() / temperature
+    if top_k > 0:
+        kth = torch.topk(z, min(top_k, z.numel())).values[-1]
+        z = torch.where(z < kth, torch.full_like(z, -float("inf")), z)
+    probs = torch.softmax(z, -1)
+    if 0 < top_p < 1:
+        sp, si = torch.sort(probs, descending=True)
+        keep = sp.cumsum(0) - sp < top_p
+        probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
+        probs = probs / probs.sum()
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def generate_ids(
+    model: nn.Module,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    eos: "set[int] | None" = None,
+    engine: str = "auto",
+    on_token: Callable[[int], None] | None = None,
+) -> tuple[list[int], float, float, str, list[float]]:
+    """New token ids, prefill seconds, decode seconds, engine used, per-token seconds."""
+    gen = torch.Generator().manual_seed(seed)
+    eos = eos or set()
+    if engine == "auto":
+        engine = "lmpress" if can_decode(model) else "transformers"
+    if engine == "lmpress":
+        dec = Decoder(model, max_len=len(prompt_ids) + max_new_tokens + 1)
+        t0 = time.perf_counter()
+        logits = dec.prefill(prompt_ids)
+        prefill = time.perf_counter() - t0
+        steps = _loop(
+            lambda tok: dec.step(tok),
+            logits,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            gen,
+            eos,
+            on_token,
+        )
+    elif engine == "transformers":
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model(torch.tensor([prompt_ids]), use_cache=True)
+        prefill = time.perf_counter() - t0
+        state = {"cache": out.past_key_values}
+
+        def hf_step(tok: int) -> torch.Tensor:
+            with torch.no_grad():
+                o = model(torch.tensor([[tok]]), past_key_values=state["cache"], use_cache=True)
+            state["cache"] = o.past_key_values
+            return o.logits[0, -1]
+
+        steps = _loop(
+            hf_step,
+            out.logits[0, -1],
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            gen,
+            eos,
+            on_token,
+        )
+    else:
+        raise LmpressError(f"unknown engine {engine!r}; use auto, lmpress or transformers")
+    ids, times = [], []
+    for tok, dt in steps:
+        ids.append(tok)
+        times.append(dt)
+    return ids, prefill, sum(times), engine, times
+
+
+def _loop(
+    step, logits, n, temperature, top_k, top_p, gen, eos, on_token
+) -> Iterator[tuple[int, float]]:
+    """Yield ``(token, seconds spent computing the logits that follow it)``."""
+    for i in range(n):
+        tok = sample(logits, temperature, top_k, top_p, gen)
+        if on_token is not None:
+            on_token(tok)
+        if tok in eos or i == n - 1:
+            yield tok, 0.0
+            return
+        t0 = time.perf_counter()
+        logits = step(tok)
+        yield tok, time.perf_counter() - t0
+
+
+def can_decode(model: nn.Module) -> bool:
+    """Whether :class:`Decoder` handles this model here (the rotary tables come from the
+    model's own rotary module, so every rope variant it implements is covered)."""
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "model_type", None) in SUPPORTED and cpu_kernels._cpu is not None

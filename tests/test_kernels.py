@@ -1,0 +1,142 @@
+"""The C kernels against the dequantize-then-matmul reference, on every vector path."""
+
+import itertools
+import warnings
+
+import pytest
+import torch
+
+from lmpress.formats.affine import expand_to_columns, minmax_qparams, quantize_codes
+from lmpress.formats.scheme import parse_scheme
+from lmpress.kernels import cpu as K
+from lmpress.kernels import select_kernel
+from lmpress.nn.qlinear import QLinear
+from lmpress.packing.packed import PackedWeight
+
+built = pytest.mark.skipif(K._cpu is None, reason="lmpress C kernels not built here")
+
+
+def packed_random(name: str, n: int, k: int, seed: int = 0) -> PackedWeight:
+    torch.manual_seed(seed)
+    s = parse_scheme(name)
+    w = torch.randn(n, k)
+    sc, z = minmax_qparams(w, s)
+    q = quantize_codes(w, expand_to_columns(sc, k, s), expand_to_columns(z, k, s), s.fmt.qmax)
+    return PackedWeight.from_codes(q, sc, z, s)
+
+
+@pytest.fixture(params=[2, 1, 0], ids=["avx512", "avx2", "scalar"])
+def simd(request):
+    """Run a test once per vector path (a path the CPU lacks falls back to the next)."""
+    K._cpu.set_simd(request.param)
+    yield request.param
+    K._cpu.set_simd(2)
+
+
+def assert_close_to_reference(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b=None):
+    """Float32 accumulation tolerance: relative to sum |w||x| of each output."""
+    ref = x @ w.T + (0 if b is None else b)
+    bound = (x.abs() @ w.abs().T) * 2e-6 + 1e-6
+    assert ((y - ref).abs() <= bound).all(), ((y - ref).abs() / bound).max()
+
+
+SCHEMES = [
+    f"w{b}{g}{sym}"
+    for b in (2, 3, 4, 5, 6, 8)
+    for g in ("g128", "g64", "g32", "g48", "g20", "", "gt")
+    for sym in ("a", "s")
+] + ["w4g128:bf16", "w4g64:fz", "w3g32:fz", "w2g64s:bf16"]
+
+
+@built
+@pytest.mark.parametrize("name", SCHEMES)
+def test_gemm_and_dequant_match_reference(simd, name):
+    for n, k in [(37, 576), (16, 100), (8, 64)]:
+        s = parse_scheme(name)
+        if s.granularity == "group" and s.group_size > k:
+            continue
+        pw = packed_random(name, n, k)
+        st = K.prepare_cpu_state(pw)
+        w = pw.dequantize()
+        assert torch.equal(K.cpu_dequantize(st), w)
+        for m in (1, 2, 3, 5, 8):
+            x = torch.randn(m, k)
+            b = torch.randn(n)
+            assert_close_to_reference(K.cpu_gemm(x, st, b), x, w, b)
+            assert_close_to_reference(K.cpu_gemm(x, st, None), x, w)
+
+
+@built
+def test_partial_last_group_of_the_default_model():
+    """576 = 4 x 128 + 64: the last group of every row is partial."""
+    pw = packed_random("w4g128", 64, 576)
+    assert pw.scales.shape[1] == 5
+    st = K.prepare_cpu_state(pw)
+    x = torch.randn(1, 576)
+    assert_close_to_reference(K.cpu_gemm(x, st, None), x, pw.dequantize())
+
+
+@built
+def test_threads_do_not_change_results():
+    pw = packed_random("w4g64", 1024, 512)
+    st = K.prepare_cpu_state(pw)
+    x = torch.randn(3, 512)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1 = K.cpu_gemm(x, st, None)
+        torch.set_num_threads(2)
+        y2 = K.cpu_gemm(x, st, None)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(y1, y2)  # rows are split between threads, never a row's sum
+
+
+@built
+def test_qlinear_auto_uses_cpu_kernel_and_matches_torch():
+    pw = packed_random("w3g64", 48, 192)
+    m = QLinear.from_packed(pw, torch.randn(48))
+    assert m.kernel()[0].name == "cpu"
+    ref = QLinear.from_packed(pw, m.bias)
+    ref.set_kernel("torch")
+    for shape in [(1, 192), (2, 3, 192), (40, 192)]:  # GEMV, small batch, large (dequant + BLAS)
+        x = torch.randn(*shape)
+        y, yr = m(x), ref(x)
+        assert y.shape == yr.shape
+        assert torch.allclose(y, yr, rtol=1e-5, atol=1e-5)
+    x = torch.randn(40, 192)
+    assert torch.equal(m(x), ref(x))  # the large-batch path is the reference's own matmul
+
+
+def test_unbuilt_extension_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(K, "_cpu", None)
+    monkeypatch.setattr(K, "_IMPORT_ERROR", "not built")
+    monkeypatch.setattr(K, "_warned", False)
+    with pytest.warns(UserWarning, match="not built"):
+        k = select_kernel("auto", parse_scheme("w4g128"), torch.device("cpu"))
+    assert k.name == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select_kernel("auto", parse_scheme("w4"), torch.device("cpu")).name == "torch"
+
+
+def test_cuda_tensors_use_the_reference_kernel():
+    k = select_kernel("auto", parse_scheme("w4g128"), torch.device("cuda"))
+    assert k.name == "torch"
+
+
+def test_unknown_kernel_is_a_clear_error():
+    from lmpress.errors import LmpressError
+
+    m = QLinear.from_packed(packed_random("w4g32", 8, 64), None)
+    with pytest.raises(LmpressError, match="unknown kernel 'fast'; known: cpu, torch"):
+        m.set_kernel("fast")
+
+
+@built
+@pytest.mark.parametrize("bits,group", list(itertools.product([2, 3, 4, 8], [32, 128])))
+def test_large_odd_shapes(bits, group):
+    pw = packed_random(f"w{bits}g{group}", 75, 1000)  # 1000 = 7 x 128 + 104 (partial)
+    st = K.prepare_cpu_state(pw)
+    x = torch.randn(1, 1000)
+    assert_close_to_reference(K.cpu_gemm(x, st, None), x, pw.dequantize())
