@@ -221,6 +221,78 @@ def cmd_export(a) -> int:
     return 0
 
 
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate text with a (compressed) model")
+    p.add_argument("path", help="an lmpress checkpoint, HF directory, .gguf, or smollm2-135m")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=_non_negative_int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "lmpress", "transformers"],
+        help="lmpress: lean decoder on the C kernels; transformers: the model's own forward",
+    )
+    p.add_argument("--threads", type=_positive_int, default=None, help="default: every core")
+    p.add_argument("--no-stream", action="store_true", help="print the text at the end only")
+    p.add_argument("--json", default=None, help="write text, tokens and timings here")
+
+
+def cmd_generate(a) -> int:
+    import torch
+
+    from lmpress.generate import generate
+    from lmpress.models.load import set_threads
+
+    _check_writable_file(a.json, "--json")
+    if a.temperature < 0 or not 0 < a.top_p <= 1:
+        raise LmpressError("--temperature must be >= 0 and --top-p in (0, 1]")
+    set_threads()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+
+    def out(text: str) -> None:
+        print(text, end="", flush=True)
+
+    r = generate(
+        a.path,
+        a.prompt,
+        a.max_new_tokens,
+        temperature=a.temperature,
+        top_k=a.top_k,
+        top_p=a.top_p,
+        seed=a.seed,
+        engine=a.engine,
+        on_text=None if a.no_stream else out,
+    )
+    if a.no_stream:
+        print(r.text, end="")
+    print(
+        f"\n[{r.engine}] prompt {r.prompt_tokens} tokens in {r.prefill_s:.3f} s; "
+        f"{len(r.ids)} new tokens, decode {r.decode_tokens_per_s:.1f} tokens/s",
+        file=sys.stderr,
+    )
+    if a.json:
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "text": r.text,
+                    "ids": r.ids,
+                    "engine": r.engine,
+                    "prompt_tokens": r.prompt_tokens,
+                    "prefill_s": r.prefill_s,
+                    "decode_s": r.decode_s,
+                    "decode_tokens_per_s": r.decode_tokens_per_s,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="schemes per module, bits per weight, size on disk")
     p.add_argument("path")
@@ -427,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_info(sub)
     _add_sweep(sub)
     _add_export(sub)
+    _add_generate(sub)
     a = parser.parse_args(argv)
     try:
         cmds = {
@@ -435,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             "info": cmd_info,
             "sweep": cmd_sweep,
             "export": cmd_export,
+            "generate": cmd_generate,
         }
         return cmds[a.cmd](a)
     except LmpressError as e:

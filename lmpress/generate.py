@@ -181,6 +181,11 @@ class Decoder:
         self.v = torch.zeros_like(self.k)
         self.pos = 0
 
+    def _norm(self, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> None:
+        cpu_kernels._cpu.rmsnorm(
+            x.data_ptr(), w.data_ptr(), out.data_ptr(), x.shape[0], self.hidden, self.eps
+        )
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.empty_like(x)
         cpu_kernels._cpu.rmsnorm(
@@ -197,7 +202,7 @@ class Decoder:
 
     @torch.no_grad()
     def prefill(self, ids: list[int]) -> torch.Tensor:
-        """Run the prompt (positions from 0), fill the cache; logits ``[vocab]`` of its last token."""
+        """Run the prompt from position 0, fill the cache; the last token's logits ``[vocab]``."""
         t = len(ids)
         if t == 0:
             raise LmpressError("the prompt is empty")
@@ -385,3 +390,60 @@ def can_decode(model: nn.Module) -> bool:
     model's own rotary module, so every rope variant it implements is covered)."""
     cfg = getattr(model, "config", None)
     return getattr(cfg, "model_type", None) in SUPPORTED and cpu_kernels._cpu is not None
+
+
+def generate(
+    model: "str | nn.Module",
+    prompt: str,
+    max_new_tokens: int = 64,
+    tokenizer=None,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    engine: str = "auto",
+    stop_at_eos: bool = True,
+    on_text: Callable[[str], None] | None = None,
+) -> GenerationResult:
+    """Generate text from ``prompt`` with a loaded lmpress model or a checkpoint path.
+
+    ``engine``: ``lmpress`` (the lean decoder on the C kernels), ``transformers``
+    (the model's own forward with its KV cache), or ``auto`` (the first when it
+    handles the model). Greedy at ``temperature`` 0.
+    """
+    if isinstance(model, str):
+        from lmpress.models.load import load_model
+
+        loaded = load_model(model)
+        model, tokenizer = loaded.model, loaded.tokenizer
+    if tokenizer is None:
+        raise LmpressError("generation needs the model's tokenizer")
+    if max_new_tokens <= 0:
+        raise LmpressError("max_new_tokens must be a positive integer")
+    prompt_ids = tokenizer(prompt).input_ids
+    if not prompt_ids:
+        raise LmpressError("the prompt is empty; give some text with --prompt")
+    eos = set()
+    if stop_at_eos and tokenizer.eos_token_id is not None:
+        eos = {int(tokenizer.eos_token_id)}
+    printed = [""]
+
+    def stream(_tok: int, ids: list[int] = []) -> None:  # noqa: B006 - the running output
+        ids.append(_tok)
+        if on_text is not None:
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            on_text(text[len(printed[0]) :])
+            printed[0] = text
+
+    ids, prefill, decode, used, times = generate_ids(
+        model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, eos, engine, stream
+    )
+    return GenerationResult(
+        ids=ids,
+        text=tokenizer.decode(ids, skip_special_tokens=True),
+        prompt_tokens=len(prompt_ids),
+        prefill_s=prefill,
+        decode_s=decode,
+        engine=used,
+        per_token_s=times,
+    )
