@@ -41,7 +41,7 @@
 #define MAX_M 64 /* activation rows per gemm call; larger batches dequantize instead */
 
 typedef struct {
-    const float *x; /* [M, Kp], rows padded with zeros to Kp = ceil(K/16)*16 */
+    const float *x; /* [M, Kp], rows padded with zeros to Kp = ceil(K/64)*64 */
     float *y;       /* [M, N] */
     int64_t M, K, Kp, N;
     const uint8_t *codes; /* [N, row_bytes], followed by >= 16 readable bytes */
@@ -55,6 +55,7 @@ typedef struct {
     float mid;
     int64_t group_len, G;
     const float *bias; /* [N] or NULL */
+    int xp_planes;     /* x has been permuted for the AVX-512 plane path */
 } Job;
 
 static float half_to_float(uint16_t h) {
@@ -191,6 +192,7 @@ AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const in
                       const int MT, const int B) {
     const float *xb = j->x + m0 * j->Kp;
     const int64_t Kp = j->Kp, L = j->group_len, G = j->G;
+    const int64_t kend = (j->K + 7) / 8 * 8; /* never read codes past the row's last run */
     const uint8_t *rows[4];
     __m256 racc[4][2], acc[4][2];
     for (int r = 0; r < R; r++) {
@@ -200,8 +202,8 @@ AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const in
     }
     for (int64_t g = 0; g < G; g++) {
         int64_t k0 = g * L, k1 = k0 + L;
-        if (k1 > Kp)
-            k1 = Kp;
+        if (k1 > kend)
+            k1 = kend;
         __m256 zv[4];
         for (int r = 0; r < R; r++) {
             zv[r] = _mm256_set1_ps(zero_f16c(j, n0 + r, g));
@@ -337,11 +339,32 @@ AVX512_INLINE float zero_512(const Job *j, int64_t n, int64_t g) {
     }
 }
 
-/* As the AVX2 tile, 16 lanes, up to 8 weight rows at once (32 vector registers). */
+/* Integer lanes q (< 2^23) -> float q - z without a conversion instruction:
+ * the bits 0x4B000000 | q are the float 2^23 + q, and 2^23 + z is exact for an
+ * integer z, so one subtraction gives q - z exactly. Float zero points (FZ) are
+ * not integers: they subtract 2^23 and z separately. */
+#define LMP_MAGIC 0x4B000000
+#define LMP_TWO23 8388608.0f
+
+AVX512_INLINE __m512 minus_zero(__m512i masked_or_magic, __m512 zm, const int FZ) {
+    const __m512 f = _mm512_castsi512_ps(masked_or_magic);
+    if (FZ)
+        return _mm512_sub_ps(_mm512_sub_ps(f, _mm512_set1_ps(LMP_TWO23)), zm);
+    return _mm512_sub_ps(f, zm);
+}
+
+/* As the AVX2 tile, 16 lanes, up to 8 weight rows at once (32 vector registers).
+ * PL: the plane path for B = 2 or 4 (16 bytes of codes give 8/B planes of 16 codes
+ * each; x was permuted to match, see permute_planes); otherwise 16-code chunks. */
 AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, const int R,
-                           const int MT, const int B) {
+                           const int MT, const int B, const int PL, const int FZ) {
     const float *xb = j->x + m0 * j->Kp;
     const int64_t Kp = j->Kp, L = j->group_len, G = j->G;
+    const int P = PL ? 8 / B : 1;
+    const int64_t step = 16 * P;
+    const int64_t kend = (j->K + step - 1) / step * step; /* reads stay within 16 bytes */
+    const __m512i magic = _mm512_set1_epi32(LMP_MAGIC);
+    const __m512i mask = _mm512_set1_epi32((1 << B) - 1);
     const uint8_t *rows[8];
     __m512 racc[8][2], acc[8][2];
     for (int r = 0; r < R; r++) {
@@ -351,23 +374,36 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
     }
     for (int64_t g = 0; g < G; g++) {
         int64_t k0 = g * L, k1 = k0 + L;
-        if (k1 > Kp)
-            k1 = Kp;
-        __m512 zv[8];
+        if (k1 > kend)
+            k1 = kend;
+        __m512 zm[8];
         for (int r = 0; r < R; r++) {
-            zv[r] = _mm512_set1_ps(zero_512(j, n0 + r, g));
+            const float z = zero_512(j, n0 + r, g);
+            zm[r] = _mm512_set1_ps(FZ ? z : LMP_TWO23 + z);
             for (int m = 0; m < MT; m++)
                 acc[r][m] = _mm512_setzero_ps();
         }
-        for (int64_t k = k0; k < k1; k += 16) {
-            __m512 xv[2];
+        for (int64_t k = k0; k < k1; k += step) {
+            __m512 xv[2][4];
             for (int m = 0; m < MT; m++)
-                xv[m] = _mm512_loadu_ps(xb + m * Kp + k);
+                for (int p = 0; p < P; p++)
+                    xv[m][p] = _mm512_loadu_ps(xb + m * Kp + k + 16 * p);
             for (int r = 0; r < R; r++) {
-                __m512 w = _mm512_cvtepi32_ps(codes16(rows[r] + (k >> 3) * B, B));
-                w = _mm512_sub_ps(w, zv[r]);
-                for (int m = 0; m < MT; m++)
-                    acc[r][m] = _mm512_fmadd_ps(w, xv[m], acc[r][m]);
+                const uint8_t *c = rows[r] + (k >> 3) * B;
+                if (PL) {
+                    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
+                    for (int p = 0; p < P; p++) {
+                        const __m512i t = p ? _mm512_srli_epi32(v, B * p) : v;
+                        const __m512 w =
+                            minus_zero(_mm512_ternarylogic_epi32(t, mask, magic, 0xEA), zm[r], FZ);
+                        for (int m = 0; m < MT; m++)
+                            acc[r][m] = _mm512_fmadd_ps(w, xv[m][p], acc[r][m]);
+                    }
+                } else {
+                    const __m512 w = minus_zero(_mm512_or_si512(codes16(c, B), magic), zm[r], FZ);
+                    for (int m = 0; m < MT; m++)
+                        acc[r][m] = _mm512_fmadd_ps(w, xv[m][0], acc[r][m]);
+                }
             }
         }
         for (int r = 0; r < R; r++) {
@@ -390,27 +426,28 @@ AVX512_INLINE void store512(const Job *j, int64_t n0, int64_t m0, const float *o
     }
 }
 
-AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int B) {
+AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int B,
+                                 const int PL, const int FZ) {
     float out[16];
     for (int64_t m = 0; m < j->M;) {
         const int mt = j->M - m >= 2 ? 2 : 1;
         int64_t n = n0;
         if (mt == 1) {
             for (; n + 8 <= n1; n += 8) {
-                tile512(j, n, m, out, 8, 1, B);
+                tile512(j, n, m, out, 8, 1, B, PL, FZ);
                 store512(j, n, m, out, 8, 1);
             }
             for (; n < n1; n++) {
-                tile512(j, n, m, out, 1, 1, B);
+                tile512(j, n, m, out, 1, 1, B, PL, FZ);
                 store512(j, n, m, out, 1, 1);
             }
         } else {
             for (; n + 4 <= n1; n += 4) {
-                tile512(j, n, m, out, 4, 2, B);
+                tile512(j, n, m, out, 4, 2, B, PL, FZ);
                 store512(j, n, m, out, 4, 2);
             }
             for (; n < n1; n++) {
-                tile512(j, n, m, out, 1, 2, B);
+                tile512(j, n, m, out, 1, 2, B, PL, FZ);
                 store512(j, n, m, out, 1, 2);
             }
         }
@@ -418,19 +455,57 @@ AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int
     }
 }
 
-AVX512 static void rows_avx512(const Job *j, int64_t n0, int64_t n1) {
-    switch (j->bits) {
-    case 1: rows_avx512_b(j, n0, n1, 1); break;
-    case 2: rows_avx512_b(j, n0, n1, 2); break;
-    case 3: rows_avx512_b(j, n0, n1, 3); break;
-    case 4: rows_avx512_b(j, n0, n1, 4); break;
-    case 5: rows_avx512_b(j, n0, n1, 5); break;
-    case 6: rows_avx512_b(j, n0, n1, 6); break;
-    case 7: rows_avx512_b(j, n0, n1, 7); break;
-    default: rows_avx512_b(j, n0, n1, 8); break;
-    }
+/* Whether the plane path applies: 2 or 4 bits, groups made of whole 16-byte blocks. */
+static int use_planes(const Job *j) {
+    if (j->bits != 2 && j->bits != 4)
+        return 0;
+    const int64_t blk = 16 * (8 / j->bits);
+    return j->G == 1 || j->group_len % blk == 0;
 }
 
+#define LMP_CASE(b)                                                                        \
+    case b:                                                                                \
+        if (fz)                                                                            \
+            rows_avx512_b(j, n0, n1, b, 0, 1);                                             \
+        else                                                                               \
+            rows_avx512_b(j, n0, n1, b, 0, 0);                                             \
+        break;
+
+AVX512 static void rows_avx512(const Job *j, int64_t n0, int64_t n1) {
+    const int fz = j->zero_kind == 2;
+    if (j->xp_planes) {
+        if (j->bits == 4)
+            fz ? rows_avx512_b(j, n0, n1, 4, 1, 1) : rows_avx512_b(j, n0, n1, 4, 1, 0);
+        else
+            fz ? rows_avx512_b(j, n0, n1, 2, 1, 1) : rows_avx512_b(j, n0, n1, 2, 1, 0);
+        return;
+    }
+    switch (j->bits) {
+        LMP_CASE(1)
+        LMP_CASE(2)
+        LMP_CASE(3)
+        LMP_CASE(4)
+        LMP_CASE(5)
+        LMP_CASE(6)
+        LMP_CASE(7)
+        LMP_CASE(8)
+    default:
+        break;
+    }
+}
+#undef LMP_CASE
+
+/* x rows [M, Kp] reordered so that plane p of each block of 16*(8/B) codes reads
+ * its 16 activations contiguously: xp[blk + 16p + i] = x[blk + i*(8/B) + p]. */
+static void permute_planes(const Job *j, float *xp) {
+    const int P = 8 / j->bits;
+    const int64_t blk = 16 * P;
+    for (int64_t m = 0; m < j->M; m++)
+        for (int64_t k0 = 0; k0 < j->Kp; k0 += blk)
+            for (int p = 0; p < P; p++)
+                for (int i = 0; i < 16; i++)
+                    xp[m * j->Kp + k0 + 16 * p + i] = j->x[m * j->Kp + k0 + i * P + p];
+}
 
 static int have_avx512(void) {
     static int cached = -1;
@@ -487,7 +562,7 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
     j->y = (float *)(uintptr_t)y;
     j->M = M;
     j->K = K;
-    j->Kp = (K + 15) / 16 * 16;
+    j->Kp = (K + 63) / 64 * 64;
     j->N = N;
     j->codes = (const uint8_t *)(uintptr_t)codes;
     j->row_bytes = row_bytes;
@@ -501,6 +576,7 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
     j->group_len = group_len;
     j->G = G;
     j->bias = bias ? (const float *)(uintptr_t)bias : NULL;
+    j->xp_planes = 0;
     if (*nthreads < 1)
         *nthreads = 1;
     return 1;
@@ -520,21 +596,35 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         Py_RETURN_NONE;
     float *padded = NULL;
     const float *x = (const float *)(uintptr_t)xp;
+    int oom = 0;
     Py_BEGIN_ALLOW_THREADS;
-    if (j.Kp != j.K) {
+    j.x = x;
+#ifdef LMP_X86
+    const int fits16 = j.G == 1 || j.group_len % 16 == 0, fits8 = j.G == 1 || j.group_len % 8 == 0;
+    const int avx512 = have_avx512() && fits16, planes = avx512 && use_planes(&j);
+#else
+    const int avx512 = 0, planes = 0;
+#endif
+    if (j.Kp != j.K || planes) {
         padded = (float *)calloc((size_t)(j.M * j.Kp), sizeof(float));
+        oom = padded == NULL;
         if (padded)
             for (int64_t m = 0; m < j.M; m++)
                 memcpy(padded + m * j.Kp, x + m * j.K, (size_t)j.K * sizeof(float));
         j.x = padded;
-    } else {
-        j.x = x;
+    }
+    if (planes && padded) {
+        float *perm = (float *)malloc((size_t)(j.M * j.Kp) * sizeof(float));
+        if (perm) {
+            permute_planes(&j, perm);
+            memcpy(padded, perm, (size_t)(j.M * j.Kp) * sizeof(float));
+            free(perm);
+            j.xp_planes = 1;
+        }
     }
     if (j.x) {
 #ifdef LMP_X86
-        /* The vector paths read whole runs of 16 (8) codes inside one group. */
-        const int fits16 = j.G == 1 || j.group_len % 16 == 0, fits8 = j.G == 1 || j.group_len % 8 == 0;
-        if (have_avx512() && fits16)
+        if (avx512)
             run_rows(&j, rows_avx512, nthreads);
         else if (have_avx2() && fits8)
             run_rows(&j, rows_avx2, nthreads);
@@ -545,7 +635,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
 #endif
     }
     Py_END_ALLOW_THREADS;
-    if (j.Kp != j.K && !padded)
+    if (oom)
         return PyErr_NoMemory();
     free(padded);
     Py_RETURN_NONE;

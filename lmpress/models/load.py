@@ -69,6 +69,13 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
 
         model, tok = load_checkpoint(p)
         return LoadedModel(model, tok, str(p))
+    if p.is_dir():
+        from lmpress.models.imports import foreign_method, load_foreign
+
+        method = foreign_method(p)
+        if method is not None:
+            model, tok = load_foreign(p, method)
+            return LoadedModel(model, tok, str(p))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
