@@ -1,9 +1,10 @@
 """lmpress: compress trained language models and measure what it cost."""
 
 from lmpress.__version__ import __version__
-from lmpress.api import evaluate, evaluate_tasks, export, load, quantize, save
+from lmpress.api import evaluate, evaluate_tasks, export_model, load, quantize, save
 from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme, parse_scheme
+from lmpress.generate import generate
 from lmpress.recipe import Recipe
 
 __all__ = [
@@ -13,7 +14,8 @@ __all__ = [
     "__version__",
     "evaluate",
     "evaluate_tasks",
-    "export",
+    "export_model",
+    "generate",
     "load",
     "parse_scheme",
     "quantize",

@@ -209,7 +209,7 @@ def evaluate_tasks(
 EXPORT_SUFFIX = {"gguf": ".gguf"}
 
 
-def export(
+def export_model(
     path: "str | Path",
     to: str,
     out: "str | Path",

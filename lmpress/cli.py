@@ -209,7 +209,9 @@ def cmd_export(a) -> int:
     opts = {"embed_type": a.embed_type, "fallback_type": a.fallback_type}
     if a.to != "gguf":
         opts = {"scale_dtype": a.scale_dtype} if a.to == "compressed-tensors" else {}
-    s = lmpress.export(a.path, a.to, a.output, overwrite=a.overwrite, progress=not a.quiet, **opts)
+    s = lmpress.export_model(
+        a.path, a.to, a.output, overwrite=a.overwrite, progress=not a.quiet, **opts
+    )
     line = f"wrote {s['path']} ({s['format']}, {s['quantized_modules']} quantized modules"
     if "tensor_types" in s:
         types = ", ".join(f"{k} x{v}" for k, v in s["tensor_types"].items())
