@@ -337,16 +337,17 @@ def generate_ids(
             on_token,
         )
     elif engine == "transformers":
+        kw = _cache_keyword(model)
         t0 = time.perf_counter()
         with torch.no_grad():
             out = model(torch.tensor([prompt_ids]), use_cache=True)
         prefill = time.perf_counter() - t0
-        state = {"cache": out.past_key_values}
+        state = {"cache": getattr(out, kw)}
 
         def hf_step(tok: int) -> torch.Tensor:
             with torch.no_grad():
-                o = model(torch.tensor([[tok]]), past_key_values=state["cache"], use_cache=True)
-            state["cache"] = o.past_key_values
+                o = model(torch.tensor([[tok]]), use_cache=True, **{kw: state["cache"]})
+            state["cache"] = getattr(o, kw)
             return o.logits[0, -1]
 
         steps = _loop(
@@ -367,6 +368,13 @@ def generate_ids(
         ids.append(tok)
         times.append(dt)
     return ids, prefill, sum(times), engine, times
+
+
+def _cache_keyword(model: nn.Module) -> str:
+    """transformers 5.2x calls the KV cache ``cache``; earlier versions ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _loop(
