@@ -404,8 +404,14 @@ def main() -> None:
 
 def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
     from lmpress.report.benchmarks import render
+    from lmpress.report.runtime import render_runtime
 
-    path.write_text(render(done, protocol, a))
+    def read(name: str) -> dict | None:
+        f = REPO / "benchmarks" / name
+        return json.loads(f.read_text()) if f.is_file() else None
+
+    text = render(done, protocol, a) + render_runtime(read("kernels.json"), read("runtime.json"))
+    path.write_text(text)
     print(f"[bench] wrote {path}")
 
 

@@ -1,0 +1,203 @@
+"""The runtime section of BENCHMARKS.md (issue 5): GEMV kernels, decode speed, exports.
+
+Renders ``benchmarks/kernels.json`` (``scripts/bench_kernels.py``) and
+``benchmarks/runtime.json`` (``scripts/bench_runtime.py``) with the bars they answer.
+"""
+
+from typing import Any
+
+
+def _mark(ok: bool) -> str:
+    return "**pass**" if ok else "**FAIL**"
+
+
+def _us(s: float) -> str:
+    return f"{s * 1e6:,.0f}" if s >= 1e-4 else f"{s * 1e6:.1f}"
+
+
+def kernel_lines(k: dict[str, Any]) -> list[str]:
+    rows = k["rows"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = [
+        "### GEMV from packed codes",
+        "",
+        f"`{k['command']}` ({k['date']}; {k['threads']} threads, torch {k['torch']}, kernel "
+        f"build {k['kernel_build']}). Median of {k['repeats']} timings after warm-up; "
+        f"`cold`: calls cycle through >= 1 GiB of weight copies so each reads from memory "
+        f"(as decoding a model does), `warm`: one weight, possibly cache-resident. GB/s = "
+        f"stored bytes of the weight / time; the machine's large copy (read + write) "
+        f"measured in the same run: **{k['memory_copy_gbs']:.1f} GB/s**. lmpress schemes "
+        "are asymmetric with groups of 128 (a partial last group where 128 does not divide "
+        "K); torch int4 uses groups of 128 (64 where 128 does not divide K) and bf16 "
+        "activations, as its CPU kernel requires.",
+        "",
+    ]
+    for regime in dict.fromkeys(r["regime"] for r in rows):
+        for m in dict.fromkeys(r["m"] for r in rows if r["regime"] == regime):
+            sel = [r for r in rows if r["regime"] == regime and r["m"] == m]
+            shapes = list(dict.fromkeys(tuple(r["shape"]) for r in sel))
+            out += [
+                f"**{regime}, batch {m}** (microseconds per call, GB/s in brackets)",
+                "",
+                "| N x K | " + " | ".join(methods) + " | w4 vs float32 | w4 vs torch int4 |",
+                "|---|" + "---|" * (len(methods) + 2),
+            ]
+            for sh in shapes:
+                by = {r["method"]: r for r in sel if tuple(r["shape"]) == sh}
+                cells = [
+                    f"{_us(by[mm]['seconds'])} ({by[mm]['gbs']:.1f})" if mm in by else "-"
+                    for mm in methods
+                ]
+                w4 = by.get("lmpress w4g128")
+                f32, i4 = by.get("float32 torch"), by.get("torch int4")
+                r1 = f"{f32['seconds'] / w4['seconds']:.2f}x" if w4 and f32 else "-"
+                r2 = f"{i4['seconds'] / w4['seconds']:.2f}x" if w4 and i4 else "-"
+                out.append(f"| {sh[0]} x {sh[1]} | " + " | ".join(cells) + f" | {r1} | {r2} |")
+            out.append("")
+    return out
+
+
+def kernel_bars(k: dict[str, Any]) -> list[str]:
+    out = []
+    rows = [r for r in k["rows"] if r["m"] == 1]
+    for regime in dict.fromkeys(r["regime"] for r in rows):
+        sel = [r for r in rows if r["regime"] == regime]
+        by = {(tuple(r["shape"]), r["method"]): r for r in sel}
+        key = ((4096, 4096), "lmpress w4g128")
+        if key in by and ((4096, 4096), "float32 torch") in by:
+            ratio = by[((4096, 4096), "float32 torch")]["seconds"] / by[key]["seconds"]
+            out.append(
+                f"- 4-bit GEMV at batch 1 at least 4x faster than float32 torch on 4096 x 4096 "
+                f"({regime}): {ratio:.2f}x: {_mark(ratio >= 4)}"
+            )
+        shapes = list(dict.fromkeys(tuple(r["shape"]) for r in sel))
+        worst = None
+        for sh in shapes:
+            a, b = by.get((sh, "lmpress w4g128")), by.get((sh, "torch int4"))
+            if a and b:
+                r = b["seconds"] / a["seconds"]
+                worst = r if worst is None or r < worst[0] else worst
+                worst = (r, sh) if isinstance(worst, float) else worst
+        if worst:
+            out.append(
+                f"- 4-bit GEMV faster than torch's int4 kernel at every shape ({regime}): "
+                f"slowest ratio {worst[0]:.2f}x at {worst[1][0]} x {worst[1][1]}: "
+                f"{_mark(worst[0] > 1)}"
+            )
+    return out
+
+
+def runtime_lines(rt: dict[str, Any]) -> list[str]:
+    p = rt["protocol"]
+    out = [
+        "### Decoding SmolLM2-135M",
+        "",
+        f"`{rt['command']}` ({rt['date']}; {rt['threads']} threads for every engine, "
+        f"llama-cpp-python {rt.get('llama_cpp_python', 'not installed')}). Greedy, prompt: "
+        f"{p['prompt']}, {p['new_tokens']} new tokens; tokens/s = 1 / median per-token time "
+        f"after {p['warmup_tokens']} warm-up tokens, median of {p['reps']} runs. lmpress "
+        "checkpoints are RTN (speed does not depend on the method); the llama.cpp rows run "
+        "lmpress's own GGUF exports (w4g32s -> Q4_0, w8s -> Q8_0, token embedding / "
+        "output head Q8_0), while lmpress keeps the tied embedding / output head in float32.",
+        "",
+    ]
+    dec = rt.get("decode", [])
+    if dec:
+        f32 = next((r for r in dec if r["label"] == "float32 transformers"), None)
+        q40 = next((r for r in dec if r["label"] == "llama.cpp Q4_0"), None)
+        out += [
+            "| engine | tokens/s | x float32 transformers | x llama.cpp Q4_0 |",
+            "|---|---|---|---|",
+        ]
+        for r in dec:
+            a = f"{r['tokens_per_s'] / f32['tokens_per_s']:.2f}" if f32 else "-"
+            b = f"{r['tokens_per_s'] / q40['tokens_per_s']:.2f}" if q40 else "-"
+            out.append(f"| {r['label']} | {r['tokens_per_s']:.1f} | {a} | {b} |")
+        out.append("")
+    agr = rt.get("gguf_agreement", [])
+    if agr:
+        out += [
+            "### GGUF exports run in llama.cpp",
+            "",
+            f"Teacher-forced next token over {p['agreement_window']}: llama.cpp on the "
+            "exported GGUF against lmpress's own model.",
+            "",
+            "| lmpress scheme | ggml types | modules on their exact grid | max weight error | "
+            "top-1 agreement | max logit difference |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in agr:
+            types = ", ".join(f"{k} x{v}" for k, v in r["gguf_types"].items())
+            out.append(
+                f"| {r['scheme']} | {types} | {r['exact_grid_modules']} | "
+                f"{r['max_abs_error_quantized']:.2g} | {r['top1_agreement']:.4f} | "
+                f"{r['max_logit_diff']:.3f} |"
+            )
+        out.append("")
+    ct = rt.get("compressed_tensors", [])
+    if ct:
+        out += [
+            "### compressed-tensors exports",
+            "",
+            "Decompressed by the `compressed-tensors` package's own dequantizer; `native`: "
+            "scales in lmpress's fp16 (decompressed in fp16, compared with lmpress's weights "
+            "in fp16), `float32`: compared with lmpress's float32 weights.",
+            "",
+            "| scheme | scale dtype | modules bit-exact |",
+            "|---|---|---|",
+        ]
+        out += [
+            f"| {r['scheme']} | {r['scale_dtype']} | {r['bit_exact']} / {r['modules']} |"
+            for r in ct
+        ]
+        out.append("")
+    return out
+
+
+def runtime_bars(rt: dict[str, Any]) -> list[str]:
+    out = []
+    dec = {r["label"]: r for r in rt.get("decode", [])}
+    w4, f32, q40 = (
+        dec.get("lmpress w4g128"),
+        dec.get("float32 transformers"),
+        dec.get("llama.cpp Q4_0"),
+    )
+    if w4 and f32:
+        r = w4["tokens_per_s"] / f32["tokens_per_s"]
+        out.append(
+            f"- w4g128 decode at least 1.5x float32 transformers: {r:.2f}x: {_mark(r >= 1.5)}"
+        )
+    if w4 and q40:
+        r = w4["tokens_per_s"] / q40["tokens_per_s"]
+        out.append(
+            "- w4g128 decode at least 0.5x llama.cpp Q4_0 on the same threads: "
+            f"{r:.2f}x: {_mark(r >= 0.5)}"
+        )
+    for a in rt.get("gguf_agreement", []):
+        out.append(
+            f"- exported GGUF of {a['scheme']} in llama.cpp agrees on the next token at >= 98% "
+            f"of {a['positions']} positions: {a['top1_agreement'] * 100:.2f}%: "
+            f"{_mark(a['top1_agreement'] >= 0.98)}"
+        )
+    for c in rt.get("compressed_tensors", []):
+        out.append(
+            f"- compressed-tensors {c['scheme']} ({c['scale_dtype']} scales) decompresses bit "
+            f"for bit: {c['bit_exact']}/{c['modules']} modules: "
+            f"{_mark(c['bit_exact'] == c['modules'])}"
+        )
+    return out
+
+
+def render_runtime(kernels: dict | None, runtime: dict | None) -> str:
+    """The whole issue-5 section (empty when neither benchmark has run)."""
+    if not kernels and not runtime:
+        return ""
+    lines = ["", "## Runtime: kernels, decoding, exports (issue 5)", ""]
+    if kernels:
+        lines += kernel_lines(kernels)
+    if runtime:
+        lines += runtime_lines(runtime)
+    bars = (kernel_bars(kernels) if kernels else []) + (runtime_bars(runtime) if runtime else [])
+    if bars:
+        lines += ["### Bars (issue 5)", "", *bars]
+    return "\n".join(lines) + "\n"
