@@ -7,7 +7,7 @@ OUT ?= out
 
 .PHONY: install demo test test-heavy bench lint clean
 
-$(BIN)/lmpress: pyproject.toml setup.py lmpress/kernels/_cpu.c lmpress/kernels/decode_ops.c
+$(BIN)/lmpress: pyproject.toml setup.py lmpress/kernels/*.c lmpress/kernels/*.h
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ".[dev]"

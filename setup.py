@@ -29,8 +29,12 @@ setup(
     ext_modules=[
         Extension(
             "lmpress.kernels._cpu",
-            sources=["lmpress/kernels/_cpu.c", "lmpress/kernels/decode_ops.c"],
-            depends=["lmpress/kernels/decode_ops.h"],
+            sources=[
+                "lmpress/kernels/_cpu.c",
+                "lmpress/kernels/decode_ops.c",
+                "lmpress/kernels/lut.c",
+            ],
+            depends=["lmpress/kernels/decode_ops.h", "lmpress/kernels/lut.h"],
             extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing"],
             optional=True,
         )

@@ -23,6 +23,7 @@ from torch import nn
 from lmpress.errors import LmpressError
 from lmpress.kernels import cpu as cpu_kernels
 from lmpress.nn.qlinear import QLinear
+from lmpress.packing.packed import concat_rows
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 
@@ -66,8 +67,9 @@ class Proj:
         schemes = {m.scheme for m in mods if isinstance(m, QLinear)}
         self.state = None
         self.weight = None
-        if all(isinstance(m, QLinear) for m in mods) and len(schemes) == 1:
-            self.state = cat_states([cpu_kernels.prepare_cpu_state(m.packed()) for m in mods])
+        s0 = next(iter(schemes)) if len(schemes) == 1 else None
+        if all(isinstance(m, QLinear) for m in mods) and s0 and s0.granularity != "tensor":
+            self.state = cpu_kernels.CpuKernel().prepare(concat_rows([m.packed() for m in mods]))
         else:
             ws = [
                 m.dequantized_weight() if isinstance(m, QLinear) else m.weight.detach().float()
@@ -86,49 +88,6 @@ class Proj:
         else:
             y = F.linear(x, self.weight, self.bias)
         return y if residual is None else y + residual
-
-
-def cat_states(states: list[cpu_kernels.CpuState]) -> cpu_kernels.CpuState:
-    """One kernel state holding the rows of several same-scheme weights in order."""
-    if len(states) == 1:
-        return states[0]
-    s0 = states[0]
-    per_tensor = any(s.p_stride == 0 for s in states)
-    if per_tensor:  # one scale per tensor differs between tensors: give every row its own
-        states = [_rows_own_params(s) for s in states]
-        s0 = states[0]
-    codes = torch.cat([s.qweight for s in states])
-    buf = torch.zeros(codes.numel() + 16, dtype=torch.uint8)
-    buf[: codes.numel()] = codes.reshape(-1)
-    zeros = None if s0.zeros is None else torch.cat([s.zeros for s in states]).contiguous()
-    return cpu_kernels.CpuState(
-        qweight=buf[: codes.numel()].view(codes.shape),
-        scales=torch.cat([s.scales for s in states]).contiguous(),
-        scale_kind=s0.scale_kind,
-        zeros=zeros,
-        zero_kind=s0.zero_kind,
-        mid=s0.mid,
-        bits=s0.bits,
-        in_features=s0.in_features,
-        out_features=sum(s.out_features for s in states),
-        group_len=s0.group_len,
-        groups=s0.groups,
-        p_stride=s0.groups,
-    )
-
-
-def _rows_own_params(s: cpu_kernels.CpuState) -> cpu_kernels.CpuState:
-    if s.p_stride != 0:
-        return s
-    n = s.out_features
-    return cpu_kernels.CpuState(
-        **{
-            **s.__dict__,
-            "scales": s.scales.expand(n, -1).contiguous(),
-            "zeros": None if s.zeros is None else s.zeros.expand(n, -1).contiguous(),
-            "p_stride": s.groups,
-        }
-    )
 
 
 class Decoder:

@@ -140,3 +140,70 @@ def test_large_odd_shapes(bits, group):
     st = K.prepare_cpu_state(pw)
     x = torch.randn(1, 1000)
     assert_close_to_reference(K.cpu_gemm(x, st, None), x, pw.dequantize())
+
+
+lut_ok = pytest.mark.skipif(
+    K._cpu is None or not K.lut_available(), reason="table-lookup path needs AVX-512"
+)
+
+
+@lut_ok
+@pytest.mark.parametrize(
+    "name",
+    [
+        "w4g128",
+        "w4g32s",
+        "w3g64",
+        "w3g48",
+        "w2g64",
+        "w2g32s",
+        "w4",
+        "w2gts",
+        "w4g64:fz",
+        "w3g128:bf16",
+    ],
+)
+def test_table_lookup_gemv_matches_reference(name):
+    """T-MAC-style lookup: the zero point enters through group sums of x, so the error
+    bound is float32 accumulation over sum (|q| + |z|) |x| s."""
+    from lmpress.formats.affine import expand_to_columns
+    from lmpress.kernels.lut import lut_gemv, lut_layout
+
+    for n, k in [(37, 576), (16, 100), (64, 64)]:
+        pw = packed_random(name, n, k)
+        x = torch.randn(1, k)
+        b = torch.randn(n)
+        y = lut_gemv(x, lut_layout(pw), b)
+        w = pw.dequantize()
+        s = expand_to_columns(pw.scales.float(), k, pw.scheme)
+        z = expand_to_columns(pw.zeros(), k, pw.scheme)
+        mag = x.abs() @ ((pw.codes().float() + z.abs()) * s).T
+        assert ((y - (x @ w.T + b)).abs() <= mag * 4e-6 + 1e-6).all(), name
+
+
+@lut_ok
+def test_gemv_path_is_chosen_by_measurement(monkeypatch):
+    pw = packed_random("w2g64", 256, 512)
+    K._GEMV_CHOICE.clear()
+    st = K.CpuKernel().prepare(pw)
+    key = (256, 512, 2, 64, torch.get_num_threads())
+    assert K._GEMV_CHOICE[key] in ("lut", "fma")
+    assert (st.lut is not None) == (K._GEMV_CHOICE[key] == "lut")
+    monkeypatch.setenv("LMPRESS_GEMV", "fma")
+    assert K.CpuKernel().prepare(pw).lut is None
+    monkeypatch.setenv("LMPRESS_GEMV", "lut")
+    st = K.CpuKernel().prepare(pw)
+    assert st.lut is not None
+    x = torch.randn(1, 512)
+    assert torch.allclose(K.cpu_gemm(x, st, None), x @ pw.dequantize().T, rtol=1e-4, atol=1e-4)
+
+
+def test_concat_rows_decodes_to_the_stacked_weights():
+    from lmpress.packing.packed import concat_rows
+
+    for name in ("w4g32", "w3g64s", "w4g64:fz", "w8"):
+        parts = [packed_random(name, n, 128, seed=n) for n in (16, 8, 24)]
+        cat = concat_rows(parts)
+        assert torch.equal(cat.dequantize(), torch.cat([p.dequantize() for p in parts]))
+    with pytest.raises(ValueError):
+        concat_rows([packed_random("w4gt", 8, 64), packed_random("w4gt", 8, 64)])

@@ -37,6 +37,7 @@
 #endif
 
 #include "decode_ops.h"
+#include "lut.h"
 
 #define MAX_M 64 /* activation rows per gemm call; larger batches dequantize instead */
 
@@ -733,6 +734,29 @@ static PyObject *py_silu_mul(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* lut_gemv(x, y, bias, codes, scales, zeros, n, k, k8, group_len, groups, bits, nthreads) */
+static PyObject *py_lut_gemv(PyObject *self, PyObject *args) {
+    unsigned long long x, y, bias, codes, scales, zeros;
+    long long n, k, k8, group_len, groups;
+    int bits, nthreads, rc;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKKKKKLLLLLii", &x, &y, &bias, &codes, &scales, &zeros, &n, &k,
+                          &k8, &group_len, &groups, &bits, &nthreads))
+        return NULL;
+    if (bits < 1 || bits > 4 || k8 % 8 || group_len % 8 || groups < 1 || !have_avx512()) {
+        PyErr_SetString(PyExc_ValueError, "lmpress lut_gemv: needs 1-4 bits, groups of 8k, AVX-512");
+        return NULL;
+    }
+    LutJob j = {PTR(x), PTR(y), bias ? PTR(bias) : NULL, (const uint8_t *)(uintptr_t)codes,
+                PTR(scales), PTR(zeros), n, k, k8, group_len, groups, bits};
+    Py_BEGIN_ALLOW_THREADS;
+    rc = lmp_lut_gemv(&j, nthreads < 1 ? 1 : nthreads);
+    Py_END_ALLOW_THREADS;
+    if (rc == -1)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_set_simd(PyObject *self, PyObject *args) {
     int level;
     (void)self;
@@ -751,6 +775,7 @@ static PyMethodDef methods[] = {
     {"rope", py_rope, METH_VARARGS, "rotate-half rotary embedding in place"},
     {"attend", py_attend, METH_VARARGS, "one query position against a KV cache"},
     {"silu_mul", py_silu_mul, METH_VARARGS, "silu(gate) * up"},
+    {"lut_gemv", py_lut_gemv, METH_VARARGS, "table-lookup GEMV for 1-4 bit codes"},
     {NULL, NULL, 0, NULL},
 };
 

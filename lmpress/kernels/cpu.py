@@ -12,6 +12,8 @@ not be built, :func:`available` is false, ``auto`` picks the torch reference,
 and one warning says so.
 """
 
+import os
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 
 from lmpress.formats.scheme import Scheme
 from lmpress.kernels.base import KERNELS
+from lmpress.kernels.lut import LutState, lut_gemv, lut_layout, lut_supported
 from lmpress.packing.bits import unpack_codes
 from lmpress.packing.packed import PackedWeight
 
@@ -60,6 +63,7 @@ class CpuState:
     group_len: int
     groups: int
     p_stride: int  # G, or 0 for one parameter row shared by every row
+    lut: LutState | None = None  # table-lookup layout, when that path was chosen for GEMV
 
     def args(self, x_ptr: int, y_ptr: int, m: int, bias_ptr: int) -> tuple:
         return (
@@ -118,6 +122,8 @@ def prepare_cpu_state(packed: PackedWeight) -> CpuState:
 
 def cpu_gemm(x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
     """``x [M, K]`` float32 contiguous (M <= 64) -> ``[M, N]`` float32 from packed codes."""
+    if st.lut is not None and x.shape[0] == 1:
+        return lut_gemv(x, st.lut, bias)
     y = torch.empty(x.shape[0], st.out_features, dtype=torch.float32)
     b = 0 if bias is None else bias.data_ptr()
     _cpu.gemm(*st.args(x.data_ptr(), y.data_ptr(), x.shape[0], b))
@@ -129,6 +135,42 @@ def cpu_dequantize(st: CpuState) -> torch.Tensor:
     w = torch.empty(st.out_features, st.in_features, dtype=torch.float32)
     _cpu.dequant(*st.args(0, w.data_ptr(), 0, 0))
     return w
+
+
+# Which GEMV path wins, per (rows, cols, bits, group length, threads): measured once
+# per process on the first layer of that shape ("pick per shape by measurement").
+_GEMV_CHOICE: dict[tuple, str] = {}
+
+
+def lut_available() -> bool:
+    return _cpu is not None and bool(_cpu.info().get("avx512"))
+
+
+def choose_gemv_path(packed: PackedWeight, st: CpuState) -> str:
+    """``lut`` or ``fma`` for batch-1 products of this weight (env LMPRESS_GEMV forces one)."""
+    forced = os.environ.get("LMPRESS_GEMV", "auto")
+    if forced in ("lut", "fma"):
+        return forced if forced == "fma" or (lut_available() and lut_supported(packed)) else "fma"
+    if not (lut_available() and lut_supported(packed)):
+        return "fma"
+    key = (st.out_features, st.in_features, st.bits, st.group_len, torch.get_num_threads())
+    if key not in _GEMV_CHOICE:
+        lut = lut_layout(packed)
+        x = torch.randn(1, st.in_features)
+        times = {}
+        for name, fn in (
+            ("fma", lambda: cpu_gemm(x, st, None)),
+            ("lut", lambda: lut_gemv(x, lut, None)),
+        ):
+            fn()
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
+        _GEMV_CHOICE[key] = min(times, key=times.get)
+    return _GEMV_CHOICE[key]
 
 
 class CpuKernel:
@@ -151,7 +193,10 @@ class CpuKernel:
         return scheme.format == "int" and 1 <= scheme.bits <= 8
 
     def prepare(self, packed: PackedWeight) -> CpuState:
-        return prepare_cpu_state(packed)
+        st = prepare_cpu_state(packed)
+        if choose_gemv_path(packed, st) == "lut":
+            st.lut = lut_layout(packed)
+        return st
 
     def __call__(self, x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
         lead, k = x.shape[:-1], x.shape[-1]

@@ -103,3 +103,32 @@ class PackedWeight:
         elif not scheme.symmetric:
             shapes["qzeros"] = ((1, packed_row_bytes(rows * g, scheme.bits)), torch.uint8)
         return shapes
+
+
+def concat_rows(parts: list[PackedWeight]) -> PackedWeight:
+    """Several packed weights of one scheme (not per-tensor) stacked along their rows.
+
+    The result decodes to ``torch.cat([p.dequantize() for p in parts])``: codes and
+    per-row parameters move with their rows; zero points are re-packed because they
+    are stored as one flat stream.
+    """
+    s = parts[0].scheme
+    if any(p.scheme != s or p.in_features != parts[0].in_features for p in parts):
+        raise ValueError("concat_rows needs one scheme and one input width")
+    if s.granularity == "tensor":
+        raise ValueError("per-tensor weights have one scale each; they cannot share rows")
+    qzeros = None
+    if parts[0].qzeros is not None:
+        if s.float_zero:
+            qzeros = torch.cat([p.qzeros for p in parts])
+        else:
+            z = torch.cat([p.zeros() for p in parts]).to(torch.int64)
+            qzeros = pack_codes(z.reshape(1, -1), s.bits)
+    return PackedWeight(
+        s,
+        sum(p.out_features for p in parts),
+        parts[0].in_features,
+        torch.cat([p.qweight for p in parts]),
+        torch.cat([p.scales for p in parts]),
+        qzeros,
+    )
