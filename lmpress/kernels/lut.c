@@ -41,45 +41,61 @@ static void build_tables(const float *x, int64_t k, int64_t k8, float *tables) {
     }
 }
 
-LUT_AVX512 static void lut_tiles(const LutJob *j, const float *tables, const float *xs,
-                                 int64_t t0, int64_t t1) {
+/* TT consecutive tiles (16 rows each) share every table load. */
+__attribute__((target("avx512f,avx512bw,fma"), always_inline)) static inline void
+lut_tile_group(const LutJob *j, const float *tables, const float *xs, int64_t t, const int TT) {
     const int B = j->bits;
     const int64_t C = j->k8 / 8, L8 = j->group_len / 8;
-    for (int64_t t = t0; t < t1; t++) {
-        __m512 racc = _mm512_setzero_ps();
-        for (int64_t g = 0; g < j->groups; g++) {
-            int64_t c0 = g * L8, c1 = c0 + L8;
-            if (c1 > C)
-                c1 = C;
-            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                             _mm512_setzero_ps()};
-            for (int64_t c = c0; c < c1; c++) {
-                const __m512 tlo = _mm512_loadu_ps(tables + 32 * c);
-                const __m512 thi = _mm512_loadu_ps(tables + 32 * c + 16);
-                const uint8_t *src = j->codes + ((t * C + c) * B) * 16;
+    __m512 racc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t g = 0; g < j->groups; g++) {
+        int64_t c0 = g * L8, c1 = c0 + L8;
+        if (c1 > C)
+            c1 = C;
+        __m512 acc[2][4];
+        for (int u = 0; u < TT; u++)
+            for (int p = 0; p < 4; p++)
+                acc[u][p] = _mm512_setzero_ps();
+        for (int64_t c = c0; c < c1; c++) {
+            const __m512 tlo = _mm512_loadu_ps(tables + 32 * c);
+            const __m512 thi = _mm512_loadu_ps(tables + 32 * c + 16);
+            for (int u = 0; u < TT; u++) {
+                const uint8_t *src = j->codes + (((t + u) * C + c) * B) * 16;
                 for (int p = 0; p < B; p++) {
                     const __m512i v =
                         _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + 16 * p)));
                     /* vpermps reads the low 4 bits of each index lane */
-                    acc[p] = _mm512_add_ps(acc[p], _mm512_permutexvar_ps(v, tlo));
-                    acc[p] = _mm512_add_ps(acc[p],
-                                           _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), thi));
+                    acc[u][p] = _mm512_add_ps(acc[u][p], _mm512_permutexvar_ps(v, tlo));
+                    acc[u][p] = _mm512_add_ps(
+                        acc[u][p], _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), thi));
                 }
             }
-            __m512 q = acc[0];
-            for (int p = 1; p < B; p++)
-                q = _mm512_fmadd_ps(acc[p], _mm512_set1_ps((float)(1 << p)), q);
-            const __m512 s = _mm512_loadu_ps(j->scales + (t * j->groups + g) * 16);
-            const __m512 z = _mm512_loadu_ps(j->zeros + (t * j->groups + g) * 16);
-            q = _mm512_fnmadd_ps(z, _mm512_set1_ps(xs[g]), q);
-            racc = _mm512_fmadd_ps(s, q, racc);
         }
+        const __m512 xg = _mm512_set1_ps(xs[g]);
+        for (int u = 0; u < TT; u++) {
+            __m512 q = acc[u][0];
+            for (int p = 1; p < B; p++)
+                q = _mm512_fmadd_ps(acc[u][p], _mm512_set1_ps((float)(1 << p)), q);
+            const int64_t off = ((t + u) * j->groups + g) * 16;
+            q = _mm512_fnmadd_ps(_mm512_loadu_ps(j->zeros + off), xg, q);
+            racc[u] = _mm512_fmadd_ps(_mm512_loadu_ps(j->scales + off), q, racc[u]);
+        }
+    }
+    for (int u = 0; u < TT; u++) {
         float out[16];
-        _mm512_storeu_ps(out, racc);
-        const int64_t n0 = t * 16;
+        _mm512_storeu_ps(out, racc[u]);
+        const int64_t n0 = (t + u) * 16;
         for (int r = 0; r < 16 && n0 + r < j->n; r++)
             j->y[n0 + r] = out[r] + (j->bias ? j->bias[n0 + r] : 0.f);
     }
+}
+
+LUT_AVX512 static void lut_tiles(const LutJob *j, const float *tables, const float *xs,
+                                 int64_t t0, int64_t t1) {
+    int64_t t = t0;
+    for (; t + 2 <= t1; t += 2)
+        lut_tile_group(j, tables, xs, t, 2);
+    for (; t < t1; t++)
+        lut_tile_group(j, tables, xs, t, 1);
 }
 
 int lmp_lut_gemv(const LutJob *j, int nthreads) {
