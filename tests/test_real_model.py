@@ -91,3 +91,29 @@ def test_smollm2_gptq_end_to_end(tmp_path, capsys):
     )
     assert abs(promised - info["stored_bytes_estimate"]) < 16
     assert info["weights_file_bytes"] < 1.1 * promised
+
+
+def test_smollm2_runs_and_exports(tmp_path):
+    """RTN w4g32 on the real model: the lean decoder generates what transformers' forward
+    generates, the GGUF export keeps the tokenizer and (where llama.cpp is installed)
+    llama.cpp predicts the same next tokens as lmpress on a WikiText-2 window."""
+    from lmpress.generate import generate_ids
+
+    res = lmpress.quantize("smollm2-135m", {"method": "rtn", "scheme": "w4g32"}, progress=False)
+    out = lmpress.save(res, tmp_path / "smol-rtn")
+    model, tok = lmpress.load(out, with_tokenizer=True)
+    ids = eval_ids(tok, "wikitext2")[:160].tolist()
+    lean = generate_ids(model, ids[:32], 12, engine="lmpress")
+    hf = generate_ids(model, ids[:32], 12, engine="transformers")
+    assert lean[0] == hf[0]
+    gguf_path = tmp_path / "smol.gguf"
+    s = lmpress.export_model(out, "gguf", gguf_path, progress=False)
+    assert s["tensor_types"] == {"Q4_1": 210} and s["exact_grid_modules"] == 210
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python not installed: llama.cpp agreement not checked")
+    from lmpress.eval.llamacpp import llamacpp_logits
+
+    theirs = llamacpp_logits(gguf_path, ids, threads=2)
+    with torch.no_grad():
+        ours = model(torch.tensor([ids])).logits[0]
+    assert (theirs.argmax(-1) == ours.argmax(-1)).float().mean() >= 0.97
