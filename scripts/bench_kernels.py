@@ -37,10 +37,10 @@ from lmpress.formats.affine import expand_to_columns, minmax_qparams, quantize_c
 from lmpress.formats.scheme import parse_scheme  # noqa: E402
 from lmpress.kernels.cpu import (  # noqa: E402
     GEMM_MAX_ROWS,
+    CpuKernel,
     build_info,
     cpu_dequantize,
     cpu_gemm,
-    prepare_cpu_state,
 )
 from lmpress.packing.packed import PackedWeight  # noqa: E402
 
@@ -112,6 +112,25 @@ def torch_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]
     return packed, sz
 
 
+def clone_state(st):  # noqa: ANN001, ANN201
+    """A copy of a kernel state with its own memory (for the cold regime)."""
+    import copy
+
+    c = copy.copy(st)
+    for f in ("scales", "zeros"):
+        t = getattr(st, f)
+        setattr(c, f, None if t is None else t.clone())
+    buf = torch.zeros(st.qweight.numel() + 16, dtype=torch.uint8)  # the kernels' tail padding
+    buf[: st.qweight.numel()] = st.qweight.reshape(-1)
+    c.qweight = buf[: st.qweight.numel()].view(st.qweight.shape)
+    if st.lut is not None:
+        c.lut = copy.copy(st.lut)
+        c.lut.codes = st.lut.codes.clone()
+        c.lut.scales, c.lut.zeros = st.lut.scales.clone(), st.lut.zeros.clone()
+        c.lut.args = None
+    return c
+
+
 def copies_for(nbytes: int, regime: str) -> int:
     return 1 if regime == "warm" else max(1, -(-COLD_BYTES // max(nbytes, 1)))
 
@@ -154,22 +173,22 @@ def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]
     del tw
     for bits in BITS:
         pw = lmpress_packed(w, bits, 128)
-        st = prepare_cpu_state(pw)
+        st = CpuKernel().prepare(pw)  # the path (lookup or unpack) chosen as in a model
         nb = pw.stored_bits() // 8
-        states = [st] + [
-            prepare_cpu_state(lmpress_packed(w, bits, 128))
-            for _ in range(copies_for(nb, regime) - 1)
-        ]
+        states = [st] + [clone_state(st) for _ in range(copies_for(nb, regime) - 1)]
 
         def run(s, _x=x):  # noqa: ANN001, ANN202
             return cpu_gemm(_x, s, None) if m <= GEMM_MAX_ROWS else F.linear(_x, cpu_dequantize(s))
 
-        add(
-            f"lmpress w{bits}g128",
-            pw.stored_bits() / (n * k),
-            nb,
-            timed(run, states, repeats, min_calls),
+        path = (
+            "lookup"
+            if st.lut is not None and m == 1
+            else "unpack"
+            if m <= GEMM_MAX_ROWS
+            else "dequant+BLAS"
         )
+        sec = timed(run, states, repeats, min_calls)
+        add(f"lmpress w{bits}g128", pw.stored_bits() / (n * k), nb, sec, path)
         del states
     return rows
 

@@ -25,6 +25,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define LUT_AVX512 __attribute__((target("avx512f,avx512bw,fma")))
+#ifndef LUT_PREFETCH
+#define LUT_PREFETCH 4096 /* bytes ahead of the codes being read */
+#endif
 
 /* tables [K8/4][16]: entry idx of block j = sum of x[4j+i] over the set bits i of idx. */
 static void build_tables(const float *x, int64_t k, int64_t k8, float *tables) {
@@ -60,6 +63,8 @@ lut_tile_group(const LutJob *j, const float *tables, const float *xs, int64_t t,
             const __m512 thi = _mm512_loadu_ps(tables + 32 * c + 16);
             for (int u = 0; u < TT; u++) {
                 const uint8_t *src = j->codes + (((t + u) * C + c) * B) * 16;
+                /* Hardware prefetchers lag behind two interleaved streams; ask ahead. */
+                _mm_prefetch((const char *)(src + LUT_PREFETCH), _MM_HINT_T0);
                 for (int p = 0; p < B; p++) {
                     const __m512i v =
                         _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + 16 * p)));
@@ -117,7 +122,7 @@ int lmp_lut_gemv(const LutJob *j, int nthreads) {
         xs[g] = s;
     }
     const int64_t tiles = (j->n + 15) / 16;
-    const int par = nthreads > 1 && j->n * j->k > 65536;
+    const int par = nthreads > 1 && j->n * j->k > 262144;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (par)
 #endif

@@ -24,6 +24,7 @@ class LutState:
     group_len: int
     groups: int
     bits: int
+    args: tuple | None = None
 
 
 def lut_supported(packed: PackedWeight) -> bool:
@@ -70,20 +71,19 @@ def lut_gemv(x: torch.Tensor, st: LutState, bias: torch.Tensor | None) -> torch.
     """``x [1, K]`` float32 contiguous -> ``[1, N]`` float32."""
     from lmpress.kernels.cpu import _cpu
 
+    if st.args is None:  # the per-weight part of the call, built once: decoding is call-bound
+        st.args = (
+            st.codes.data_ptr(),
+            st.scales.data_ptr(),
+            st.zeros.data_ptr(),
+            st.n,
+            st.k,
+            st.k8,
+            st.group_len,
+            st.groups,
+            st.bits,
+        )
     y = torch.empty(1, st.n, dtype=torch.float32)
-    _cpu.lut_gemv(
-        x.data_ptr(),
-        y.data_ptr(),
-        0 if bias is None else bias.data_ptr(),
-        st.codes.data_ptr(),
-        st.scales.data_ptr(),
-        st.zeros.data_ptr(),
-        st.n,
-        st.k,
-        st.k8,
-        st.group_len,
-        st.groups,
-        st.bits,
-        torch.get_num_threads(),
-    )
+    b = 0 if bias is None else bias.data_ptr()
+    _cpu.lut_gemv(x.data_ptr(), y.data_ptr(), b, *st.args, torch.get_num_threads())
     return y
