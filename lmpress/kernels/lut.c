@@ -29,18 +29,30 @@
 #define LUT_PREFETCH 4096 /* bytes ahead of the codes being read */
 #endif
 
-/* tables [K8/4][16]: entry idx of block j = sum of x[4j+i] over the set bits i of idx. */
-static void build_tables(const float *x, int64_t k, int64_t k8, float *tables) {
-    for (int64_t j = 0; j < k8 / 4; j++) {
-        float v[4];
+/* tables [K8/4][16]: entry idx of block j = sum of x[4j+i] over the set bits i of idx;
+ * xs[g] = sum of x over group g. Sixteen entries at once: four masked adds of the
+ * broadcast activations (mask bit idx set where bit i of idx is). */
+LUT_AVX512 static void build_tables(const LutJob *j, float *tables, float *xs) {
+    const __mmask16 bit[4] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00};
+    for (int64_t b = 0; b < j->k8 / 4; b++) {
+        __m512 t = _mm512_setzero_ps();
         for (int i = 0; i < 4; i++)
-            v[i] = 4 * j + i < k ? x[4 * j + i] : 0.f;
-        float *t = tables + 16 * j;
-        t[0] = 0.f;
-        for (int idx = 1; idx < 16; idx++) {
-            const int low = __builtin_ctz((unsigned)idx);
-            t[idx] = t[idx & (idx - 1)] + v[low];
-        }
+            if (4 * b + i < j->k)
+                t = _mm512_mask_add_ps(t, bit[i], t, _mm512_set1_ps(j->x[4 * b + i]));
+        _mm512_storeu_ps(tables + 16 * b, t);
+    }
+    for (int64_t g = 0; g < j->groups; g++) {
+        int64_t k0 = g * j->group_len, k1 = k0 + j->group_len;
+        if (k1 > j->k)
+            k1 = j->k;
+        __m512 acc = _mm512_setzero_ps();
+        int64_t k = k0;
+        for (; k + 16 <= k1; k += 16)
+            acc = _mm512_add_ps(acc, _mm512_loadu_ps(j->x + k));
+        float s = _mm512_reduce_add_ps(acc);
+        for (; k < k1; k++)
+            s += j->x[k];
+        xs[g] = s;
     }
 }
 
@@ -111,16 +123,7 @@ int lmp_lut_gemv(const LutJob *j, int nthreads) {
         free(xs);
         return -1;
     }
-    build_tables(j->x, j->k, j->k8, tables);
-    for (int64_t g = 0; g < j->groups; g++) {
-        int64_t k0 = g * j->group_len, k1 = k0 + j->group_len;
-        if (k1 > j->k)
-            k1 = j->k;
-        float s = 0.f;
-        for (int64_t k = k0; k < k1; k++)
-            s += j->x[k];
-        xs[g] = s;
-    }
+    build_tables(j, tables, xs);
     const int64_t tiles = (j->n + 15) / 16;
     const int par = nthreads > 1 && j->n * j->k > 262144;
 #ifdef _OPENMP
