@@ -217,7 +217,8 @@ def export_model(
     progress: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
-    """Export the lmpress checkpoint at ``path`` to format ``to`` (``gguf``,
+    """Export the model at ``path`` (an lmpress checkpoint, or any model spec lmpress
+    loads: float models export as float) to format ``to`` (``gguf``,
     ``compressed-tensors``, ``gptq``) at ``out``; returns the exporter's summary.
 
     ``gguf`` writes one file, the others a directory; either appears only when
@@ -227,13 +228,17 @@ def export_model(
     from lmpress.export import EXPORTERS, atomic_output
 
     exporter = EXPORTERS.get(to)
-    p = Path(path)
-    if not p.exists():
-        raise LmpressError(f"checkpoint {path} does not exist")
-    model, tok = load_checkpoint(p, with_tokenizer=True)
+    loaded = load_model(str(path))  # an lmpress checkpoint, or any model lmpress loads
+    p = Path(loaded.source)
+    opts = {
+        "progress": progress,
+        "tokenizer_dir": p if p.is_dir() else p.parent,
+        "source_model": loaded.source,
+        **options,
+    }
     is_dir = to not in EXPORT_SUFFIX
     with atomic_output(Path(out), overwrite, is_dir) as tmp:
-        summary = exporter(model, tok, tmp, {"progress": progress, "tokenizer_dir": p, **options})
+        summary = exporter(loaded.model, loaded.tokenizer, tmp, opts)
     summary["path"] = str(out)
     summary["source"] = str(p)
     return summary

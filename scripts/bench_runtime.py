@@ -38,7 +38,6 @@ from lmpress.models.load import load_model  # noqa: E402
 
 MODEL = "smollm2-135m"
 DECODE_SCHEMES = ["w4g128", "w3g128", "w2g128", "w4g32s", "w8s"]
-AGREE_SCHEMES = ["w8", "w4g32"]
 
 
 def checkpoint(work: Path, scheme: str) -> Path:
@@ -120,29 +119,55 @@ def bench_decode(
     return rows
 
 
-def bench_agreement(work: Path, window: list[int], threads: int) -> list[dict]:
+# (label, lmpress scheme or None for the float model, GGUF embedding type)
+AGREE_CASES = [
+    ("float32 (control: F32 GGUF)", None, "f32"),
+    ("w8s (exact Q8_0)", "w8s", "q8_0"),
+    ("w4g32s (exact Q4_0)", "w4g32s", "q8_0"),
+    ("w8", "w8", "q8_0"),
+    ("w8, f16 embedding", "w8", "f16"),
+    ("w4g32", "w4g32", "q8_0"),
+    ("w4g32, f16 embedding", "w4g32", "f16"),
+]
+
+
+def bench_agreement(work: Path, windows: list[list[int]], threads: int) -> list[dict]:
+    """Teacher-forced top-1 of llama.cpp on lmpress's GGUF against lmpress's model."""
     from lmpress.eval.llamacpp import llamacpp_logits
 
     rows = []
-    for scheme in AGREE_SCHEMES:
-        path, summary = gguf_export(work, scheme)
-        model = lmpress.load(checkpoint(work, scheme))
-        with torch.no_grad():
-            ours = model(torch.tensor([window])).logits[0]
-        theirs = llamacpp_logits(path, window, threads)
-        agree = (ours.argmax(-1) == theirs.argmax(-1)).float()
+    for label, scheme, embed in AGREE_CASES:
+        src = MODEL if scheme is None else checkpoint(work, scheme)
+        path = work / f"agree-{scheme or 'float'}-{embed}.gguf"
+        summary = lmpress.export_model(
+            src, "gguf", path, overwrite=True, progress=False, embed_type=embed
+        )
+        model = load_model(str(src)).model
+        per_window = []
+        max_diff = 0.0
+        for w in windows:
+            with torch.no_grad():
+                ours = model(torch.tensor([w])).logits[0]
+            theirs = llamacpp_logits(path, w, threads)
+            per_window.append((ours.argmax(-1) == theirs.argmax(-1)).float().mean().item())
+            max_diff = max(max_diff, (ours - theirs).abs().max().item())
         rows.append(
             {
-                "scheme": scheme,
+                "label": label,
+                "scheme": scheme or "float32",
+                "embed_type": embed,
                 "gguf_types": summary["tensor_types"],
                 "exact_grid_modules": summary["exact_grid_modules"],
                 "max_abs_error_quantized": summary["max_abs_error_quantized"],
-                "positions": len(window),
-                "top1_agreement": agree.mean().item(),
-                "max_logit_diff": (ours - theirs).abs().max().item(),
+                "positions": len(windows[0]),
+                "top1_agreement": per_window[0],
+                "top1_agreement_windows": per_window,
+                "top1_agreement_mean": statistics.mean(per_window),
+                "max_logit_diff": max_diff,
             }
         )
-        print(f"[runtime] gguf {scheme}: agreement {rows[-1]['top1_agreement']:.4f}", flush=True)
+        print(f"[runtime] gguf {label}: agreement {per_window}", flush=True)
+        del model
     return rows
 
 
@@ -187,6 +212,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--agree-windows", type=int, default=4, help="512-token windows")
     ap.add_argument("--skip", default="", help="comma list of: decode, agreement, ct")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -195,7 +221,7 @@ def main() -> None:
     tok = load_model(MODEL).tokenizer
     ids = eval_ids(tok, "wikitext2")
     prompt = ids[: a.prompt_tokens].tolist()
-    window = ids[:512].tolist()
+    windows = [ids[i * 512 : (i + 1) * 512].tolist() for i in range(a.agree_windows)]
     skip = set(a.skip.split(","))
     out = {
         "threads": a.threads,
@@ -206,7 +232,8 @@ def main() -> None:
             "new_tokens": a.new_tokens,
             "reps": a.reps,
             "warmup_tokens": a.warmup,
-            "agreement_window": "first 512 tokens of WikiText-2 test (rows joined by blank lines)",
+            "agreement_window": "the first 512 tokens of WikiText-2 test (rows joined by blank "
+            f"lines; also the next {a.agree_windows - 1} windows of 512)",
         },
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -221,7 +248,7 @@ def main() -> None:
             work, prompt, a.new_tokens, a.reps, a.warmup, a.threads, "decode-llamacpp" not in skip
         )
     if "agreement" not in skip:
-        out["gguf_agreement"] = bench_agreement(work, window, a.threads)
+        out["gguf_agreement"] = bench_agreement(work, windows, a.threads)
     if "ct" not in skip:
         out["compressed_tensors"] = bench_ct(work)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,15 @@ def ct_tensors(
     return t, args
 
 
+def quantized_modules(model: nn.Module, fmt: str) -> list[tuple[str, QLinear]]:
+    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, QLinear)]
+    if not mods:
+        raise LmpressError(
+            f"{fmt} export needs a quantized model; quantize it first (lmpress quantize)"
+        )
+    return mods
+
+
 def _float_state(model: nn.Module, skip: set[str]) -> dict[str, torch.Tensor]:
     from lmpress.checkpoint import _state_dict_untied
 
@@ -121,7 +130,7 @@ def export_compressed_tensors(
     scale_dtype = options.get("scale_dtype", "native")
     if scale_dtype not in ("native", "float32"):
         raise LmpressError("scale_dtype must be native or float32")
-    qmods = [(n, m) for n, m in model.named_modules() if isinstance(m, QLinear)]
+    qmods = quantized_modules(model, "compressed-tensors")
     state = _float_state(model, {n for n, _ in qmods})
     groups: dict[str, dict[str, Any]] = {}
     dense: list[str] = []
@@ -208,7 +217,7 @@ def gptq_tensors(packed: PackedWeight, v2: bool) -> dict[str, torch.Tensor]:
 
 def export_gptq(model: nn.Module, tokenizer, out: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Write ``model`` in the AutoGPTQ / GPTQModel checkpoint layout at ``out``."""
-    qmods = [(n, m) for n, m in model.named_modules() if isinstance(m, QLinear)]
+    qmods = quantized_modules(model, "GPTQ")
     schemes = {m.scheme for _, m in qmods}
     if len(schemes) != 1:
         raise LmpressError("GPTQ export needs one scheme for every quantized module")

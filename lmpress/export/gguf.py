@@ -217,7 +217,9 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
 
     writer = gguf.GGUFWriter(str(out), arch)
     qc = getattr(cfg, "quantization_config", None) or {}
-    writer.add_name(Path(str(qc.get("source_model", "model"))).stem)
+    writer.add_name(
+        Path(str(qc.get("source_model") or options.get("source_model") or "model")).stem
+    )
     writer.add_string("general.quantized_by", "lmpress")
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
@@ -231,7 +233,7 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-    src = Path(str(qc.get("source_model", "")))
+    src = Path(str(qc.get("source_model") or options.get("source_model") or ""))
     if src.suffix == ".gguf" and src.is_file():
         _tokenizer_from_gguf(writer, src)
         tok_source = str(src)
