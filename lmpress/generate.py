@@ -77,6 +77,23 @@ class Proj:
             ]
             self.weight = torch.cat(ws).contiguous()
 
+    def capsule(self):  # noqa: ANN201
+        """This projection as a C object for ``decode_step`` (holds pointers into self)."""
+        c = cpu_kernels._cpu
+        if self.bias is not None:
+            self.bias = self.bias.float().contiguous()
+        b = 0 if self.bias is None else self.bias.data_ptr()
+        st = self.state
+        if st is not None and st.lut is not None:
+            lt = st.lut
+            return c.lut_linear(
+                b, lt.codes.data_ptr(), lt.scales.data_ptr(), lt.zeros.data_ptr(),
+                lt.n, lt.k, lt.k8, lt.group_len, lt.groups, lt.bits,
+            )  # fmt: skip
+        if st is not None:
+            return c.packed_linear(*st.args(0, 0, 0, b))
+        return c.dense_linear(self.weight.data_ptr(), self.out, self.weight.shape[1], b)
+
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if self.state is not None and x.shape[0] <= cpu_kernels.GEMM_MAX_ROWS:
             if residual is not None and x.shape[0] == 1:
@@ -139,6 +156,29 @@ class Decoder:
         self.k = torch.zeros(n_layers, self.n_kv, self.max_len, self.hd)
         self.v = torch.zeros_like(self.k)
         self.pos = 0
+        # The C step: one call per token through every block, on buffers made once.
+        self.blocks = tuple(
+            (
+                L["ln1"].data_ptr(),
+                L["ln2"].data_ptr(),
+                L["qkv"].capsule(),
+                L["o"].capsule(),
+                L["gu"].capsule(),
+                L["down"].capsule(),
+                self.k[li].data_ptr(),
+                self.v[li].data_ptr(),
+            )
+            for li, L in enumerate(self.layers)
+        )
+        qkv_out = self.layers[0]["qkv"].out if self.layers else 0
+        self.scratch = [
+            torch.empty(self.hidden),
+            torch.empty(qkv_out),
+            torch.empty(self.n_head * self.hd),
+            torch.empty(2 * self.inter),
+            torch.empty(self.inter),
+        ]
+        self.dims = (self.hidden, self.n_head, self.n_kv, self.hd, self.inter, self.max_len)
 
     def _norm(self, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> None:
         cpu_kernels._cpu.rmsnorm(
@@ -208,41 +248,22 @@ class Decoder:
         """One token at the next position; its logits ``[vocab]``."""
         if self.pos >= self.max_len:
             raise LmpressError(f"the decoder's cache is full ({self.max_len} positions)")
-        c = cpu_kernels._cpu
         p = self.pos
-        x = self.embed[token : token + 1].clone()
-        h = torch.empty_like(x)
-        att = torch.empty(1, self.n_head * self.hd)
-        act = torch.empty(1, self.inter)
-        cos, sin = self.cos[p].data_ptr(), self.sin[p].data_ptr()
-        qn, kn = self.n_head * self.hd, self.n_kv * self.hd
-        for li, L in enumerate(self.layers):
-            c.rmsnorm(x.data_ptr(), L["ln1"].data_ptr(), h.data_ptr(), 1, self.hidden, self.eps)
-            qkv = L["qkv"](h)
-            q, k, v = qkv[0, :qn], qkv[0, qn : qn + kn], qkv[0, qn + kn :]
-            c.rope(q.data_ptr(), cos, sin, self.n_head, self.hd)
-            c.rope(k.data_ptr(), cos, sin, self.n_kv, self.hd)
-            self.k[li, :, p] = k.view(self.n_kv, self.hd)
-            self.v[li, :, p] = v.view(self.n_kv, self.hd)
-            c.attend(
-                q.data_ptr(),
-                self.k[li].data_ptr(),
-                self.v[li].data_ptr(),
-                att.data_ptr(),
-                self.n_head,
-                self.n_kv,
-                self.hd,
-                p + 1,
-                self.max_len,
-                self.scale,
-            )
-            x = L["o"](att, x)
-            c.rmsnorm(x.data_ptr(), L["ln2"].data_ptr(), h.data_ptr(), 1, self.hidden, self.eps)
-            gu = L["gu"](h)
-            c.silu_mul(gu.data_ptr(), act.data_ptr(), self.inter)
-            x = L["down"](act, x)
+        x = self.embed[token].clone()
+        cpu_kernels._cpu.decode_step(
+            self.blocks,
+            x.data_ptr(),
+            p,
+            self.cos[p].data_ptr(),
+            self.sin[p].data_ptr(),
+            tuple(t.data_ptr() for t in self.scratch),
+            self.dims,
+            self.eps,
+            self.scale,
+            torch.get_num_threads(),
+        )
         self.pos = p + 1
-        return self._logits(x)[0]
+        return self._logits(x[None])[0]
 
 
 def sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, gen) -> int:

@@ -39,7 +39,8 @@
 #include "decode_ops.h"
 #include "lut.h"
 
-#define MAX_M 64 /* activation rows per gemm call; larger batches dequantize instead */
+#define MAX_M 64
+#define PTR(p) ((float *)(uintptr_t)(p)) /* activation rows per gemm call; larger batches dequantize instead */
 
 typedef struct {
     const float *x; /* [M, Kp], rows padded with zeros to Kp = ceil(K/64)*64 */
@@ -586,59 +587,267 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
 /* gemm(x, y, M, K, N, codes, row_bytes, bits, scales, scale_kind, p_stride, zeros,
  *      zero_kind, mid, group_len, G, bias, nthreads); pointers are addresses of
  * contiguous tensors (x float32 [M, K], y float32 [M, N], bias float32 [N] or 0). */
+/* y = x @ W.T (+ bias) for the job's M rows of x (j->x unpadded [M, K], j->y [M, N]);
+ * pads / permutes x as the chosen path needs. 0 on success, -1 out of memory.
+ * Runs without the GIL. */
+static int packed_gemm(Job *j, int nthreads) {
+    float *padded = NULL;
+    const float *x = j->x;
+#ifdef LMP_X86
+    const int fits16 = j->G == 1 || j->group_len % 16 == 0,
+              fits8 = j->G == 1 || j->group_len % 8 == 0;
+    const int avx512 = have_avx512() && fits16, planes = avx512 && use_planes(j);
+#else
+    const int avx512 = 0, planes = 0;
+#endif
+    j->xp_planes = 0;
+    if (j->Kp != j->K || planes) {
+        padded = (float *)calloc((size_t)(j->M * j->Kp), sizeof(float));
+        if (!padded)
+            return -1;
+        for (int64_t m = 0; m < j->M; m++)
+            memcpy(padded + m * j->Kp, x + m * j->K, (size_t)j->K * sizeof(float));
+        j->x = padded;
+    }
+    if (planes) {
+        float *perm = (float *)malloc((size_t)(j->M * j->Kp) * sizeof(float));
+        if (perm) {
+            permute_planes(j, perm);
+            memcpy(padded, perm, (size_t)(j->M * j->Kp) * sizeof(float));
+            free(perm);
+            j->xp_planes = 1;
+        }
+    }
+#ifdef LMP_X86
+    if (avx512)
+        run_rows(j, rows_avx512, nthreads);
+    else if (have_avx2() && fits8)
+        run_rows(j, rows_avx2, nthreads);
+    else
+        run_rows(j, rows_scalar, nthreads);
+#else
+    run_rows(j, rows_scalar, nthreads);
+#endif
+    j->x = x;
+    free(padded);
+    return 0;
+}
+
 static PyObject *py_gemm(PyObject *self, PyObject *args) {
     Job j;
     unsigned long long xp;
-    int nthreads;
+    int nthreads, rc = 0;
     (void)self;
     if (!parse_job(args, &j, &xp, &nthreads, 1))
         return NULL;
     if (j.M == 0)
         Py_RETURN_NONE;
-    float *padded = NULL;
-    const float *x = (const float *)(uintptr_t)xp;
-    int oom = 0;
+    j.x = (const float *)(uintptr_t)xp;
     Py_BEGIN_ALLOW_THREADS;
-    j.x = x;
-#ifdef LMP_X86
-    const int fits16 = j.G == 1 || j.group_len % 16 == 0, fits8 = j.G == 1 || j.group_len % 8 == 0;
-    const int avx512 = have_avx512() && fits16, planes = avx512 && use_planes(&j);
-#else
-    const int avx512 = 0, planes = 0;
+    rc = packed_gemm(&j, nthreads);
+    Py_END_ALLOW_THREADS;
+    if (rc)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ decode step */
+
+/* One linear layer of the decoder, as a capsule: packed codes, lookup tables, or a
+ * dense float32 matrix; y = W x + bias for one activation row. */
+typedef struct {
+    int kind; /* 0 packed, 1 lookup, 2 dense */
+    Job job;  /* kind 0: every field but x, y, M, bias */
+    LutJob lut;
+    const float *dense; /* kind 2: [n, k] */
+    int64_t n, k;
+    const float *bias; /* [n] or NULL */
+} Linear;
+
+static int linear_run(const Linear *L, const float *x, float *y_out, const float *residual,
+                      int nthreads) {
+    /* y_out = W x + bias (+ residual, which may alias y_out: the product goes to a
+     * temporary first) */
+    float *y = residual ? (float *)malloc((size_t)L->n * sizeof(float)) : y_out;
+    if (!y)
+        return -1;
+    if (L->kind == 1) {
+        LutJob lj = L->lut;
+        lj.x = x;
+        lj.y = y;
+        lj.bias = NULL;
+        if (lmp_lut_gemv(&lj, nthreads)) {
+            if (residual)
+                free(y);
+            return -1;
+        }
+    } else if (L->kind == 0) {
+        Job j = L->job;
+        j.x = x;
+        j.y = y;
+        j.M = 1;
+        j.bias = NULL;
+        if (packed_gemm(&j, nthreads)) {
+            if (residual)
+                free(y);
+            return -1;
+        }
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && L->n * L->k > 65536)
 #endif
-    if (j.Kp != j.K || planes) {
-        padded = (float *)calloc((size_t)(j.M * j.Kp), sizeof(float));
-        oom = padded == NULL;
-        if (padded)
-            for (int64_t m = 0; m < j.M; m++)
-                memcpy(padded + m * j.Kp, x + m * j.K, (size_t)j.K * sizeof(float));
-        j.x = padded;
-    }
-    if (planes && padded) {
-        float *perm = (float *)malloc((size_t)(j.M * j.Kp) * sizeof(float));
-        if (perm) {
-            permute_planes(&j, perm);
-            memcpy(padded, perm, (size_t)(j.M * j.Kp) * sizeof(float));
-            free(perm);
-            j.xp_planes = 1;
+        for (int64_t n = 0; n < L->n; n++) {
+            const float *w = L->dense + n * L->k;
+            float s = 0.f;
+            for (int64_t i = 0; i < L->k; i++)
+                s += w[i] * x[i];
+            y[n] = s;
         }
     }
-    if (j.x) {
-#ifdef LMP_X86
-        if (avx512)
-            run_rows(&j, rows_avx512, nthreads);
-        else if (have_avx2() && fits8)
-            run_rows(&j, rows_avx2, nthreads);
-        else
-            run_rows(&j, rows_scalar, nthreads);
-#else
-        run_rows(&j, rows_scalar, nthreads);
-#endif
+    for (int64_t n = 0; n < L->n; n++)
+        y_out[n] = y[n] + (L->bias ? L->bias[n] : 0.f) + (residual ? residual[n] : 0.f);
+    if (residual)
+        free(y);
+    return 0;
+}
+
+static void free_capsule(PyObject *cap) { free(PyCapsule_GetPointer(cap, PyCapsule_GetName(cap))); }
+
+static PyObject *new_linear(Linear *L) {
+    Linear *p = (Linear *)malloc(sizeof(Linear));
+    if (!p)
+        return PyErr_NoMemory();
+    *p = *L;
+    return PyCapsule_New(p, "lmpress.linear", free_capsule);
+}
+
+/* packed_linear(<the gemm arguments with x=y=M=0>, bias): a capsule for decode_step */
+static PyObject *py_packed_linear(PyObject *self, PyObject *args) {
+    Linear L;
+    unsigned long long unused;
+    int nthreads;
+    (void)self;
+    memset(&L, 0, sizeof L);
+    if (!parse_job(args, &L.job, &unused, &nthreads, 0))
+        return NULL;
+    L.kind = 0;
+    L.n = L.job.N;
+    L.k = L.job.K;
+    L.bias = L.job.bias;
+    L.job.bias = NULL;
+    return new_linear(&L);
+}
+
+static PyObject *py_lut_linear(PyObject *self, PyObject *args) {
+    Linear L;
+    unsigned long long bias, codes, scales, zeros;
+    long long n, k, k8, group_len, groups;
+    int bits;
+    (void)self;
+    memset(&L, 0, sizeof L);
+    if (!PyArg_ParseTuple(args, "KKKKLLLLLi", &bias, &codes, &scales, &zeros, &n, &k, &k8,
+                          &group_len, &groups, &bits))
+        return NULL;
+    L.kind = 1;
+    L.lut = (LutJob){NULL, NULL, NULL, (const uint8_t *)(uintptr_t)codes, PTR(scales), PTR(zeros),
+                     n, k, k8, group_len, groups, bits};
+    L.n = n;
+    L.k = k;
+    L.bias = bias ? PTR(bias) : NULL;
+    return new_linear(&L);
+}
+
+static PyObject *py_dense_linear(PyObject *self, PyObject *args) {
+    Linear L;
+    unsigned long long w, bias;
+    long long n, k;
+    (void)self;
+    memset(&L, 0, sizeof L);
+    if (!PyArg_ParseTuple(args, "KLLK", &w, &n, &k, &bias))
+        return NULL;
+    L.kind = 2;
+    L.dense = PTR(w);
+    L.n = n;
+    L.k = k;
+    L.bias = bias ? PTR(bias) : NULL;
+    return new_linear(&L);
+}
+
+/* One Llama-style block for one token (see lmpress/generate.py). */
+typedef struct {
+    const float *ln1, *ln2;
+    const Linear *qkv, *o, *gu, *down;
+    float *kcache, *vcache; /* [n_kv, max_len, hd] */
+} Block;
+
+/* decode_step(blocks, x, pos, cos, sin, scratch, dims, eps, scale, nthreads):
+ * blocks: tuple of (ln1, ln2, qkv, o, gu, down, kcache, vcache) with capsules for the
+ * linears; dims: (hidden, n_head, n_kv, hd, inter, max_len); scratch: (h, qkv, att,
+ * gu, act) float32 buffers. Updates x [hidden] in place and the caches at pos. */
+static PyObject *py_decode_step(PyObject *self, PyObject *args) {
+    PyObject *blocks;
+    unsigned long long x, cosp, sinp, h, qkvb, att, gub, act;
+    long long pos, hidden, n_head, n_kv, hd, inter, max_len;
+    float eps, scale;
+    int nthreads, rc = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!KLKK(KKKKK)(LLLLLL)ffi", &PyTuple_Type, &blocks, &x, &pos,
+                          &cosp, &sinp, &h, &qkvb, &att, &gub, &act, &hidden, &n_head, &n_kv,
+                          &hd, &inter, &max_len, &eps, &scale, &nthreads))
+        return NULL;
+    if (pos < 0 || pos >= max_len || n_kv <= 0 || n_head % n_kv) {
+        PyErr_SetString(PyExc_ValueError, "lmpress decode_step: bad position or head counts");
+        return NULL;
+    }
+    const Py_ssize_t nb = PyTuple_GET_SIZE(blocks);
+    Block *bl = (Block *)malloc((size_t)(nb ? nb : 1) * sizeof(Block));
+    if (!bl)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        PyObject *t = PyTuple_GET_ITEM(blocks, i);
+        unsigned long long ln1, ln2, kc, vc;
+        PyObject *c[4];
+        if (!PyArg_ParseTuple(t, "KKOOOOKK", &ln1, &ln2, &c[0], &c[1], &c[2], &c[3], &kc, &vc)) {
+            free(bl);
+            return NULL;
+        }
+        const Linear *lin[4];
+        for (int q = 0; q < 4; q++) {
+            lin[q] = (const Linear *)PyCapsule_GetPointer(c[q], "lmpress.linear");
+            if (!lin[q]) {
+                free(bl);
+                return NULL;
+            }
+        }
+        bl[i] = (Block){PTR(ln1), PTR(ln2), lin[0], lin[1], lin[2], lin[3], PTR(kc), PTR(vc)};
+    }
+    float *X = PTR(x), *H = PTR(h), *QKV = PTR(qkvb), *ATT = PTR(att), *GU = PTR(gub),
+          *ACT = PTR(act);
+    const float *cs = PTR(cosp), *sn = PTR(sinp);
+    const int64_t qn = n_head * hd, kn = n_kv * hd;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < nb && !rc; i++) {
+        const Block *b = &bl[i];
+        lmp_rmsnorm(X, b->ln1, H, 1, hidden, eps);
+        rc |= linear_run(b->qkv, H, QKV, NULL, nthreads);
+        float *q = QKV, *k = QKV + qn, *v = QKV + qn + kn;
+        lmp_rope(q, cs, sn, n_head, hd);
+        lmp_rope(k, cs, sn, n_kv, hd);
+        for (int64_t g = 0; g < n_kv; g++) {
+            memcpy(b->kcache + (g * max_len + pos) * hd, k + g * hd, (size_t)hd * sizeof(float));
+            memcpy(b->vcache + (g * max_len + pos) * hd, v + g * hd, (size_t)hd * sizeof(float));
+        }
+        lmp_attend(q, b->kcache, b->vcache, ATT, n_head, n_kv, hd, pos + 1, max_len, scale);
+        rc |= linear_run(b->o, ATT, X, X, nthreads);
+        lmp_rmsnorm(X, b->ln2, H, 1, hidden, eps);
+        rc |= linear_run(b->gu, H, GU, NULL, nthreads);
+        lmp_silu_mul(GU, ACT, inter);
+        rc |= linear_run(b->down, ACT, X, X, nthreads);
     }
     Py_END_ALLOW_THREADS;
-    if (oom)
+    free(bl);
+    if (rc)
         return PyErr_NoMemory();
-    free(padded);
     Py_RETURN_NONE;
 }
 
@@ -682,8 +891,6 @@ static PyObject *py_info(PyObject *self, PyObject *noargs) {
     return Py_BuildValue("{s:i,s:i,s:i,s:i}", "avx512", have_avx512(), "avx2", have_avx2(),
                          "openmp", omp, "max_m", MAX_M);
 }
-
-#define PTR(p) ((float *)(uintptr_t)(p))
 
 static PyObject *py_rmsnorm(PyObject *self, PyObject *args) {
     unsigned long long x, w, out;
@@ -776,6 +983,10 @@ static PyMethodDef methods[] = {
     {"attend", py_attend, METH_VARARGS, "one query position against a KV cache"},
     {"silu_mul", py_silu_mul, METH_VARARGS, "silu(gate) * up"},
     {"lut_gemv", py_lut_gemv, METH_VARARGS, "table-lookup GEMV for 1-4 bit codes"},
+    {"packed_linear", py_packed_linear, METH_VARARGS, "a packed-code linear for decode_step"},
+    {"lut_linear", py_lut_linear, METH_VARARGS, "a lookup-table linear for decode_step"},
+    {"dense_linear", py_dense_linear, METH_VARARGS, "a float32 linear for decode_step"},
+    {"decode_step", py_decode_step, METH_VARARGS, "one token through every block"},
     {NULL, NULL, 0, NULL},
 };
 
