@@ -216,7 +216,8 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers)
 
     writer = gguf.GGUFWriter(str(out), arch)
-    qc = getattr(cfg, "quantization_config", None) or {}
+    qc = getattr(cfg, "quantization_config", None)
+    qc = qc if isinstance(qc, dict) else {}  # a GGUF-loaded float model carries a GgufConfig
     writer.add_name(
         Path(str(qc.get("source_model") or options.get("source_model") or "model")).stem
     )
