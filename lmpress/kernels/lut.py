@@ -25,6 +25,7 @@ class LutState:
     groups: int
     bits: int
     args: tuple | None = None
+    fn: object = None
 
 
 def lut_supported(packed: PackedWeight) -> bool:
@@ -69,9 +70,9 @@ def lut_layout(packed: PackedWeight) -> LutState:
 
 def lut_gemv(x: torch.Tensor, st: LutState, bias: torch.Tensor | None) -> torch.Tensor:
     """``x [1, K]`` float32 contiguous -> ``[1, N]`` float32."""
-    from lmpress.kernels.cpu import _cpu
+    if st.args is None:  # the per-weight part of the call, built once: small layers are
+        from lmpress.kernels.cpu import _cpu  # bound by the call, not the arithmetic
 
-    if st.args is None:  # the per-weight part of the call, built once: decoding is call-bound
         st.args = (
             st.codes.data_ptr(),
             st.scales.data_ptr(),
@@ -83,7 +84,10 @@ def lut_gemv(x: torch.Tensor, st: LutState, bias: torch.Tensor | None) -> torch.
             st.groups,
             st.bits,
         )
+        st.fn = _cpu.lut_gemv
     y = torch.empty(1, st.n, dtype=torch.float32)
-    b = 0 if bias is None else bias.data_ptr()
-    _cpu.lut_gemv(x.data_ptr(), y.data_ptr(), b, *st.args, torch.get_num_threads())
+    st.fn(x.data_ptr(), y.data_ptr(), 0 if bias is None else bias.data_ptr(), *st.args, _threads())
     return y
+
+
+_threads = torch.get_num_threads
