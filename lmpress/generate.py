@@ -305,17 +305,7 @@ def generate_ids(
         t0 = time.perf_counter()
         logits = dec.prefill(prompt_ids)
         prefill = time.perf_counter() - t0
-        steps = _loop(
-            lambda tok: dec.step(tok),
-            logits,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            gen,
-            eos,
-            on_token,
-        )
+        step = dec.step
     elif engine == "transformers":
         kw = _cache_keyword(model)
         t0 = time.perf_counter()
@@ -323,26 +313,17 @@ def generate_ids(
             out = model(torch.tensor([prompt_ids]), use_cache=True)
         prefill = time.perf_counter() - t0
         state = {"cache": getattr(out, kw)}
+        logits = out.logits[0, -1]
 
-        def hf_step(tok: int) -> torch.Tensor:
+        def step(tok: int) -> torch.Tensor:
             with torch.no_grad():
                 o = model(torch.tensor([[tok]]), use_cache=True, **{kw: state["cache"]})
             state["cache"] = getattr(o, kw)
             return o.logits[0, -1]
 
-        steps = _loop(
-            hf_step,
-            out.logits[0, -1],
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            gen,
-            eos,
-            on_token,
-        )
     else:
         raise LmpressError(f"unknown engine {engine!r}; use auto, lmpress or transformers")
+    steps = _loop(step, logits, max_new_tokens, temperature, top_k, top_p, gen, eos, on_token)
     ids, times = [], []
     for tok, dt in steps:
         ids.append(tok)

@@ -234,8 +234,9 @@ AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const in
             out[r * MT + m] = hsum256(racc[r][m]);
 }
 
-AVX2_INLINE void store_tile(const Job *j, int64_t n0, int64_t m0, const float *out, int R,
-                            int MT) {
+/* Tile results (+ bias) into y; plain C, shared by the vector paths. */
+static inline void store_tile(const Job *j, int64_t n0, int64_t m0, const float *out, int R,
+                              int MT) {
     for (int r = 0; r < R; r++) {
         const float b = j->bias ? j->bias[n0 + r] : 0.f;
         for (int m = 0; m < MT; m++)
@@ -419,14 +420,6 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
             out[r * MT + m] = _mm512_reduce_add_ps(racc[r][m]);
 }
 
-AVX512_INLINE void store512(const Job *j, int64_t n0, int64_t m0, const float *out, int R,
-                            int MT) {
-    for (int r = 0; r < R; r++) {
-        const float b = j->bias ? j->bias[n0 + r] : 0.f;
-        for (int m = 0; m < MT; m++)
-            j->y[(m0 + m) * j->N + n0 + r] = out[r * MT + m] + b;
-    }
-}
 
 AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int B,
                                  const int PL, const int FZ) {
@@ -437,20 +430,20 @@ AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int
         if (mt == 1) {
             for (; n + 8 <= n1; n += 8) {
                 tile512(j, n, m, out, 8, 1, B, PL, FZ);
-                store512(j, n, m, out, 8, 1);
+                store_tile(j, n, m, out, 8, 1);
             }
             for (; n < n1; n++) {
                 tile512(j, n, m, out, 1, 1, B, PL, FZ);
-                store512(j, n, m, out, 1, 1);
+                store_tile(j, n, m, out, 1, 1);
             }
         } else {
             for (; n + 4 <= n1; n += 4) {
                 tile512(j, n, m, out, 4, 2, B, PL, FZ);
-                store512(j, n, m, out, 4, 2);
+                store_tile(j, n, m, out, 4, 2);
             }
             for (; n < n1; n++) {
                 tile512(j, n, m, out, 1, 2, B, PL, FZ);
-                store512(j, n, m, out, 1, 2);
+                store_tile(j, n, m, out, 1, 2);
             }
         }
         m += mt;
