@@ -124,6 +124,19 @@ int lmp_lut_gemv(const LutJob *j, int nthreads) {
         return -1;
     }
     build_tables(j, tables, xs);
+    const int64_t tiles0 = (j->n + 15) / 16;
+    const int64_t code_bytes = tiles0 * (j->k8 / 8) * j->bits * 16;
+    if (code_bytes <= 128 * 1024) {
+        /* A small layer is bound by memory latency, not bandwidth: ask for all of it
+         * at once so the misses overlap instead of queueing behind one stream. */
+        for (int64_t off = 0; off < code_bytes; off += 64)
+            _mm_prefetch((const char *)(j->codes + off), _MM_HINT_T0);
+        const int64_t pbytes = tiles0 * j->groups * 16 * (int64_t)sizeof(float);
+        for (int64_t off = 0; off < pbytes; off += 64) {
+            _mm_prefetch((const char *)j->scales + off, _MM_HINT_T0);
+            _mm_prefetch((const char *)j->zeros + off, _MM_HINT_T0);
+        }
+    }
     const int64_t tiles = (j->n + 15) / 16;
     const int par = nthreads > 1 && j->n * j->k > 262144;
 #ifdef _OPENMP
