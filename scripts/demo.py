@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The demo: quantize the default model with RTN and GPTQ, evaluate, print a table.
+"""The demo: quantize the default model with RTN and GPTQ, evaluate, print a table,
+then generate with the GPTQ model and export it to GGUF.
 
 Every step is an ``lmpress`` command, printed before it runs, so the demo is
 also a tour of the CLI. Defaults keep it to a few minutes on two cores; pass
@@ -84,6 +85,10 @@ def main() -> None:
         top1 = r.get("top1_agreement", 1.0)
         qs = r.get("quantize_seconds") or 0.0
         print(f"{method:8} {scheme:8} {bpw:7.3f} {r['ppl']:8.3f} {kl:8.4f} {top1:7.3f} {qs:8.1f}")
+    # Run the compressed model on the C kernels, and hand it to llama.cpp.
+    gptq = out / f"demo-gptq-{a.scheme}"
+    sh(["generate", str(gptq), "--prompt", "The history of the city", "--max-new-tokens", "32"])
+    sh(["export", str(gptq), "--to", "gguf", "-o", str(gptq) + ".gguf", "--overwrite", "--quiet"])
 
 
 if __name__ == "__main__":
