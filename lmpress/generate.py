@@ -84,6 +84,8 @@ class Proj:
             self.bias = self.bias.float().contiguous()
         b = 0 if self.bias is None else self.bias.data_ptr()
         st = self.state
+        if st is not None and st.gemv_path is None:
+            cpu_kernels.cpu_gemm(torch.zeros(1, st.in_features), st, None)  # decide the path
         if st is not None and st.lut is not None:
             lt = st.lut
             return c.lut_linear(

@@ -185,16 +185,23 @@ def test_table_lookup_gemv_matches_reference(name):
 def test_gemv_path_is_chosen_by_measurement(monkeypatch):
     pw = packed_random("w2g64", 256, 512)
     K._GEMV_CHOICE.clear()
+    x = torch.randn(1, 512)
     st = K.CpuKernel().prepare(pw)
+    assert st.lut is None and st.gemv_path is None  # nothing decided before a GEMV
+    K.cpu_gemm(torch.randn(3, 512), st, None)
+    assert st.gemv_path is None  # batch 3 uses the unpack path and decides nothing
+    K.cpu_gemm(x, st, None)
     key = (256, 512, 2, 64, torch.get_num_threads())
-    assert K._GEMV_CHOICE[key] in ("lut", "fma")
-    assert (st.lut is not None) == (K._GEMV_CHOICE[key] == "lut")
+    assert K._GEMV_CHOICE[key] == st.gemv_path
+    assert (st.lut is not None) == (st.gemv_path == "lut")
     monkeypatch.setenv("LMPRESS_GEMV", "fma")
-    assert K.CpuKernel().prepare(pw).lut is None
+    st = K.CpuKernel().prepare(pw)
+    K.cpu_gemm(x, st, None)
+    assert st.lut is None
     monkeypatch.setenv("LMPRESS_GEMV", "lut")
     st = K.CpuKernel().prepare(pw)
+    K.cpu_gemm(x, st, None)
     assert st.lut is not None
-    x = torch.randn(1, 512)
     assert torch.allclose(K.cpu_gemm(x, st, None), x @ pw.dequantize().T, rtol=1e-4, atol=1e-4)
 
 

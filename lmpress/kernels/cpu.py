@@ -64,6 +64,9 @@ class CpuState:
     groups: int
     p_stride: int  # G, or 0 for one parameter row shared by every row
     lut: LutState | None = None  # table-lookup layout, when that path was chosen for GEMV
+    packed: PackedWeight | None = None  # kept to build the lookup layout on first use
+    gemv_path: str | None = None  # "lut" or "fma", decided at the first batch-1 product
+    dense: torch.Tensor | None = None  # float32 weight, made at the first long input
 
     def args(self, x_ptr: int, y_ptr: int, m: int, bias_ptr: int) -> tuple:
         return (
@@ -117,13 +120,19 @@ def prepare_cpu_state(packed: PackedWeight) -> CpuState:
         group_len=scheme.group_len(packed.in_features),
         groups=g,
         p_stride=0 if p == 1 and packed.out_features > 1 else g,
+        packed=packed,
     )
 
 
 def cpu_gemm(x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
     """``x [M, K]`` float32 contiguous (M <= 64) -> ``[M, N]`` float32 from packed codes."""
-    if st.lut is not None and x.shape[0] == 1:
-        return lut_gemv(x, st.lut, bias)
+    if x.shape[0] == 1:
+        if st.gemv_path is None:  # decided (and the lookup layout built) at the first GEMV
+            st.gemv_path = choose_gemv_path(st)
+            if st.gemv_path == "lut":
+                st.lut = lut_layout(st.packed)
+        if st.lut is not None:
+            return lut_gemv(x, st.lut, bias)
     y = torch.empty(x.shape[0], st.out_features, dtype=torch.float32)
     b = 0 if bias is None else bias.data_ptr()
     _cpu.gemm(*st.args(x.data_ptr(), y.data_ptr(), x.shape[0], b))
@@ -146,8 +155,9 @@ def lut_available() -> bool:
     return _cpu is not None and bool(_cpu.info().get("avx512"))
 
 
-def choose_gemv_path(packed: PackedWeight, st: CpuState) -> str:
+def choose_gemv_path(st: CpuState) -> str:
     """``lut`` or ``fma`` for batch-1 products of this weight (env LMPRESS_GEMV forces one)."""
+    packed = st.packed
     forced = os.environ.get("LMPRESS_GEMV", "auto")
     if forced in ("lut", "fma"):
         return forced if forced == "fma" or (lut_available() and lut_supported(packed)) else "fma"
@@ -157,9 +167,11 @@ def choose_gemv_path(packed: PackedWeight, st: CpuState) -> str:
     if key not in _GEMV_CHOICE:
         lut = lut_layout(packed)
         x = torch.randn(1, st.in_features)
+        y = torch.empty(1, st.out_features)
+        fma_args = st.args(x.data_ptr(), y.data_ptr(), 1, 0)
         times = {}
         for name, fn in (
-            ("fma", lambda: cpu_gemm(x, st, None)),
+            ("fma", lambda: _cpu.gemm(*fma_args)),
             ("lut", lambda: lut_gemv(x, lut, None)),
         ):
             fn()
@@ -193,10 +205,9 @@ class CpuKernel:
         return scheme.format == "int" and 1 <= scheme.bits <= 8
 
     def prepare(self, packed: PackedWeight) -> CpuState:
-        st = prepare_cpu_state(packed)
-        if choose_gemv_path(packed, st) == "lut":
-            st.lut = lut_layout(packed)
-        return st
+        # The lookup layout is built lazily at the first batch-1 call: workloads with
+        # long inputs only (perplexity, prefill) never pay for it, in time or memory.
+        return prepare_cpu_state(packed)
 
     def __call__(self, x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
         lead, k = x.shape[:-1], x.shape[-1]
@@ -205,7 +216,12 @@ class CpuKernel:
         if x2.shape[0] <= GEMM_MAX_ROWS and not x2.requires_grad:
             y = cpu_gemm(x2.contiguous(), st, b)
         else:
-            y = F.linear(x2, cpu_dequantize(st), b)
+            # Long inputs (perplexity windows, prefill) are compute-bound: keep the float
+            # weight once one arrives, as the reference kernel does. Decoding alone never
+            # materialises it.
+            if st.dense is None:
+                st.dense = cpu_dequantize(st)
+            y = F.linear(x2, st.dense, b)
         return y.reshape(*lead, st.out_features).to(x.dtype)
 
 

@@ -40,11 +40,11 @@ def lut_layout(packed: PackedWeight) -> LutState:
     n, k = packed.out_features, packed.in_features
     b = s.bits
     n16, k8 = -(-n // 16) * 16, -(-k // 8) * 8
-    codes = torch.zeros(n16, k8, dtype=torch.int64)
-    codes[:n, :k] = packed.codes().to(torch.int64)
-    planes = torch.stack([(codes >> p) & 1 for p in range(b)])  # [b, n16, k8]
-    nib = (planes.reshape(b, n16, k8 // 4, 4) << torch.arange(4)).sum(-1)  # [b, n16, k8/4]
-    byte = nib[..., 0::2] | (nib[..., 1::2] << 4)  # [b, n16, k8/8]
+    codes = torch.zeros(n16, k8, dtype=torch.uint8)
+    codes[:n, :k] = packed.codes()
+    planes = torch.stack([(codes >> p) & 1 for p in range(b)]).reshape(b, n16, k8 // 4, 4)
+    nib = planes[..., 0] | (planes[..., 1] << 1) | (planes[..., 2] << 2) | (planes[..., 3] << 3)
+    byte = nib[..., 0::2] | (nib[..., 1::2] << 4)  # [b, n16, k8/8] uint8
     units = byte.reshape(b, n16 // 16, 16, k8 // 8).permute(1, 3, 0, 2)  # [tiles, C, b, 16]
     g = packed.scales.shape[1]
 
