@@ -116,4 +116,6 @@ def test_smollm2_runs_and_exports(tmp_path):
     theirs = llamacpp_logits(gguf_path, ids, threads=2)
     with torch.no_grad():
         ours = model(torch.tensor([ids])).logits[0]
-    assert (theirs.argmax(-1) == ours.argmax(-1)).float().mean() >= 0.97
+    # llama.cpp quantizes activations to 8 bits in quantized matmuls: ~95% of positions
+    # agree for w4g32 (BENCHMARKS.md); a wrong export (e.g. unpermuted Q/K) scores < 20%
+    assert (theirs.argmax(-1) == ours.argmax(-1)).float().mean() >= 0.9
