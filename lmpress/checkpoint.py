@@ -192,6 +192,28 @@ def _no_init_weights():
     return no_init_weights()
 
 
+def empty_model(cfg_dict: dict[str, Any]) -> nn.Module:
+    """A transformers causal LM for ``cfg_dict`` with its weights on the meta device."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = AutoConfig.for_model(**cfg_dict)
+    with init_empty_weights(include_buffers=False), _no_init_weights():
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def fill_model(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Assign ``state`` to ``model`` (tied weights re-tied); every tensor must be supplied."""
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if unexpected:
+        raise LmpressError(f"{path}: unexpected tensors in checkpoint, e.g. {unexpected[:3]}")
+    model.tie_weights()
+    still_meta = [
+        n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"
+    ]
+    if still_meta:
+        raise LmpressError(f"{path}: checkpoint lacks tensors, e.g. {still_meta[:3]}")
+
+
 def load_checkpoint(path: str | Path, with_tokenizer: bool = True):
     """Load an lmpress checkpoint as a transformers model (QLinear modules) and its tokenizer."""
     path = Path(path)
@@ -199,11 +221,7 @@ def load_checkpoint(path: str | Path, with_tokenizer: bool = True):
     qc = _check_quant_config(cfg_dict.pop("quantization_config", None), path)
     if not (path / WEIGHTS_FILE).is_file():
         raise LmpressError(f"{path} has no {WEIGHTS_FILE}; the checkpoint is incomplete")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        config = AutoConfig.for_model(**cfg_dict)
-    with init_empty_weights(include_buffers=False), _no_init_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = empty_model(cfg_dict)
     state = load_file(str(path / WEIGHTS_FILE))
     schemes: dict[str, Scheme] = {}
     for name, spec in qc["modules"].items():
@@ -214,15 +232,7 @@ def load_checkpoint(path: str | Path, with_tokenizer: bool = True):
         # Buffers start on the meta device; the state dict supplies them (assign=True).
         q = QLinear(in_f, out_f, scheme, old.bias is not None, device="meta")
         _set_module(model, name, q)
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if unexpected:
-        raise LmpressError(f"{path}: unexpected tensors in checkpoint, e.g. {unexpected[:3]}")
-    model.tie_weights()
-    still_meta = [
-        n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"
-    ]
-    if still_meta:
-        raise LmpressError(f"{path}: checkpoint lacks tensors, e.g. {still_meta[:3]}")
+    fill_model(model, state, path)
     model.config.quantization_config = qc
     tok = None
     if with_tokenizer and (path / "tokenizer_config.json").exists():

@@ -149,12 +149,15 @@ AVX2_INLINE float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-AVX2_INLINE float scale_f16c(const Job *j, int64_t n, int64_t g) {
+/* Scale and zero point of row n, group g (F16C conversions; shared by both vector paths). */
+#define F16C_INLINE __attribute__((target("f16c"), always_inline)) static inline
+
+F16C_INLINE float scale_f16c(const Job *j, int64_t n, int64_t g) {
     uint16_t h = j->scales[n * j->p_stride + g];
     return j->scale_kind ? bf16_to_float(h) : _cvtsh_ss(h);
 }
 
-AVX2_INLINE float zero_f16c(const Job *j, int64_t n, int64_t g) {
+F16C_INLINE float zero_f16c(const Job *j, int64_t n, int64_t g) {
     switch (j->zero_kind) {
     case 1:
         return (float)((const uint8_t *)j->zeros)[n * j->p_stride + g];
@@ -326,22 +329,6 @@ AVX512_INLINE __m512i codes16(const uint8_t *chunk, const int B) {
     return _mm512_and_si512(v, _mm512_set1_epi32((1 << B) - 1));
 }
 
-AVX512_INLINE float scale_512(const Job *j, int64_t n, int64_t g) {
-    uint16_t h = j->scales[n * j->p_stride + g];
-    return j->scale_kind ? bf16_to_float(h) : _cvtsh_ss(h);
-}
-
-AVX512_INLINE float zero_512(const Job *j, int64_t n, int64_t g) {
-    switch (j->zero_kind) {
-    case 1:
-        return (float)((const uint8_t *)j->zeros)[n * j->p_stride + g];
-    case 2:
-        return _cvtsh_ss(((const uint16_t *)j->zeros)[n * j->p_stride + g]);
-    default:
-        return j->mid;
-    }
-}
-
 /* Integer lanes q (< 2^23) -> float q - z without a conversion instruction:
  * the bits 0x4B000000 | q are the float 2^23 + q, and 2^23 + z is exact for an
  * integer z, so one subtraction gives q - z exactly. Float zero points (FZ) are
@@ -381,7 +368,7 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
             k1 = kend;
         __m512 zm[8];
         for (int r = 0; r < R; r++) {
-            const float z = zero_512(j, n0 + r, g);
+            const float z = zero_f16c(j, n0 + r, g);
             zm[r] = _mm512_set1_ps(FZ ? z : LMP_TWO23 + z);
             for (int m = 0; m < MT; m++)
                 acc[r][m] = _mm512_setzero_ps();
@@ -410,7 +397,7 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
             }
         }
         for (int r = 0; r < R; r++) {
-            const __m512 sv = _mm512_set1_ps(scale_512(j, n0 + r, g));
+            const __m512 sv = _mm512_set1_ps(scale_f16c(j, n0 + r, g));
             for (int m = 0; m < MT; m++)
                 racc[r][m] = _mm512_fmadd_ps(acc[r][m], sv, racc[r][m]);
         }

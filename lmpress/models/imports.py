@@ -209,10 +209,9 @@ def read_compressed_tensors(
 
 def load_foreign(path: Path, method: str):
     """Load a GPTQ / compressed-tensors directory as a transformers model with QLinear modules."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from lmpress.checkpoint import _no_init_weights
+    from lmpress.checkpoint import empty_model, fill_model
     from lmpress.models.arch import linear_weight
     from lmpress.nn.qlinear import QLinear
     from lmpress.pipeline import _set_module
@@ -220,11 +219,7 @@ def load_foreign(path: Path, method: str):
     cfg_dict = json.loads((path / "config.json").read_text())
     qc = cfg_dict.pop("quantization_config")
     mods, state = (read_gptq if method == "gptq" else read_compressed_tensors)(path, qc)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        config = AutoConfig.for_model(**cfg_dict)
-    with init_empty_weights(include_buffers=False), _no_init_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = empty_model(cfg_dict)
     modules: dict[str, Any] = {}
     for name, m in mods.items():
         old = model.get_submodule(name)
@@ -243,15 +238,7 @@ def load_foreign(path: Path, method: str):
                 lin.bias = nn.Parameter(bias.float(), requires_grad=False)
             _set_module(model, name, lin)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if unexpected:
-        raise LmpressError(f"{path}: unexpected tensors, e.g. {unexpected[:3]}")
-    model.tie_weights()
-    still_meta = [
-        n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"
-    ]
-    if still_meta:
-        raise LmpressError(f"{path}: checkpoint lacks tensors, e.g. {still_meta[:3]}")
+    fill_model(model, state, path)
     model.config.quantization_config = {
         "quant_method": "lmpress",
         "format_version": 1,
