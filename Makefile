@@ -21,6 +21,7 @@ demo: install
 	$(BIN)/python scripts/demo.py --out $(OUT)
 
 test: install
+	scripts/install_browser.sh
 	$(BIN)/python -m pytest -q
 
 test-heavy: install
@@ -30,6 +31,9 @@ bench: install
 	scripts/install_llamacpp.sh $(BIN)/python
 	$(BIN)/python scripts/bench_kernels.py --json benchmarks/kernels.json
 	$(BIN)/python scripts/bench_runtime.py --json benchmarks/runtime.json
+	scripts/install_browser.sh
+	$(BIN)/python scripts/bench_lm_eval.py --limit 500 --json benchmarks/lm_eval.json
+	$(BIN)/python scripts/bench_eval.py --json benchmarks/eval.json
 	$(BIN)/python scripts/benchmark.py --out BENCHMARKS.md
 
 lint: install

@@ -11,6 +11,7 @@ from torch import nn
 from lmpress.__version__ import __version__
 from lmpress.calibration import CalibConfig, calibration_ids
 from lmpress.checkpoint import load_checkpoint, save_checkpoint
+from lmpress.data import resolve_text
 from lmpress.errors import LmpressError
 from lmpress.eval.base_cache import BaseLogitsCache, cache_key
 from lmpress.eval.perplexity import eval_ids, evaluate_perplexity, fill_base_cache, first_scored
@@ -123,9 +124,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Perplexity (and, with ``base``, KL and top-1 agreement) plus size figures.
 
-    ``convention`` is ``"gptq"`` (the project's protocol) or ``"llamacpp"``
+    ``convention`` is ``"gptq"`` (the project's protocol), ``"llamacpp"``
     (llama-perplexity's: second half of each window scored; see
-    :mod:`lmpress.eval.perplexity`).
+    :mod:`lmpress.eval.perplexity`) or ``"lm-eval"`` (lm-evaluation-harness's
+    wikitext word/byte perplexity over whole articles, :mod:`lmpress.eval.rolling`;
+    there ``ctx`` is the window, ``None`` for the model's positions, ``windows`` the
+    number of articles, and ``base`` is not used).
     """
     set_threads()
     path = None
@@ -135,6 +139,8 @@ def evaluate(
     if tokenizer is None:
         raise LmpressError("evaluation needs the model's tokenizer")
     max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if convention == "lm-eval":
+        return _evaluate_lm_eval_convention(model, tokenizer, text, ctx, windows, path, progress)
     if max_pos and ctx > max_pos:
         raise LmpressError(f"--ctx {ctx} exceeds the model's {max_pos} positions; use <= {max_pos}")
     ids = eval_ids(tokenizer, text, convention, ctx)
@@ -169,6 +175,18 @@ def evaluate(
         if path is not None and Path(path).is_dir():
             res["quantize_seconds"] = read_run_info(path).get("quantize_seconds")
         res["lmpress_version"] = __version__
+    return res
+
+
+def _evaluate_lm_eval_convention(model, tokenizer, text, ctx, documents, path, progress) -> dict:
+    from lmpress.eval.rolling import word_byte_perplexity
+
+    res = word_byte_perplexity(
+        model, tokenizer, resolve_text(text, purpose="eval"), ctx, documents, progress
+    )
+    res["text"] = text
+    res.update(model_size_stats(model, path))
+    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return res
 
 

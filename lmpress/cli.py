@@ -104,13 +104,18 @@ def _add_eval(sub) -> None:
     )
     p.add_argument(
         "--ppl-convention",
-        choices=["gptq", "llamacpp"],
+        choices=["gptq", "llamacpp", "lm-eval"],
         default="gptq",
         help="gptq: whole windows, rows joined by blank lines (default); llamacpp: "
-        "llama-perplexity's (raw file, BOS per window, second half scored)",
+        "llama-perplexity's (raw file, BOS per window, second half scored); lm-eval: "
+        "lm-evaluation-harness's wikitext word/byte perplexity over whole articles "
+        "(--ctx defaults to the model's positions, --windows counts articles)",
     )
     p.add_argument(
-        "--windows", type=_non_negative_int, default=16, help="number of windows (0 = all)"
+        "--windows",
+        type=_non_negative_int,
+        default=None,
+        help="number of windows, 0 = all (default 16; for lm-eval: all articles)",
     )
     p.add_argument("--base", default=None, help="base model for KL / top-1 (e.g. smollm2-135m)")
     p.add_argument("--json", default=None, help="write results JSON here")
@@ -134,6 +139,11 @@ def _add_sweep(sub) -> None:
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each cell's checkpoint")
     p.add_argument("--tasks", default=None, help="also score zero-shot tasks, e.g. piqa,arc_easy")
     p.add_argument("--limit", type=_positive_int, default=None, help="first N examples per task")
+    p.add_argument(
+        "--no-speed",
+        action="store_true",
+        help="skip the per-cell prefill/decode tokens/s and peak-RSS measurement",
+    )
     p.add_argument("--quiet", action="store_true")
 
 
@@ -158,6 +168,7 @@ def cmd_sweep(a) -> int:
         progress=not a.quiet,
         tasks=a.tasks,
         limit=a.limit,
+        speed=not a.no_speed,
     )
     print(f"{len(rows)} rows in {Path(a.output) / 'results.jsonl'}; report {a.output}/report.md")
     return 0
@@ -403,20 +414,32 @@ def cmd_eval(a) -> int:
         tasks = parse_task_list(a.tasks)  # before loading anything: typos fail fast
     if a.ppl or not a.tasks:
         text = a.ppl or "wikitext2"
-        ctx = a.ctx or (512 if a.ppl_convention == "llamacpp" else 2048)
+        lm_eval_style = a.ppl_convention == "lm-eval"
+        if lm_eval_style and a.base:
+            raise LmpressError("--base (KL) is not defined for --ppl-convention lm-eval")
+        ctx = a.ctx or {"llamacpp": 512, "lm-eval": None}.get(a.ppl_convention, 2048)
+        windows = a.windows if a.windows is not None else (0 if lm_eval_style else 16)
         res = lmpress.evaluate(
             a.model,
             text=text,
             ctx=ctx,
-            windows=a.windows or None,
+            windows=windows or None,
             base=a.base,
             progress=not a.quiet,
             convention=a.ppl_convention,
         )
-        line = (
-            f"ppl={res['ppl']:.4f} ({text}, {a.ppl_convention} convention, ctx={res['ctx']}, "
-            f"windows={res['windows']})"
-        )
+        if lm_eval_style:
+            line = (
+                f"word_perplexity={res['word_perplexity']:.4f} "
+                f"byte_perplexity={res['byte_perplexity']:.5f} "
+                f"bits_per_byte={res['bits_per_byte']:.5f} ({text}, lm-eval convention, "
+                f"max_length={res['max_length']}, documents={res['documents']})"
+            )
+        else:
+            line = (
+                f"ppl={res['ppl']:.4f} ({text}, {a.ppl_convention} convention, "
+                f"ctx={res['ctx']}, windows={res['windows']})"
+            )
         if "kl_mean" in res:
             line += (
                 f" kl={res['kl_mean']:.5f}±{res['kl_stderr']:.5f} "

@@ -58,11 +58,14 @@ def run_sweep(
     progress: bool = True,
     tasks: str | None = None,
     limit: int | None = None,
+    speed: bool = True,
 ) -> list[dict]:
     """Run every (method, scheme) cell not yet in ``out_dir/results.jsonl``; returns all rows.
 
     With ``tasks`` (``"piqa,hellaswag"``) each cell and the float model are also scored
-    on those zero-shot tasks (first ``limit`` examples each).
+    on those zero-shot tasks (first ``limit`` examples each). With ``speed`` each cell's
+    checkpoint (and the float model) is loaded in a fresh process that measures prefill
+    and decode tokens/s and its peak RSS (:mod:`lmpress.eval.speed`).
     """
     from lmpress.api import peak_rss_mb, save
     from lmpress.calibration import calibration_ids
@@ -99,6 +102,8 @@ def run_sweep(
         r = evaluate_perplexity(base.model, ids, ctx, windows, None, progress)
         row = {"cell": ref_cell, "method": "float", "scheme": "-", "bits_per_weight": 32.0, **r}
         row.update(_task_scores(base.model, base.tokenizer, task_list, limit, progress))
+        if speed:
+            row["speed"] = _speed(model, text, progress)
         _append(results_path, row)
         done[ref_cell] = row
     calib_ids = None
@@ -131,6 +136,8 @@ def run_sweep(
             "layer_errors": {k: round(v, 6) for k, v in res.layer_errors.items()},
             **_task_scores(m, base.tokenizer, task_list, limit, progress),
         }
+        if speed:
+            row["speed"] = _speed(str(ckpt), text, progress)
         _append(results_path, row)
         done[cell] = row
         if not keep_checkpoints:
@@ -168,6 +175,26 @@ def _task_scores(model, tokenizer, task_list, limit, progress) -> dict:
     return {"tasks": scores, "task_mean_acc": mean}
 
 
+def _speed(model_spec: str, text: str, progress: bool) -> dict:
+    from lmpress.eval.speed import speed_in_subprocess
+
+    if progress:
+        print(f"[sweep] speed and memory of {model_spec} (own process)", flush=True)
+    return speed_in_subprocess(model_spec, text)
+
+
+def speed_cells(r: dict) -> tuple[str, str, str]:
+    """Prefill tok/s, decode tok/s, peak RSS MiB of a row, as table text ('-' if absent)."""
+    sp = r.get("speed")
+    if not sp:
+        return "-", "-", "-"
+    return (
+        f"{sp['prefill_tokens_per_s']:.0f}",
+        f"{sp['decode_tokens_per_s']:.1f}",
+        f"{sp['peak_rss_mb']:.0f}",
+    )
+
+
 def _append(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -187,24 +214,36 @@ def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path
         f"Protocol: {protocol}. KL and top-1 against the float model on the same windows.",
         "",
         "| method | scheme | bits/weight | perplexity | KL mean | KL p99 | top-1 | mean task acc "
-        "| quantize s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| quantize s | prefill tok/s | decode tok/s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def acc(r: dict) -> str:
         return f"{r['task_mean_acc']:.4f}" if "task_mean_acc" in r else "-"
 
     if ref:
-        lines.append(f"| float | - | 32 | {ref['ppl']:.3f} | 0 | 0 | 1.000 | {acc(ref)} | - |")
+        sp = " | ".join(speed_cells(ref))
+        lines.append(
+            f"| float | - | 32 | {ref['ppl']:.3f} | 0 | 0 | 1.000 | {acc(ref)} | - | {sp} |"
+        )
     for r in cells:
         lines.append(
             f"| {r['method']} | {r['scheme']} | {r['bits_per_weight']:.3f} | {r['ppl']:.3f} | "
             f"{r['kl_mean']:.4f} | {r['kl_p99']:.3f} | {r['top1_agreement']:.3f} | {acc(r)} | "
-            f"{r['quantize_s']:.1f} |"
+            f"{r['quantize_s']:.1f} | {' | '.join(speed_cells(r))} |"
         )
     if ref and cells:
         plot_pareto(cells, ref["ppl"], out / "pareto.png", anchors=model == "smollm2-135m")
         lines += ["", "![perplexity against bits per weight](pareto.png)"]
+    if any(r.get("speed") for r in rows):
+        sp = next(r["speed"] for r in rows if r.get("speed"))
+        lines += [
+            "",
+            f"Speed: greedy generation of {sp['new_tokens']} tokens after a "
+            f"{sp['prompt_tokens']}-token prompt, each model loaded alone in a fresh process "
+            f"(peak RSS is that process's high-water mark); medians of {sp['reps']} runs after "
+            "one warm-up run.",
+        ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

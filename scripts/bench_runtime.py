@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 import lmpress  # noqa: E402
 from lmpress.eval.perplexity import eval_ids  # noqa: E402
+from lmpress.eval.speed import median_rate  # noqa: E402
 from lmpress.generate import generate_ids  # noqa: E402
 from lmpress.models.load import load_model  # noqa: E402
 
@@ -56,12 +57,6 @@ def gguf_export(work: Path, scheme: str) -> tuple[Path, dict]:
     out = work / f"rtn-{scheme}.gguf"
     summary = lmpress.export_model(ck, "gguf", out, overwrite=True, progress=False)
     return out, summary
-
-
-def median_rate(per_token: list[float], warmup: int) -> float:
-    """Tokens/s from the median per-token time after ``warmup`` tokens."""
-    t = per_token[warmup:] or per_token
-    return 1.0 / statistics.median(t)
 
 
 def bench_decode(

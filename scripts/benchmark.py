@@ -404,13 +404,18 @@ def main() -> None:
 
 def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
     from lmpress.report.benchmarks import render
+    from lmpress.report.evaluation import render_evaluation
     from lmpress.report.runtime import render_runtime
 
     def read(name: str) -> dict | None:
         f = REPO / "benchmarks" / name
         return json.loads(f.read_text()) if f.is_file() else None
 
-    text = render(done, protocol, a) + render_runtime(read("kernels.json"), read("runtime.json"))
+    text = (
+        render(done, protocol, a)
+        + render_runtime(read("kernels.json"), read("runtime.json"))
+        + render_evaluation(read("lm_eval.json"), read("eval.json"))
+    )
     path.write_text(text)
     print(f"[bench] wrote {path}")
 

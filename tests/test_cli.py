@@ -359,6 +359,11 @@ def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
     gptq = [r for r in rows if r["method"].startswith("gptq")][0]
     assert gptq["tasks"]["piqa"]["n"] == 3 and 0 <= gptq["task_mean_acc"] <= 1
     assert gptq["recipe"]["method_args"] == {"damp": 0.05, "mse": False}
+    for r in rows:  # each cell measured alone in its own process
+        sp = r["speed"]
+        assert sp["prefill_tokens_per_s"] > 0 and sp["decode_tokens_per_s"] > 0, sp
+        assert sp["peak_rss_mb"] > 100 and sp["new_tokens"] == 32
+    assert {r["speed"]["engine"] for r in rows if r["method"] != "float"} == {"lmpress"}
     report = (tmp_path / "s" / "report.md").read_text()
     assert (
         "| gptq:damp=0.05,mse=false | w3g32 |" in report
@@ -366,6 +371,7 @@ def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
     )
     page = (tmp_path / "s" / "report.html").read_text()
     assert page.count("<img") >= 5 and "data:image/png;base64," in page and "</html>" in page
+    assert "decode tok/s" in page and "| decode tok/s |" in report and "fresh process" in report
     assert not (tmp_path / "s" / "cells").exists() or not any((tmp_path / "s" / "cells").iterdir())
     code, out, err = run(capsys, *args)  # resumes: nothing new
     assert code == 0, err
@@ -382,3 +388,21 @@ def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
         "rtn,gtpq",
     )
     assert_user_error(code, err, "unknown method 'gtpq'")
+
+
+@needs_data
+def test_eval_lm_eval_convention(capsys, tmp_path, tiny_llama_dir):
+    out = tmp_path / "r.json"
+    code, stdout, err = run(
+        capsys, "eval", tiny_llama_dir, "--ppl-convention", "lm-eval", "--windows", "1",
+        "--ctx", "128", "--quiet", "--json", out,
+    )  # fmt: skip
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    assert res["documents"] == 1 and res["max_length"] == 128
+    assert res["word_perplexity"] > res["byte_perplexity"] > 1
+    assert "word_perplexity=" in stdout and "lm-eval convention" in stdout
+    code, _, err = run(
+        capsys, "eval", tiny_llama_dir, "--ppl-convention", "lm-eval", "--base", tiny_llama_dir
+    )
+    assert_user_error(code, err, "not defined for --ppl-convention lm-eval")

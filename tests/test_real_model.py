@@ -119,3 +119,25 @@ def test_smollm2_runs_and_exports(tmp_path):
     # llama.cpp quantizes activations to 8 bits in quantized matmuls: ~95% of positions
     # agree for w4g32 (BENCHMARKS.md); a wrong export (e.g. unpermuted Q/K) scores < 20%
     assert (theirs.argmax(-1) == ours.argmax(-1)).float().mean() >= 0.9
+
+
+@pytest.mark.heavy
+def test_smollm2_sweep_of_six_cells_opens_in_browser(tmp_path, capsys):
+    """Issue 4's bar: a 6-cell sweep of the default model, its HTML report in a browser."""
+    from test_cli import run
+
+    from lmpress.report.browser import browser_available, headless_chromium, open_and_screenshot
+
+    code, _, err = run(
+        capsys, "sweep", "smollm2-135m", "-o", tmp_path / "s", "--schemes", "w4g128,w3g128,w2g64",
+        "--methods", "rtn,hqq", "--windows", "1", "--tasks", "piqa", "--limit", "20", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = [json.loads(x) for x in (tmp_path / "s" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 7 and all(r["speed"]["decode_tokens_per_s"] > 1 for r in rows)
+    if browser_available():
+        pytest.skip(browser_available())
+    with headless_chromium() as driver:
+        state = open_and_screenshot(driver, tmp_path / "s" / "report.html", tmp_path / "s.png")
+    assert state["console"] == [] and state["rows"] == 8
+    assert all(ok and width > 0 for ok, width, _ in state["images"])

@@ -168,3 +168,34 @@ def register_lm_eval_model() -> None:
             return make(**args)
 
     register_model("lmpress")(LmpressLM)
+
+
+def run_lm_eval_wikitext(model: nn.Module, tokenizer, documents: list[str], batch_size: int = 4):
+    """lm-eval's own ``wikitext`` task (its detokenizer, windows and metrics) on ``documents``.
+
+    Returns lm-eval's ``word_perplexity``, ``byte_perplexity`` and ``bits_per_byte``.
+    """
+    _require_lm_eval()
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks.wikitext import preprocess_wikitext as wt
+
+    lm = hflm(model, tokenizer, batch_size=batch_size)
+    with tempfile.TemporaryDirectory(prefix="lmpress-lmeval-") as tmp:
+        f = Path(tmp) / "wikitext.jsonl"
+        f.write_text("".join(json.dumps({"page": d}) + "\n" for d in documents), encoding="utf-8")
+        cfg = {
+            "task": "lmpress_wikitext",
+            "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(f)}},
+            "test_split": "test",
+            "output_type": "loglikelihood_rolling",
+            "doc_to_text": "",
+            "doc_to_target": wt.wikitext_detokenizer,
+            "process_results": wt.process_results,
+            "metric_list": [
+                {"metric": m} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")
+            ],
+        }
+        res = evaluate(lm=lm, task_dict={"w": ConfigurableTask(config=cfg)}, verbosity="ERROR")
+    return {k.split(",")[0]: v for k, v in res["results"]["w"].items() if "," in k}

@@ -80,6 +80,12 @@ def _layer_plot(row: dict, top: int = 20) -> str | None:
     return _png(fig)
 
 
+def _speed_tds(r: dict) -> str:
+    from lmpress.sweep import speed_cells
+
+    return "".join(f"<td>{v}</td>" for v in speed_cells(r))
+
+
 def write_html(rows: list[dict], out: Path, protocol: str, model: str) -> Path:
     """Write ``out/report.html``; returns its path."""
     ref = next((r for r in rows if r["method"] == "float"), None)
@@ -99,19 +105,22 @@ def write_html(rows: list[dict], out: Path, protocol: str, model: str) -> Path:
         "model on the same windows; bits per weight count every stored bit of the quantized "
         "modules.</p>",
         "<table><tr><th>method</th><th>scheme</th><th>bits/weight</th><th>size MB</th>"
-        "<th>perplexity</th><th>KL mean</th><th>KL p99</th><th>top-1</th><th>quantize s</th></tr>",
+        "<th>perplexity</th><th>KL mean</th><th>KL p99</th><th>top-1</th><th>quantize s</th>"
+        "<th>prefill tok/s</th><th>decode tok/s</th><th>peak RSS MiB</th></tr>",
     ]
     if ref:
         parts.append(
             f"<tr><td>float</td><td>-</td><td>32</td><td>-</td><td>{ref['ppl']:.3f}</td>"
-            "<td>0</td><td>0</td><td>1.000</td><td>-</td></tr>"
+            "<td>0</td><td>0</td><td>1.000</td><td>-</td>" + _speed_tds(ref) + "</tr>"
         )
     for r in cells:
         parts.append(
             f"<tr><td>{e(r['method'])}</td><td>{e(r['scheme'])}</td>"
             f"<td>{r['bits_per_weight']:.3f}</td><td>{r.get('size_bytes', 0) / 1e6:.1f}</td>"
             f"<td>{r['ppl']:.3f}</td><td>{r['kl_mean']:.4f}</td><td>{r['kl_p99']:.3f}</td>"
-            f"<td>{r['top1_agreement']:.3f}</td><td>{r['quantize_s']:.1f}</td></tr>"
+            f"<td>{r['top1_agreement']:.3f}</td><td>{r['quantize_s']:.1f}</td>"
+            + _speed_tds(r)
+            + "</tr>"
         )
     parts.append("</table>")
     if ref and cells:
