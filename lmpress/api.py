@@ -87,6 +87,7 @@ def quantize(
             n: {"method": p.method, "method_args": p.method_args} for n, p in result.plans.items()
         },
         "layer_errors": {n: round(e, 6) for n, e in result.layer_errors.items()},
+        "weight_errors": {n: round(e, 6) for n, e in result.weight_errors.items()},
         "transforms_chosen": result.transforms if recipe.transforms else None,
     }
     return result

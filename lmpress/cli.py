@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -169,6 +170,7 @@ def cmd_sweep(a) -> int:
         tasks=a.tasks,
         limit=a.limit,
         speed=not a.no_speed,
+        command="lmpress " + shlex.join(a.argv),
     )
     print(f"{len(rows)} rows in {Path(a.output) / 'results.jsonl'}; report {a.output}/report.md")
     return 0
@@ -526,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_export(sub)
     _add_generate(sub)
     a = parser.parse_args(argv)
+    a.argv = list(map(str, sys.argv[1:] if argv is None else argv))
     try:
         cmds = {
             "quantize": cmd_quantize,

@@ -38,11 +38,14 @@ class QuantizeResult:
     packed: dict[str, PackedWeight]
     plans: dict[str, ModulePlan]
     seconds: float
+    # relative output error ||dW X||^2 / ||W X||^2 on the calibration set (calibrated methods)
     layer_errors: dict[str, float] = field(default_factory=dict)
     # blocks whose outputs came from the linear correction instead of a full pass
     fast_propagation_blocks: int = 0
     # per block: transform name -> what it chose (e.g. AWQ's alpha per group)
     transforms: list[dict] = field(default_factory=list)
+    # relative weight error ||dW||^2 / ||W||^2 of every quantized module (needs no data)
+    weight_errors: dict[str, float] = field(default_factory=dict)
 
 
 Batch = tuple[torch.Tensor, dict]
@@ -253,19 +256,23 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 def _quantize_one(
     module: nn.Module, plan: ModulePlan, hessian: torch.Tensor | None
-) -> tuple[PackedWeight, float | None]:
-    """Quantize one linear; write the dequantized weight back so later groups see it."""
+) -> tuple[PackedWeight, float | None, float]:
+    """Quantize one linear; write the dequantized weight back so later groups see it.
+
+    Returns the packed weight, the relative output error (with ``hessian``) and the
+    relative weight error."""
     w = linear_weight(module).detach().to(torch.float32)
     spec = get_method(plan.method)
     res = spec.fn(w, plan.scheme, hessian if plan.needs_hessian else None, **plan.method_args)
     packed = PackedWeight.from_codes(res.codes, res.scale, res.zero, plan.scheme)
     dq = packed.dequantize()
     err = None
+    d = w - dq
     if hessian is not None:
-        d = w - dq
         err = float((d @ hessian * d).sum() / (w @ hessian * w).sum().clamp_min(1e-30))
+    werr = float(d.square().sum() / w.square().sum().clamp_min(1e-30))
     linear_weight(module).copy_(dq.to(module.weight.dtype))
-    return packed, err
+    return packed, err, werr
 
 
 @torch.no_grad()
@@ -303,6 +310,7 @@ def quantize_model(
 
     packed: dict[str, PackedWeight] = {}
     errors: dict[str, float] = {}
+    weight_errors: dict[str, float] = {}
     fast_blocks = 0
     transform_log: list[dict] = [{} for _ in layout.blocks]
     batches: list[Batch] = []
@@ -361,7 +369,7 @@ def quantize_model(
             w_before = linear_weight(mods[group[-1]]).detach().to(torch.float32).clone()
             for n in group:
                 full = layout.full_name(b, n)
-                packed[full], err = _quantize_one(mods[n], plans[full], H)
+                packed[full], err, weight_errors[full] = _quantize_one(mods[n], plans[full], H)
                 if err is not None:
                     errors[full] = err
             if propagate_here and outputs:
@@ -379,7 +387,14 @@ def quantize_model(
         old = model.get_submodule(full)
         _set_module(model, full, QLinear.from_packed(p, old.bias))
     return QuantizeResult(
-        model, packed, plans, time.perf_counter() - t0, errors, fast_blocks, transform_log
+        model,
+        packed,
+        plans,
+        time.perf_counter() - t0,
+        errors,
+        fast_blocks,
+        transform_log,
+        weight_errors,
     )
 
 

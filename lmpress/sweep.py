@@ -59,13 +59,15 @@ def run_sweep(
     tasks: str | None = None,
     limit: int | None = None,
     speed: bool = True,
+    command: str | None = None,
 ) -> list[dict]:
     """Run every (method, scheme) cell not yet in ``out_dir/results.jsonl``; returns all rows.
 
     With ``tasks`` (``"piqa,hellaswag"``) each cell and the float model are also scored
     on those zero-shot tasks (first ``limit`` examples each). With ``speed`` each cell's
     checkpoint (and the float model) is loaded in a fresh process that measures prefill
-    and decode tokens/s and its peak RSS (:mod:`lmpress.eval.speed`).
+    and decode tokens/s and its peak RSS (:mod:`lmpress.eval.speed`). ``command`` (the
+    command line that ran the sweep) and the library versions are kept in every row.
     """
     from lmpress.api import peak_rss_mb, save
     from lmpress.calibration import calibration_ids
@@ -92,6 +94,7 @@ def run_sweep(
         protocol += f" tasks={','.join(n for n, _ in task_list)} limit={limit}"
     todo = [c for c in cells if f"{c[0]}|{c[1]}|{protocol}" not in done]
 
+    provenance = {"command": command, "versions": versions()}
     base = load_model(model)
     ids = eval_ids(base.tokenizer, text)
     n = n_windows(ids, ctx, windows)
@@ -101,6 +104,7 @@ def run_sweep(
     if ref_cell not in done:
         r = evaluate_perplexity(base.model, ids, ctx, windows, None, progress)
         row = {"cell": ref_cell, "method": "float", "scheme": "-", "bits_per_weight": 32.0, **r}
+        row.update(provenance)
         row.update(_task_scores(base.model, base.tokenizer, task_list, limit, progress))
         if speed:
             row["speed"] = _speed(model, text, progress)
@@ -134,7 +138,9 @@ def run_sweep(
             "peak_rss_mb_so_far": round(peak_rss_mb(), 1),
             "recipe": recipe.to_dict(),
             "layer_errors": {k: round(v, 6) for k, v in res.layer_errors.items()},
+            "weight_errors": {k: round(v, 6) for k, v in res.weight_errors.items()},
             **_task_scores(m, base.tokenizer, task_list, limit, progress),
+            **provenance,
         }
         if speed:
             row["speed"] = _speed(str(ckpt), text, progress)
@@ -173,6 +179,25 @@ def _task_scores(model, tokenizer, task_list, limit, progress) -> dict:
         scores[name] = {k: v for k, v in r.items() if not k.startswith("predictions")}
     mean = sum(v["acc"] for v in scores.values()) / len(scores)
     return {"tasks": scores, "task_mean_acc": mean}
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide a row's numbers: lmpress, torch, transformers, Python, CPU."""
+    import platform
+
+    import torch
+    import transformers
+
+    from lmpress.__version__ import __version__
+    from lmpress.report.benchmarks import cpu_name
+
+    return {
+        "lmpress": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+    }
 
 
 def _speed(model_spec: str, text: str, progress: bool) -> dict:
@@ -244,6 +269,12 @@ def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path
             f"(peak RSS is that process's high-water mark); medians of {sp['reps']} runs after "
             "one warm-up run.",
         ]
+    from lmpress.report.html import provenance
+
+    lines += ["", "Commands that measured these rows:", ""]
+    for cmd, vers in provenance(rows):
+        v = ", ".join(f"{k} {x}" for k, x in vers.items()) if vers else "versions not recorded"
+        lines.append(f"- `{cmd}` ({v})")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

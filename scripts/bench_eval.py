@@ -44,7 +44,8 @@ def lmpress_cli(*args: str) -> None:
 
 def run_sweep(out: Path, windows: int, limit: int) -> dict:
     cmd = [
-        "sweep", MODEL, "-o", str(out), "--schemes", SWEEP_SCHEMES, "--methods", SWEEP_METHODS,
+        "sweep", MODEL, "-o", str(out.relative_to(REPO)),
+        "--schemes", SWEEP_SCHEMES, "--methods", SWEEP_METHODS,
         "--windows", str(windows), "--tasks", SWEEP_TASKS, "--limit", str(limit),
     ]  # fmt: skip
     t0 = time.perf_counter()

@@ -41,6 +41,7 @@ from lmpress.models.load import (  # noqa: E402
     save_float_model,
     set_threads,
 )
+from lmpress.report.benchmarks import cpu_name  # noqa: E402
 from lmpress.sweep import load_results  # noqa: E402
 
 MODEL = "smollm2-135m"
@@ -379,6 +380,7 @@ def main() -> None:
             "process_wall_s": wall,
             "peak_rss_mb": rss,
             "peak_rss_source": "VmHWM",
+            "cpu": cpu_name(),
             "float_forward_calib_adjacent_s": adjacent,
             "recipe": recipe,
             "peak_rss_rusage_mb": rss_rusage,

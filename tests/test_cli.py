@@ -372,6 +372,10 @@ def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
     page = (tmp_path / "s" / "report.html").read_text()
     assert page.count("<img") >= 5 and "data:image/png;base64," in page and "</html>" in page
     assert "decode tok/s" in page and "| decode tok/s |" in report and "fresh process" in report
+    assert all(r["command"].startswith("lmpress sweep ") and "--limit 3" in r["command"]
+               for r in rows)  # fmt: skip
+    assert rows[0]["versions"]["torch"] and "Commands that measured" in report
+    assert "--calib-samples 4" in page and "transformers " in page
     assert not (tmp_path / "s" / "cells").exists() or not any((tmp_path / "s" / "cells").iterdir())
     code, out, err = run(capsys, *args)  # resumes: nothing new
     assert code == 0, err
@@ -406,3 +410,18 @@ def test_eval_lm_eval_convention(capsys, tmp_path, tiny_llama_dir):
         capsys, "eval", tiny_llama_dir, "--ppl-convention", "lm-eval", "--base", tiny_llama_dir
     )
     assert_user_error(code, err, "not defined for --ppl-convention lm-eval")
+
+
+def test_weight_errors_recorded_and_plotted(tmp_path, tiny_llama_dir):
+    """Calibration-free methods still say which modules lost the most (weight-space error)."""
+    from lmpress.report.html import _layer_plot
+
+    code = main(["quantize", str(tiny_llama_dir), "--method", "rtn", "--scheme", "w2g32",
+                 "-o", str(tmp_path / "q"), "--quiet"])  # fmt: skip
+    assert code == 0
+    qc = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
+    werr = qc["weight_errors"]
+    assert len(werr) == 14 and all(0 < v < 1 for v in werr.values())
+    assert not qc["layer_errors"]
+    uri = _layer_plot({"method": "rtn", "scheme": "w2g32", "weight_errors": werr})
+    assert uri and uri.startswith("data:image/png;base64,")

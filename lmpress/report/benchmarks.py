@@ -51,6 +51,26 @@ def _mark(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
 
 
+def _machine(r: dict) -> str:
+    """A marker after a row's timings when it ran on a recorded machine (see the legend)."""
+    return " ᴮ" if r.get("cpu") else ""
+
+
+def machine_legend(rows: list[dict]) -> str:
+    """Which machine the timings of the table rows come from (timings compare only within one)."""
+    cpus = sorted({r["cpu"] for r in rows if r.get("cpu")})
+    old = sum(1 for r in rows if not r.get("cpu"))
+    if not cpus:
+        return ""
+    return (
+        f"Machines: timings marked ᴮ ({len(rows) - old} rows) were measured on "
+        f"{' / '.join(cpus)}; the other {old} rows on the machine of earlier sessions (its "
+        "model was not recorded per row; the Runtime section's kernel and decode figures "
+        "come from an Intel CPU with AMX). Compare quantize seconds and RSS only between "
+        "rows of one machine; perplexity, KL and bits do not depend on it."
+    )
+
+
 def render(done: dict[str, dict], protocol: str, args) -> str:
     ref = next(r for r in done.values() if r["method"] == "float")
     rows = [r for r in done.values() if r["method"] != "float"]
@@ -62,8 +82,11 @@ def render(done: dict[str, dict], protocol: str, args) -> str:
         "# lmpress benchmarks",
         "",
         "Written by `python scripts/benchmark.py` (`make bench`); do not edit by hand.",
-        f"Run finished {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {cpu_name()}, "
-        f"{os.cpu_count()} threads, torch {torch.__version__}, lmpress {__version__}.",
+        f"Report rendered {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {cpu_name()}, "
+        f"{os.cpu_count()} threads, torch {torch.__version__}, lmpress {__version__}; "
+        "each row keeps the date and commit that measured it (`benchmarks/results.jsonl`).",
+        "",
+        machine_legend(rows),
         "",
         "## Protocol",
         "",
@@ -130,8 +153,8 @@ def _row(ref: dict, s: str, m: str, r: dict) -> str:
     return (
         f"| {s} | {m} | {r['bits_per_weight']:.3f} | {_fmt_ppl(r['ppl'])} | "
         f"{_fmt_ratio(r['ppl'] / ref['ppl'])} | {r['kl_mean']:.4f} | {r['kl_p99']:.3f} | "
-        f"{r['top1_agreement']:.3f} | {r['quantize_s']:.1f} | {r['process_wall_s']:.1f} | "
-        f"{_rss(r)} |"
+        f"{r['top1_agreement']:.3f} | {r['quantize_s']:.1f}{_machine(r)} | "
+        f"{r['process_wall_s']:.1f} | {_rss(r)} |"
     )
 
 

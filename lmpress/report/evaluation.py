@@ -89,7 +89,7 @@ def cache_lines(c: dict[str, Any]) -> list[str]:
         f"- A variant against the cached base costs {cached / plain:.2f}x its perplexity-only "
         f"evaluation (the base's forward pass is not repeated; KL adds reading the "
         f"float16 logits); the 8 together cost {total / uncached8:.2f}x what 8 uncached "
-        f"evaluations would, and {per_variant / first:.2f}x per variant of one variant + base.",
+        f"evaluations would ({per_variant:.1f} s per variant against {first:.1f} s).",
         f'- Bar (issue 4), read as "per variant, evaluating against the cached base costs '
         f"< 1.5x one variant's own evaluation\" ({cached / plain:.2f}x): "
         f"{_mark(cached / plain < 1.5)}. Read literally (all 8 under 1.5x of one variant "

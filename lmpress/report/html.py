@@ -61,8 +61,11 @@ def _quality_plots(cells: list[dict], ref_ppl: float) -> list[tuple[str, str]]:
 
 
 def _layer_plot(row: dict, top: int = 20) -> str | None:
-    """Bar chart of the modules with the largest relative output error in one cell."""
-    errs = row.get("layer_errors") or {}
+    """Bar chart of the modules that lost the most in one cell: relative output error on
+    the calibration set where the method measured it, else relative weight error."""
+    errs, what = row.get("layer_errors") or {}, "||dW X||^2 / ||W X||^2 on the calibration set"
+    if not errs:
+        errs, what = row.get("weight_errors") or {}, "||dW||^2 / ||W||^2 (weights)"
     if not errs:
         return None
     import matplotlib
@@ -73,11 +76,19 @@ def _layer_plot(row: dict, top: int = 20) -> str | None:
     worst = sorted(errs.items(), key=lambda kv: -kv[1])[:top]
     fig, ax = plt.subplots(figsize=(7, 0.25 * len(worst) + 1), dpi=100)
     ax.barh([k.replace("model.layers.", "L") for k, _ in worst][::-1], [v for _, v in worst][::-1])
-    ax.set_xlabel("relative output error ||dW X|| ^2 / ||W X|| ^2 on the calibration set")
+    ax.set_xlabel(f"relative error {what}")
     ax.set_title(f"{row['method']} {row['scheme']}: the {len(worst)} worst modules", fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     return _png(fig)
+
+
+def provenance(rows: list[dict]) -> list[tuple[str, dict]]:
+    """Distinct (command, versions) pairs of ``rows``, in row order."""
+    seen: dict[str, dict] = {}
+    for r in rows:
+        seen.setdefault(r.get("command") or "(command not recorded)", r.get("versions") or {})
+    return list(seen.items())
 
 
 def _speed_tds(r: dict) -> str:
@@ -135,12 +146,17 @@ def write_html(rows: list[dict], out: Path, protocol: str, model: str) -> Path:
                 parts.append(
                     f"<img alt='layer errors {e(r['method'])} {e(r['scheme'])}' src='{uri}'>"
                 )
-    parts.append("<h2>Commands and versions</h2><ul>")
-    for r in cells:
-        cmd = f"lmpress sweep {model} --schemes {r['scheme']} --methods {r['method']}"
-        parts.append(f"<li><code>{e(cmd)}</code></li>")
+    parts.append("<h2>Commands and versions</h2>")
     parts.append(
-        f"</ul><p>lmpress {e(__version__)}, torch {e(torch.__version__)}, Python "
+        "<p>The commands that measured these rows (a sweep skips cells it already has, so "
+        "rerunning one reproduces any missing cell; one cell alone: the same command with "
+        "<code>--schemes S --methods M</code>):</p><ul>"
+    )
+    for cmd, vers in provenance(rows):
+        v = ", ".join(f"{k} {x}" for k, x in vers.items()) if vers else "versions not recorded"
+        parts.append(f"<li><code>{e(cmd)}</code> ({e(v)})</li>")
+    parts.append(
+        f"</ul><p>Page written by lmpress {e(__version__)}, torch {e(torch.__version__)}, Python "
         f"{e(platform.python_version())}, written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
         "</p></body></html>"
     )
