@@ -111,23 +111,43 @@ def normalized_recipe(d: dict | None) -> dict | None:
         return None
 
 
-def drop_stale_presets(done: dict[str, dict]) -> dict[str, dict]:
-    """Preset rows whose recipe is no longer the preset's are not results of today's presets."""
+def drop_stale_presets(done: dict[str, dict], results_path: Path | None = None) -> dict[str, dict]:
+    """Preset rows whose recipe is no longer the preset's are not results of today's presets.
+
+    A stale row whose recipe is a plain grid cell (one method with its defaults, no
+    transforms) is that cell's measurement: it is kept under the cell's name (and
+    appended to ``results_path``) when the grid has not measured that cell itself.
+    """
     from lmpress.presets import PRESETS, preset_recipe
     from lmpress.recipe import Recipe
 
-    keep = {}
+    keep, converted = {}, []
     for cell, r in done.items():
         name = r["method"].split(":", 1)[1] if r["method"].startswith("preset:") else None
         if name is not None:
-            if name not in PRESETS:
+            recipe = normalized_recipe(r.get("recipe"))
+            if name in PRESETS and recipe == Recipe.from_dict(preset_recipe(name)).to_dict():
+                keep[cell] = r
                 continue
-            if (
-                normalized_recipe(r.get("recipe"))
-                != Recipe.from_dict(preset_recipe(name)).to_dict()
-            ):
-                continue
+            plain = (
+                recipe
+                and Recipe.from_dict(
+                    {"method": recipe["method"], "scheme": recipe["scheme"]}
+                ).to_dict()
+            )
+            if recipe and "same_as" not in r and recipe == plain:
+                protocol = cell.split("|", 2)[2]
+                grid_cell = f"{recipe['method']}|{r['scheme']}|{protocol}"
+                if grid_cell not in done:
+                    row = {**r, "cell": grid_cell, "method": recipe["method"]}
+                    converted.append({**row, "measured_as": r["method"]})
+            continue
         keep[cell] = r
+    for row in converted:
+        if row["cell"] not in keep:
+            keep[row["cell"]] = row
+            if results_path is not None:
+                append_result(results_path, row)
     return keep
 
 
@@ -253,7 +273,7 @@ def main() -> None:
     results_path.parent.mkdir(parents=True, exist_ok=True)
     if a.fresh and results_path.exists():
         results_path.unlink()
-    done = drop_stale_presets(load_results(results_path))
+    done = drop_stale_presets(load_results(results_path), results_path)
     protocol = f"ctx={a.ctx} windows={a.windows} calib={a.calib_samples}x{a.calib_seq_len}"
     if a.report_only:
         for method, scheme in [] if a.no_presets else preset_cells():
