@@ -112,3 +112,19 @@ def test_generate_cli(tmp_path, smol_tokenizer, capsys):
     with pytest.raises(SystemExit):  # argparse: "must be a positive integer"
         main(["generate", str(ckpt), "--prompt", "x", "--max-new-tokens", "0"])
     assert main(["generate", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+
+
+@built
+@pytest.mark.parametrize("c_head", [True, False])
+def test_float_head_either_gemv_gives_the_model_logits(c_head):
+    """The float output head runs on lmpress's GEMV or torch's (whichever measured faster);
+    both give the model's logits, and so do float projections inside decode_step."""
+    over = [{"pattern": "o_proj", "skip": True}]
+    model = quantized_tiny("llama", "w4g32", over)
+    dec = Decoder(model, max_len=16)
+    dec.head_c = c_head
+    with torch.no_grad():
+        dec.prefill([1, 2, 3])
+        logits = dec.step(4)
+        ref = model(torch.tensor([[1, 2, 3, 4]])).logits[0, -1]
+    assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-4)

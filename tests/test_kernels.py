@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmpress.formats.affine import expand_to_columns, minmax_qparams, quantize_codes
 from lmpress.formats.scheme import parse_scheme
@@ -214,3 +215,13 @@ def test_concat_rows_decodes_to_the_stacked_weights():
         assert torch.equal(cat.dequantize(), torch.cat([p.dequantize() for p in parts]))
     with pytest.raises(ValueError):
         concat_rows([packed_random("w4gt", 8, 64), packed_random("w4gt", 8, 64)])
+
+
+@pytest.mark.skipif(K._cpu is None, reason="C kernels not built")
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 5), (33, 17), (130, 576), (2049, 64)])
+def test_dense_gemv_matches_torch(simd, n, k):
+    w, x = torch.randn(n, k), torch.randn(1, k)
+    for threads in (1, 2):
+        y = torch.full((1, n), float("nan"))
+        K._cpu.dense_gemv(w.data_ptr(), x.data_ptr(), y.data_ptr(), n, k, threads)
+        torch.testing.assert_close(y, F.linear(x, w), rtol=1e-5, atol=1e-5)
