@@ -5,7 +5,6 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lmpress.formats.affine import expand_to_columns, minmax_qparams, quantize_codes
 from lmpress.formats.scheme import parse_scheme
@@ -224,4 +223,8 @@ def test_dense_gemv_matches_torch(simd, n, k):
     for threads in (1, 2):
         y = torch.full((1, n), float("nan"))
         K._cpu.dense_gemv(w.data_ptr(), x.data_ptr(), y.data_ptr(), n, k, threads)
-        torch.testing.assert_close(y, F.linear(x, w), rtol=1e-5, atol=1e-5)
+        assert_close_to_reference(y, x, w)
+    assert_close_to_reference(K.dense_gemv(x, w), x, w)
+    assert K.dense_gemv_faster(w) in (True, False) and (n, k, torch.get_num_threads()) in (
+        K._DENSE_CHOICE
+    )
