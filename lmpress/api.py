@@ -140,10 +140,10 @@ def evaluate(
     if tokenizer is None:
         raise LmpressError("evaluation needs the model's tokenizer")
     max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if max_pos and ctx is not None and ctx > max_pos:
+        raise LmpressError(f"--ctx {ctx} exceeds the model's {max_pos} positions; use <= {max_pos}")
     if convention == "lm-eval":
         return _evaluate_lm_eval_convention(model, tokenizer, text, ctx, windows, path, progress)
-    if max_pos and ctx > max_pos:
-        raise LmpressError(f"--ctx {ctx} exceeds the model's {max_pos} positions; use <= {max_pos}")
     ids = eval_ids(tokenizer, text, convention, ctx)
     cache = None
     if base is not None:

@@ -109,33 +109,6 @@ class Proj:
         return y if residual is None else y + residual
 
 
-def _c_gemv_faster(w: torch.Tensor, reps: int = 3) -> bool:
-    """Whether lmpress's float32 GEMV beats torch's on ``w [N, K]`` here (measured: BLAS's
-    single-row product runs at a fraction of memory bandwidth on some CPUs, fine on others)."""
-    c = cpu_kernels._cpu
-    if c is None or not hasattr(c, "dense_gemv"):
-        return False
-    x, y = torch.randn(1, w.shape[1]), torch.empty(1, w.shape[0])
-    n = torch.get_num_threads()
-
-    def ours() -> None:
-        c.dense_gemv(w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], n)
-
-    def theirs() -> None:
-        F.linear(x, w)
-
-    best = {}
-    for name, fn in (("c", ours), ("torch", theirs)):
-        fn()
-        t = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - t0)
-        best[name] = min(t)
-    return best["c"] < best["torch"]
-
-
 class Decoder:
     """Greedy or sampled decoding of a Llama-style model through the C kernels."""
 
@@ -162,7 +135,7 @@ class Decoder:
         head = model.lm_head
         self.head = Proj([head]) if isinstance(head, QLinear) else None
         self.head_w = None if self.head else head.weight.detach().float().contiguous()
-        self.head_c = self.head_w is not None and _c_gemv_faster(self.head_w)
+        self.head_c = self.head_w is not None and cpu_kernels.dense_gemv_faster(self.head_w)
         self.layers = []
         for blk in inner.layers:
             a, m = blk.self_attn, blk.mlp
@@ -228,12 +201,7 @@ class Decoder:
         if self.head is not None:
             return self.head(h)
         if self.head_c and h.shape[0] == 1:
-            y = torch.empty(1, self.head_w.shape[0])
-            cpu_kernels._cpu.dense_gemv(
-                self.head_w.data_ptr(), h.data_ptr(), y.data_ptr(), *self.head_w.shape,
-                torch.get_num_threads(),
-            )  # fmt: skip
-            return y
+            return cpu_kernels.dense_gemv(h, self.head_w)
         return F.linear(h, self.head_w)
 
     @torch.no_grad()

@@ -94,7 +94,7 @@ def run_sweep(
         protocol += f" tasks={','.join(n for n, _ in task_list)} limit={limit}"
     todo = [c for c in cells if f"{c[0]}|{c[1]}|{protocol}" not in done]
 
-    provenance = {"command": command, "versions": versions()}
+    prov = {"command": command, "versions": versions()}
     base = load_model(model)
     ids = eval_ids(base.tokenizer, text)
     n = n_windows(ids, ctx, windows)
@@ -104,7 +104,7 @@ def run_sweep(
     if ref_cell not in done:
         r = evaluate_perplexity(base.model, ids, ctx, windows, None, progress)
         row = {"cell": ref_cell, "method": "float", "scheme": "-", "bits_per_weight": 32.0, **r}
-        row.update(provenance)
+        row.update(prov)
         row.update(_task_scores(base.model, base.tokenizer, task_list, limit, progress))
         if speed:
             row["speed"] = _speed(model, text, progress)
@@ -140,7 +140,7 @@ def run_sweep(
             "layer_errors": {k: round(v, 6) for k, v in res.layer_errors.items()},
             "weight_errors": {k: round(v, 6) for k, v in res.weight_errors.items()},
             **_task_scores(m, base.tokenizer, task_list, limit, progress),
-            **provenance,
+            **prov,
         }
         if speed:
             row["speed"] = _speed(str(ckpt), text, progress)
@@ -208,18 +208,6 @@ def _speed(model_spec: str, text: str, progress: bool) -> dict:
     return speed_in_subprocess(model_spec, text)
 
 
-def speed_cells(r: dict) -> tuple[str, str, str]:
-    """Prefill tok/s, decode tok/s, peak RSS MiB of a row, as table text ('-' if absent)."""
-    sp = r.get("speed")
-    if not sp:
-        return "-", "-", "-"
-    return (
-        f"{sp['prefill_tokens_per_s']:.0f}",
-        f"{sp['decode_tokens_per_s']:.1f}",
-        f"{sp['peak_rss_mb']:.0f}",
-    )
-
-
 def _append(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -228,6 +216,7 @@ def _append(path: Path, row: dict) -> None:
 def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path:
     """``out/report.md`` (table, commands) and ``out/pareto.png``."""
     from lmpress.report.benchmarks import plot_pareto
+    from lmpress.report.html import provenance, speed_cells
 
     ref = next((r for r in rows if r["method"] == "float"), None)
     cells = sorted(
@@ -269,12 +258,8 @@ def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path
             f"(peak RSS is that process's high-water mark); medians of {sp['reps']} runs after "
             "one warm-up run.",
         ]
-    from lmpress.report.html import provenance
-
     lines += ["", "Commands that measured these rows:", ""]
-    for cmd, vers in provenance(rows):
-        v = ", ".join(f"{k} {x}" for k, x in vers.items()) if vers else "versions not recorded"
-        lines.append(f"- `{cmd}` ({v})")
+    lines += [f"- `{cmd}` ({vers})" for cmd, vers in provenance(rows)]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

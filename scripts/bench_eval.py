@@ -73,14 +73,11 @@ def screenshot(page: Path, png: Path) -> dict:
 def bench_cache(work: Path, windows: int) -> dict:
     import os
 
+    from bench_runtime import checkpoint
+
     import lmpress
 
-    ckpts = []
-    for s in CACHE_SCHEMES:
-        ck = work / f"rtn-{s}"
-        if not (ck / "config.json").is_file():
-            lmpress_cli("quantize", MODEL, "--method", "rtn", "--scheme", s, "-o", str(ck))
-        ckpts.append(ck)
+    ckpts = [checkpoint(work, s) for s in CACHE_SCHEMES]
     os.environ["LMPRESS_CACHE_DIR"] = str(work / "cache")  # empty: the first call fills it
     shutil.rmtree(work / "cache", ignore_errors=True)
     kw = dict(ctx=2048, windows=windows, progress=False)

@@ -410,6 +410,10 @@ def test_eval_lm_eval_convention(capsys, tmp_path, tiny_llama_dir):
         capsys, "eval", tiny_llama_dir, "--ppl-convention", "lm-eval", "--base", tiny_llama_dir
     )
     assert_user_error(code, err, "not defined for --ppl-convention lm-eval")
+    code, _, err = run(
+        capsys, "eval", tiny_llama_dir, "--ppl-convention", "lm-eval", "--ctx", "100000"
+    )
+    assert_user_error(code, err, "exceeds the model's")
 
 
 def test_weight_errors_recorded_and_plotted(tmp_path, tiny_llama_dir):

@@ -169,20 +169,50 @@ def choose_gemv_path(st: CpuState) -> str:
         x = torch.randn(1, st.in_features)
         y = torch.empty(1, st.out_features)
         fma_args = st.args(x.data_ptr(), y.data_ptr(), 1, 0)
-        times = {}
-        for name, fn in (
-            ("fma", lambda: _cpu.gemm(*fma_args)),
-            ("lut", lambda: lut_gemv(x, lut, None)),
-        ):
-            fn()
-            best = float("inf")
-            for _ in range(5):
-                t0 = time.perf_counter()
-                fn()
-                best = min(best, time.perf_counter() - t0)
-            times[name] = best
+        times = {
+            "fma": best_seconds(lambda: _cpu.gemm(*fma_args)),
+            "lut": best_seconds(lambda: lut_gemv(x, lut, None)),
+        }
         _GEMV_CHOICE[key] = min(times, key=times.get)
     return _GEMV_CHOICE[key]
+
+
+def best_seconds(fn, reps: int = 5) -> float:  # noqa: ANN001
+    """Fastest of ``reps`` timed calls of ``fn`` after one untimed call."""
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def dense_gemv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x [1, K]`` float32 contiguous, ``w [N, K]`` float32 contiguous -> ``[1, N]``,
+    by lmpress's C float GEMV (needs the built extension)."""
+    y = torch.empty(1, w.shape[0], dtype=torch.float32)
+    _cpu.dense_gemv(
+        w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], torch.get_num_threads()
+    )
+    return y
+
+
+# Whether the C float GEMV beats torch's, per (rows, cols, threads), measured once.
+_DENSE_CHOICE: dict[tuple, bool] = {}
+
+
+def dense_gemv_faster(w: torch.Tensor) -> bool:
+    """Whether :func:`dense_gemv` beats ``F.linear`` on ``w [N, K]`` here (BLAS's single-row
+    product runs at a fraction of memory bandwidth on some CPUs, well on others)."""
+    if _cpu is None or not hasattr(_cpu, "dense_gemv"):
+        return False
+    key = (*w.shape, torch.get_num_threads())
+    if key not in _DENSE_CHOICE:
+        x = torch.randn(1, w.shape[1])
+        ours = best_seconds(lambda: dense_gemv(x, w), 3)
+        _DENSE_CHOICE[key] = ours < best_seconds(lambda: F.linear(x, w), 3)
+    return _DENSE_CHOICE[key]
 
 
 class CpuKernel:

@@ -6,9 +6,7 @@ Renders ``benchmarks/lm_eval.json`` (``scripts/bench_lm_eval.py``) and
 
 from typing import Any
 
-
-def _mark(ok: bool) -> str:
-    return "**pass**" if ok else "**FAIL**"
+from lmpress.report.benchmarks import _mark
 
 
 def lm_eval_lines(r: dict[str, Any]) -> list[str]:

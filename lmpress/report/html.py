@@ -83,17 +83,30 @@ def _layer_plot(row: dict, top: int = 20) -> str | None:
     return _png(fig)
 
 
-def provenance(rows: list[dict]) -> list[tuple[str, dict]]:
-    """Distinct (command, versions) pairs of ``rows``, in row order."""
+def provenance(rows: list[dict]) -> list[tuple[str, str]]:
+    """Distinct (command, "lib version, ...") pairs of sweep ``rows``, in row order."""
     seen: dict[str, dict] = {}
     for r in rows:
         seen.setdefault(r.get("command") or "(command not recorded)", r.get("versions") or {})
-    return list(seen.items())
+    return [
+        (cmd, ", ".join(f"{k} {x}" for k, x in v.items()) if v else "versions not recorded")
+        for cmd, v in seen.items()
+    ]
+
+
+def speed_cells(r: dict) -> tuple[str, str, str]:
+    """Prefill tok/s, decode tok/s, peak RSS MiB of a sweep row, as table text ('-' if absent)."""
+    sp = r.get("speed")
+    if not sp:
+        return "-", "-", "-"
+    return (
+        f"{sp['prefill_tokens_per_s']:.0f}",
+        f"{sp['decode_tokens_per_s']:.1f}",
+        f"{sp['peak_rss_mb']:.0f}",
+    )
 
 
 def _speed_tds(r: dict) -> str:
-    from lmpress.sweep import speed_cells
-
     return "".join(f"<td>{v}</td>" for v in speed_cells(r))
 
 
@@ -153,8 +166,7 @@ def write_html(rows: list[dict], out: Path, protocol: str, model: str) -> Path:
         "<code>--schemes S --methods M</code>):</p><ul>"
     )
     for cmd, vers in provenance(rows):
-        v = ", ".join(f"{k} {x}" for k, x in vers.items()) if vers else "versions not recorded"
-        parts.append(f"<li><code>{e(cmd)}</code> ({e(v)})</li>")
+        parts.append(f"<li><code>{e(cmd)}</code> ({e(vers)})</li>")
     parts.append(
         f"</ul><p>Page written by lmpress {e(__version__)}, torch {e(torch.__version__)}, Python "
         f"{e(platform.python_version())}, written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."

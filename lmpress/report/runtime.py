@@ -6,9 +6,7 @@ Renders ``benchmarks/kernels.json`` (``scripts/bench_kernels.py``) and
 
 from typing import Any
 
-
-def _mark(ok: bool) -> str:
-    return "**pass**" if ok else "**FAIL**"
+from lmpress.report.benchmarks import _mark
 
 
 def _us(s: float) -> str:
