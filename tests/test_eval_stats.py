@@ -87,3 +87,22 @@ def test_evaluation_section_marks_bars():
         "cached_median_s": 20.0, "plain_s": 10.0, "eight_total_s": 160.0}})  # fmt: skip
     assert "(2.00x): **FAIL**" in broken
     assert render_evaluation(None, None) == ""
+
+
+def test_second_evaluation_reads_the_cached_base(tmp_path, monkeypatch, tiny_llama_dir):
+    """Issue 4's cache: the base model is loaded and run once for any number of variants."""
+    import lmpress.api as api
+
+    monkeypatch.setenv("LMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(f"Row {i}: some words for the base cache." for i in range(100)))
+    kw = dict(text=str(text), ctx=64, windows=2, base=str(tiny_llama_dir), progress=False)
+    first = api.evaluate(str(tiny_llama_dir), **kw)
+    assert first["kl_mean"] < 1e-6
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the base was run again although its logits are cached")
+
+    monkeypatch.setattr(api, "fill_base_cache", must_not_run)
+    again = api.evaluate(str(tiny_llama_dir), **kw)
+    assert again["ppl"] == first["ppl"] and again["kl_mean"] == first["kl_mean"]
