@@ -36,6 +36,7 @@ from lmpress.eval.perplexity import eval_ids  # noqa: E402
 from lmpress.eval.speed import median_rate  # noqa: E402
 from lmpress.generate import generate_ids  # noqa: E402
 from lmpress.models.load import load_model  # noqa: E402
+from lmpress.report.benchmarks import cpu_name  # noqa: E402
 
 MODEL = "smollm2-135m"
 DECODE_SCHEMES = ["w4g128", "w3g128", "w2g128", "w4g32s", "w8s"]
@@ -127,9 +128,15 @@ AGREE_CASES = [
 
 
 def bench_agreement(work: Path, windows: list[list[int]], threads: int) -> list[dict]:
-    """Teacher-forced top-1 of llama.cpp on lmpress's GGUF against lmpress's model."""
-    from lmpress.eval.llamacpp import llamacpp_logits
+    """Teacher-forced top-1 of llama.cpp on lmpress's GGUF against lmpress's model.
 
+    Each export runs on llama.cpp's CPU path (8-bit activations in every quantized
+    matmul) and, where llama-cpp-python has ggml's BLAS backend, on its float path
+    (dequantized weights, float32 activations), which isolates the exported weights.
+    """
+    from lmpress.eval.llamacpp import llamacpp_has_blas, llamacpp_logits
+
+    paths = ["cpu", "float"] if llamacpp_has_blas() else ["cpu"]
     rows = []
     for label, scheme, embed in AGREE_CASES:
         src = MODEL if scheme is None else checkpoint(work, scheme)
@@ -138,31 +145,33 @@ def bench_agreement(work: Path, windows: list[list[int]], threads: int) -> list[
             src, "gguf", path, overwrite=True, progress=False, embed_type=embed
         )
         model = load_model(str(src)).model
-        per_window = []
-        max_diff = 0.0
-        for w in windows:
-            with torch.no_grad():
-                ours = model(torch.tensor([w])).logits[0]
-            theirs = llamacpp_logits(path, w, threads)
-            per_window.append((ours.argmax(-1) == theirs.argmax(-1)).float().mean().item())
-            max_diff = max(max_diff, (ours - theirs).abs().max().item())
-        rows.append(
-            {
-                "label": label,
-                "scheme": scheme or "float32",
-                "embed_type": embed,
-                "gguf_types": summary["tensor_types"],
-                "exact_grid_modules": summary["exact_grid_modules"],
-                "max_abs_error_quantized": summary["max_abs_error_quantized"],
-                "positions": len(windows[0]),
-                "top1_agreement": per_window[0],
-                "top1_agreement_windows": per_window,
-                "top1_agreement_mean": statistics.mean(per_window),
-                "max_logit_diff": max_diff,
-            }
-        )
-        print(f"[runtime] gguf {label}: agreement {per_window}", flush=True)
+        with torch.no_grad():
+            ours = [model(torch.tensor([w])).logits[0] for w in windows]
         del model
+        for arith in paths:
+            per_window = []
+            max_diff = 0.0
+            for w, mine in zip(windows, ours, strict=True):
+                theirs = llamacpp_logits(path, w, threads, float_path=arith == "float")
+                per_window.append((mine.argmax(-1) == theirs.argmax(-1)).float().mean().item())
+                max_diff = max(max_diff, (mine - theirs).abs().max().item())
+            rows.append(
+                {
+                    "label": label,
+                    "scheme": scheme or "float32",
+                    "embed_type": embed,
+                    "llamacpp_path": arith,
+                    "gguf_types": summary["tensor_types"],
+                    "exact_grid_modules": summary["exact_grid_modules"],
+                    "max_abs_error_quantized": summary["max_abs_error_quantized"],
+                    "positions": len(windows[0]),
+                    "top1_agreement": per_window[0],
+                    "top1_agreement_windows": per_window,
+                    "top1_agreement_mean": statistics.mean(per_window),
+                    "max_logit_diff": max_diff,
+                }
+            )
+            print(f"[runtime] gguf {label} ({arith}): agreement {per_window}", flush=True)
     return rows
 
 
@@ -220,6 +229,7 @@ def main() -> None:
     skip = set(a.skip.split(","))
     out = {
         "threads": a.threads,
+        "cpu": cpu_name(),
         "torch": torch.__version__,
         "command": "python scripts/bench_runtime.py " + " ".join(sys.argv[1:]),
         "protocol": {
@@ -235,7 +245,10 @@ def main() -> None:
     try:
         import llama_cpp
 
+        from lmpress.eval.llamacpp import llamacpp_has_blas
+
         out["llama_cpp_python"] = llama_cpp.__version__
+        out["llama_cpp_blas"] = llamacpp_has_blas()
     except ImportError:
         skip |= {"decode-llamacpp", "agreement"}
     if "decode" not in skip:

@@ -12,6 +12,7 @@ from conftest import needs_smollm2, tiny_model
 import lmpress
 from lmpress.checkpoint import save_checkpoint
 from lmpress.errors import LmpressError
+from lmpress.eval.llamacpp import llamacpp_has_blas
 from lmpress.export.gguf import rotary_row_order
 from lmpress.models.load import load_model
 from lmpress.nn.qlinear import QLinear
@@ -225,3 +226,22 @@ def test_gguf_runs_in_llama_cpp(tmp_path, smol_tokenizer, scheme):
     agree = (theirs.argmax(-1) == ours.argmax(-1)).float().mean().item()
     assert agree >= 0.9, agree
     assert (theirs - ours).abs().max() < 0.1 * ours.abs().max()
+
+
+@needs_smollm2
+@needs_llamacpp
+@pytest.mark.skipif(not llamacpp_has_blas(), reason="llama-cpp-python built without BLAS")
+def test_gguf_float_path_isolates_the_exported_weights(tmp_path, smol_tokenizer):
+    """On ggml's BLAS path (dequantized weights, float activations) an exact-grid export
+    reproduces lmpress's logits far more closely than the CPU path's 8-bit activations."""
+    from lmpress.eval.llamacpp import llamacpp_logits
+
+    ckpt, _ = tiny_checkpoint(tmp_path, "w4g32s", smol_tokenizer)
+    out = tmp_path / "m.gguf"
+    lmpress.export_model(ckpt, "gguf", out, progress=False, embed_type="f32")
+    ids = torch.randint(0, 500, (64,), generator=torch.Generator().manual_seed(3)).tolist()
+    with torch.no_grad():
+        ours = lmpress.load(ckpt)(torch.tensor([ids])).logits[0]
+    cpu = (llamacpp_logits(out, ids, threads=1) - ours).abs().max()
+    flt = (llamacpp_logits(out, ids, threads=1, float_path=True) - ours).abs().max()
+    assert flt < 0.2 * cpu, (flt, cpu)

@@ -1,0 +1,38 @@
+"""The issue-5 bars rendered from the runtime benchmark's JSON."""
+
+from lmpress.report.runtime import runtime_bars
+
+
+def agreement(scheme: str, path: str, top1: float, embed: str = "q8_0") -> dict:
+    return {
+        "label": scheme,
+        "scheme": scheme,
+        "embed_type": embed,
+        "llamacpp_path": path,
+        "positions": 512,
+        "top1_agreement": top1,
+    }
+
+
+def test_gguf_verdict_is_on_the_float_path_with_the_cpu_path_beside_it():
+    rt = {
+        "gguf_agreement": [
+            agreement("w8s", "cpu", 0.97),
+            agreement("w8s", "float", 1.0),
+            agreement("w8", "cpu", 0.96),
+            agreement("w8", "float", 0.975),
+            agreement("w8", "float", 0.99, embed="f16"),  # not the default export
+        ]
+    }
+    bars = runtime_bars(rt)
+    assert len(bars) == 2
+    assert bars[0].startswith("- exported GGUF of w8 in llama.cpp (float path)")
+    assert "97.50% (its exact-grid control w8s: 100.00%): **FAIL**" in bars[0]
+    assert bars[1].startswith("  - the same export on llama.cpp's CPU path")
+    assert "96.00% (its exact-grid control w8s: 97.00%)" in bars[1]
+
+
+def test_gguf_verdict_falls_back_to_the_cpu_path_without_a_blas_build():
+    rt = {"gguf_agreement": [agreement("w4g32", "cpu", 0.985)]}
+    (bar,) = runtime_bars(rt)
+    assert "(cpu path)" in bar and "98.50%: **pass**" in bar
