@@ -43,6 +43,7 @@ from lmpress.kernels.cpu import (  # noqa: E402
     cpu_gemm,
 )
 from lmpress.packing.packed import PackedWeight  # noqa: E402
+from lmpress.report.benchmarks import cpu_name  # noqa: E402
 
 # SmolLM2-135M's linear shapes (out, in), then two 7B-class layers.
 SHAPES = [
@@ -72,20 +73,22 @@ def memory_bandwidth_gbs(repeats: int) -> float:
     return 2 * COLD_BYTES / statistics.median(times) / 1e9
 
 
-def timed(fn, states: list, repeats: int, min_calls: int) -> float:
-    """Median seconds per call of ``fn(state)``, cycling through ``states``."""
-    for s in states[: min(len(states), 3)]:
-        fn(s)
-    calls = max(min_calls, len(states))
-    times = []
-    i = 0
+def timed(cases: list[tuple], repeats: int, min_calls: int) -> list[float]:
+    """Median seconds per call of each ``(fn, states)`` case, cycling ``fn`` through its
+    ``states``. The cases take turns within every repetition, so that a slow spell of
+    this shared machine falls on all of them alike and their ratios stay meaningful."""
+    for fn, states in cases:
+        for s in states[: min(len(states), 3)]:
+            fn(s)
+    times: list[list[float]] = [[] for _ in cases]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn(states[i % len(states)])
-            i += 1
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
+        for c, (fn, states) in enumerate(cases):
+            calls = max(min_calls, len(states))
+            t0 = time.perf_counter()
+            for i in range(calls):
+                fn(states[i % len(states)])
+            times[c].append((time.perf_counter() - t0) / calls)
+    return [statistics.median(t) for t in times]
 
 
 def lmpress_packed(w: torch.Tensor, bits: int, group: int) -> PackedWeight:
@@ -123,6 +126,7 @@ def clone_state(st):  # noqa: ANN001, ANN201
     buf = torch.zeros(st.qweight.numel() + 16, dtype=torch.uint8)  # the kernels' tail padding
     buf[: st.qweight.numel()] = st.qweight.reshape(-1)
     c.qweight = buf[: st.qweight.numel()].view(st.qweight.shape)
+    c.weight_args = None  # the cached pointers are the original's
     if st.lut is not None:
         c.lut = copy.copy(st.lut)
         c.lut.codes = st.lut.codes.clone()
@@ -157,9 +161,10 @@ def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]
             }
         )
 
+    # (method, bits, bytes, note, fn, states), all built before any is timed
+    cases: list[tuple] = []
     fw = [w.clone() for _ in range(copies_for(w.numel() * 4, regime))]
-    add("float32 torch", 32, w.numel() * 4, timed(lambda t: F.linear(x, t), fw, repeats, min_calls))
-    del fw
+    cases.append(("float32 torch", 32, w.numel() * 4, "", lambda t: F.linear(x, t), fw))
     group = 128 if k % 128 == 0 else 64
     packed, sz = torch_int4(w, group)
     nb = packed.numel() + sz.numel() * 2
@@ -169,8 +174,7 @@ def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]
     def int4(t):  # noqa: ANN001, ANN202
         return torch.ops.aten._weight_int4pack_mm_for_cpu(xb, t[0], group, t[1])
 
-    add("torch int4", 4, nb, timed(int4, tw, repeats, min_calls), f"g{group}, bf16 activations")
-    del tw
+    cases.append(("torch int4", 4, nb, f"g{group}, bf16 activations", int4, tw))
     for bits in BITS:
         pw = lmpress_packed(w, bits, 128)
         st = CpuKernel().prepare(pw)  # the path (lookup or unpack) chosen as in a model,
@@ -188,9 +192,10 @@ def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]
             if m <= GEMM_MAX_ROWS
             else "dequant+BLAS"
         )
-        sec = timed(run, states, repeats, min_calls)
-        add(f"lmpress w{bits}g128", pw.stored_bits() / (n * k), nb, sec, path)
-        del states
+        cases.append((f"lmpress w{bits}g128", pw.stored_bits() / (n * k), nb, path, run, states))
+    secs = timed([(c[4], c[5]) for c in cases], repeats, min_calls)
+    for (method, bits, nbytes, note, _fn, _states), sec in zip(cases, secs, strict=True):
+        add(method, bits, nbytes, sec, note)
     return rows
 
 
@@ -224,6 +229,7 @@ def main() -> None:
                     )
     out = {
         "machine": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "threads": a.threads,
         "torch": torch.__version__,
         "kernel_build": build_info(),

@@ -479,14 +479,14 @@ AVX512 static void rows_avx512(const Job *j, int64_t n0, int64_t n1) {
 
 /* x rows [M, Kp] reordered so that plane p of each block of 16*(8/B) codes reads
  * its 16 activations contiguously: xp[blk + 16p + i] = x[blk + i*(8/B) + p]. */
-static void permute_planes(const Job *j, float *xp) {
+static void permute_planes(const Job *j, const float *x, float *xp) {
     const int P = 8 / j->bits;
     const int64_t blk = 16 * P;
     for (int64_t m = 0; m < j->M; m++)
         for (int64_t k0 = 0; k0 < j->Kp; k0 += blk)
             for (int p = 0; p < P; p++)
                 for (int i = 0; i < 16; i++)
-                    xp[m * j->Kp + k0 + 16 * p + i] = j->x[m * j->Kp + k0 + i * P + p];
+                    xp[m * j->Kp + k0 + 16 * p + i] = x[m * j->Kp + k0 + i * P + p];
 }
 
 static int have_avx512(void) {
@@ -570,9 +570,15 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
 /* y = x @ W.T (+ bias) for the job's M rows of x (j->x unpadded [M, K], j->y [M, N]);
  * pads / permutes x as the chosen path needs. 0 on success, -1 out of memory.
  * Runs without the GIL. */
+/* Activation copies up to this many floats live on the stack: a decode step's
+ * products are a few microseconds, and two heap round trips are a visible part. */
+#define LMP_STACK_X 4096
+
 static int packed_gemm(Job *j, int nthreads) {
-    float *padded = NULL;
+    float stack_pad[LMP_STACK_X], stack_perm[LMP_STACK_X];
+    float *pad = NULL, *perm = NULL, *heap_pad = NULL, *heap_perm = NULL;
     const float *x = j->x;
+    const size_t n = (size_t)(j->M * j->Kp);
 #ifdef LMP_X86
     const int fits16 = j->G == 1 || j->group_len % 16 == 0,
               fits8 = j->G == 1 || j->group_len % 8 == 0;
@@ -581,20 +587,21 @@ static int packed_gemm(Job *j, int nthreads) {
     const int avx512 = 0, planes = 0;
 #endif
     j->xp_planes = 0;
-    if (j->Kp != j->K || planes) {
-        padded = (float *)calloc((size_t)(j->M * j->Kp), sizeof(float));
-        if (!padded)
+    if (j->Kp != j->K) {
+        pad = n <= LMP_STACK_X ? stack_pad : (heap_pad = (float *)malloc(n * sizeof(float)));
+        if (!pad)
             return -1;
-        for (int64_t m = 0; m < j->M; m++)
-            memcpy(padded + m * j->Kp, x + m * j->K, (size_t)j->K * sizeof(float));
-        j->x = padded;
+        for (int64_t m = 0; m < j->M; m++) {
+            memcpy(pad + m * j->Kp, x + m * j->K, (size_t)j->K * sizeof(float));
+            memset(pad + m * j->Kp + j->K, 0, (size_t)(j->Kp - j->K) * sizeof(float));
+        }
+        j->x = pad;
     }
     if (planes) {
-        float *perm = (float *)malloc((size_t)(j->M * j->Kp) * sizeof(float));
-        if (perm) {
-            permute_planes(j, perm);
-            memcpy(padded, perm, (size_t)(j->M * j->Kp) * sizeof(float));
-            free(perm);
+        perm = n <= LMP_STACK_X ? stack_perm : (heap_perm = (float *)malloc(n * sizeof(float)));
+        if (perm) { /* without it the 16-code path below serves */
+            permute_planes(j, j->x, perm);
+            j->x = perm;
             j->xp_planes = 1;
         }
     }
@@ -609,7 +616,8 @@ static int packed_gemm(Job *j, int nthreads) {
     run_rows(j, rows_scalar, nthreads);
 #endif
     j->x = x;
-    free(padded);
+    free(heap_pad);
+    free(heap_perm);
     return 0;
 }
 

@@ -38,6 +38,7 @@ except ImportError as e:  # not built on this machine
 # class of machine (measured by scripts/bench_kernels.py; see BENCHMARKS.md).
 GEMM_MAX_ROWS = 8
 _warned = False
+_threads = torch.get_num_threads
 
 
 def build_info() -> dict[str, int | str]:
@@ -68,27 +69,32 @@ class CpuState:
     gemv_path: str | None = None  # "lut" or "fma", decided at the first batch-1 product
     dense: torch.Tensor | None = None  # float32 weight, made at the first long input
 
+    weight_args: tuple | None = None  # the per-weight part of a kernel call, built once
+
     def args(self, x_ptr: int, y_ptr: int, m: int, bias_ptr: int) -> tuple:
-        return (
-            x_ptr,
-            y_ptr,
-            m,
-            self.in_features,
-            self.out_features,
-            self.qweight.data_ptr(),
-            self.qweight.shape[1],
-            self.bits,
-            self.scales.data_ptr(),
-            self.scale_kind,
-            self.p_stride,
-            0 if self.zeros is None else self.zeros.data_ptr(),
-            self.zero_kind,
-            self.mid,
-            self.group_len,
-            self.groups,
-            bias_ptr,
-            torch.get_num_threads(),
-        )
+        """The ``_cpu.gemm`` / ``_cpu.dequant`` argument tuple for these pointers."""
+        return (x_ptr, y_ptr, m, *self.static_args(), bias_ptr, torch.get_num_threads())
+
+    def static_args(self) -> tuple:
+        # Small layers are bound by the call, not the arithmetic: the pointers and
+        # sizes are gathered once (a copy of the state with new tensors resets it).
+        if self.weight_args is None:
+            self.weight_args = (
+                self.in_features,
+                self.out_features,
+                self.qweight.data_ptr(),
+                self.qweight.shape[1],
+                self.bits,
+                self.scales.data_ptr(),
+                self.scale_kind,
+                self.p_stride,
+                0 if self.zeros is None else self.zeros.data_ptr(),
+                self.zero_kind,
+                self.mid,
+                self.group_len,
+                self.groups,
+            )
+        return self.weight_args
 
 
 def prepare_cpu_state(packed: PackedWeight) -> CpuState:
@@ -135,7 +141,8 @@ def cpu_gemm(x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.
             return lut_gemv(x, st.lut, bias)
     y = torch.empty(x.shape[0], st.out_features, dtype=torch.float32)
     b = 0 if bias is None else bias.data_ptr()
-    _cpu.gemm(*st.args(x.data_ptr(), y.data_ptr(), x.shape[0], b))
+    w = st.weight_args or st.static_args()
+    _cpu.gemm(x.data_ptr(), y.data_ptr(), x.shape[0], *w, b, _threads())
     return y
 
 
