@@ -34,7 +34,11 @@ def llamacpp_has_blas() -> bool:
 @contextlib.contextmanager
 def _no_weight_repacking() -> Iterator[None]:
     """Load models with ``use_extra_bufts`` off: repacked weights live in a buffer the
-    BLAS backend cannot read, which would send their products back to the CPU path."""
+    BLAS backend cannot read, which would send their products back to the CPU path.
+
+    ``Llama`` takes no such argument, so the module's default-parameter function is
+    swapped for the duration of the block (not safe against loads in other threads).
+    """
     import llama_cpp.llama_cpp as C
 
     default = C.llama_model_default_params

@@ -407,7 +407,13 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
             out[r * MT + m] = _mm512_reduce_add_ps(racc[r][m]);
 }
 
-
+/* Known limit (measured on a 2-vCPU EPYC, 4 bits, 576 x 1536, one process, methods
+ * interleaved): an 8-row tile reads 8 strided streams, and from memory it ran at
+ * twice its cache-resident time (45 against 21 us), behind torch's int4 kernel, whose
+ * layout is one sequential stream; one row at a time removed the penalty (30 cold,
+ * 26 warm) but lost the shared x loads, and software prefetching did not help. The
+ * next step is a tile-interleaved copy of the codes (64-byte pieces of the 8 rows in
+ * turn), so that a tile reads one stream and keeps its x reuse. */
 AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int B,
                                  const int PL, const int FZ) {
     float out[16];
