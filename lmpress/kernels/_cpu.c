@@ -573,13 +573,13 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
 /* gemm(x, y, M, K, N, codes, row_bytes, bits, scales, scale_kind, p_stride, zeros,
  *      zero_kind, mid, group_len, G, bias, nthreads); pointers are addresses of
  * contiguous tensors (x float32 [M, K], y float32 [M, N], bias float32 [N] or 0). */
-/* y = x @ W.T (+ bias) for the job's M rows of x (j->x unpadded [M, K], j->y [M, N]);
- * pads / permutes x as the chosen path needs. 0 on success, -1 out of memory.
- * Runs without the GIL. */
 /* Activation copies up to this many floats live on the stack: a decode step's
  * products are a few microseconds, and two heap round trips are a visible part. */
 #define LMP_STACK_X 4096
 
+/* y = x @ W.T (+ bias) for the job's M rows of x (j->x unpadded [M, K], j->y [M, N]);
+ * pads / permutes x as the chosen path needs. 0 on success, -1 out of memory.
+ * Runs without the GIL. */
 static int packed_gemm(Job *j, int nthreads) {
     float stack_pad[LMP_STACK_X], stack_perm[LMP_STACK_X];
     float *pad = NULL, *perm = NULL, *heap_pad = NULL, *heap_perm = NULL;

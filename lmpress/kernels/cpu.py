@@ -38,7 +38,6 @@ except ImportError as e:  # not built on this machine
 # class of machine (measured by scripts/bench_kernels.py; see BENCHMARKS.md).
 GEMM_MAX_ROWS = 8
 _warned = False
-_threads = torch.get_num_threads
 
 
 def build_info() -> dict[str, int | str]:
@@ -141,8 +140,7 @@ def cpu_gemm(x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.
             return lut_gemv(x, st.lut, bias)
     y = torch.empty(x.shape[0], st.out_features, dtype=torch.float32)
     b = 0 if bias is None else bias.data_ptr()
-    w = st.weight_args or st.static_args()
-    _cpu.gemm(x.data_ptr(), y.data_ptr(), x.shape[0], *w, b, _threads())
+    _cpu.gemm(*st.args(x.data_ptr(), y.data_ptr(), x.shape[0], b))
     return y
 
 

@@ -85,6 +85,11 @@ def kernel_bars(k: dict[str, Any]) -> list[str]:
     return out
 
 
+def _llamacpp_path(r: dict[str, Any]) -> str:
+    """Which llama.cpp path an agreement row ran on (rows before the float path: cpu)."""
+    return r.get("llamacpp_path", "cpu")
+
+
 def runtime_lines(rt: dict[str, Any]) -> list[str]:
     p = rt["protocol"]
     out = [
@@ -140,7 +145,7 @@ def runtime_lines(rt: dict[str, Any]) -> list[str]:
             types = ", ".join(f"{k} x{v}" for k, v in r["gguf_types"].items()) or "F32 only"
             out.append(
                 f"| {r.get('label', r['scheme'])} | {types} | {r['exact_grid_modules']} | "
-                f"{r['max_abs_error_quantized']:.2g} | {r.get('llamacpp_path', 'cpu')} | "
+                f"{r['max_abs_error_quantized']:.2g} | {_llamacpp_path(r)} | "
                 f"{r['top1_agreement']:.4f} | "
                 f"{r.get('top1_agreement_mean', r['top1_agreement']):.4f} | "
                 f"{r['max_logit_diff']:.3f} |"
@@ -187,12 +192,13 @@ def runtime_bars(rt: dict[str, Any]) -> list[str]:
         )
     agr = rt.get("gguf_agreement", [])
 
-    def path_of(r: dict) -> str:
-        return r.get("llamacpp_path", "cpu")
-
     def control_note(a: dict) -> str:
         c = next(
-            (c for c in agr if c["scheme"] == a["scheme"] + "s" and path_of(c) == path_of(a)),
+            (
+                c
+                for c in agr
+                if c["scheme"] == a["scheme"] + "s" and _llamacpp_path(c) == _llamacpp_path(a)
+            ),
             None,
         )
         return (
@@ -203,11 +209,11 @@ def runtime_bars(rt: dict[str, Any]) -> list[str]:
 
     # The verdict is on the float path where it was measured: 8-bit activations keep
     # even an exact-grid export below the bar on the CPU path, which is shown beside it.
-    judged = "float" if any(path_of(r) == "float" for r in agr) else "cpu"
+    judged = "float" if any(_llamacpp_path(r) == "float" for r in agr) else "cpu"
     for a in agr:
         if a["scheme"] not in ("w8", "w4g32") or a.get("embed_type", "q8_0") != "q8_0":
             continue  # the bar is about the default exports of w8 and w4g32
-        if path_of(a) != judged:
+        if _llamacpp_path(a) != judged:
             continue
         out.append(
             f"- exported GGUF of {a['scheme']} in llama.cpp ({judged} path) agrees on the next "
@@ -216,7 +222,7 @@ def runtime_bars(rt: dict[str, Any]) -> list[str]:
             f"{_mark(a['top1_agreement'] >= 0.98)}"
         )
         for c in agr:
-            if c is not a and path_of(c) != judged and c["label"] == a["label"]:
+            if _llamacpp_path(c) != judged and c["label"] == a["label"]:
                 out.append(
                     f"  - the same export on llama.cpp's CPU path (8-bit activations in every "
                     f"quantized matmul): {c['top1_agreement'] * 100:.2f}%{control_note(c)}"
