@@ -245,3 +245,19 @@ def test_gguf_float_path_isolates_the_exported_weights(tmp_path, smol_tokenizer)
     cpu = (llamacpp_logits(out, ids, threads=1) - ours).abs().max()
     flt = (llamacpp_logits(out, ids, threads=1, float_path=True) - ours).abs().max()
     assert flt < 0.2 * cpu, (flt, cpu)
+
+
+@needs_smollm2
+@needs_llamacpp
+def test_llama_cpp_decode_follows_its_own_logits(tmp_path, smol_tokenizer):
+    """The decode-speed loop picks each token from the logits of the step before (a loop
+    that read a stale row of llama-cpp-python's scores would decode other tokens)."""
+    from lmpress.eval.llamacpp import llamacpp_decode_speed, llamacpp_logits
+
+    ckpt, _ = tiny_checkpoint(tmp_path, "w8s", smol_tokenizer)
+    out = tmp_path / "m.gguf"
+    lmpress.export_model(ckpt, "gguf", out, progress=False)
+    prompt = torch.randint(0, 500, (16,), generator=torch.Generator().manual_seed(3)).tolist()
+    ids = llamacpp_decode_speed(out, prompt, 6, threads=1)["ids"]
+    forced = llamacpp_logits(out, prompt + ids, threads=1).argmax(-1)
+    assert ids == forced[len(prompt) - 1 : -1].tolist()

@@ -66,6 +66,39 @@ def test_gemm_and_dequant_match_reference(simd, name):
             assert_close_to_reference(K.cpu_gemm(x, st, None), x, w)
 
 
+def test_tiled_code_layout_interleaves_pieces_of_128_codes():
+    # 3 bits: a piece is 48 bytes; rows of 1000 codes (375 bytes) pad to 8 pieces.
+    qw = torch.randint(0, 256, (7, 375), dtype=torch.uint8)
+    flat = K.tile_codes(qw, 3, 4)
+    assert flat.numel() == 2 * 4 * 8 * 48  # 2 tiles of 4 rows (one row of padding)
+    assert flat.untyped_storage().nbytes() >= flat.numel() + 16  # the vector loads' tail
+    t = flat.view(2, 8, 4, 48)  # tile, piece, row in tile, byte
+    for n in range(7):
+        for c in range(8):
+            piece = qw[n, 48 * c : 48 * (c + 1)]
+            assert torch.equal(t[n // 4, c, n % 4, : piece.numel()], piece)
+    assert torch.equal(K.tile_codes(qw, 3, 0), qw.reshape(-1))
+
+
+@built
+@pytest.mark.parametrize("tile_rows", [0, 1, 3, 4, 8])
+@pytest.mark.parametrize("name", ["w4g128", "w2g64a", "w3g128", "w8", "w4g64:fz", "w5g48"])
+def test_every_code_layout_gives_the_same_products(simd, monkeypatch, tile_rows, name):
+    monkeypatch.setenv("LMPRESS_TILE_ROWS", str(tile_rows))
+    for n, k in [(37, 576), (21, 1000), (5, 300)]:
+        s = parse_scheme(name)
+        if s.granularity == "group" and s.group_size > k:
+            continue
+        pw = packed_random(name, n, k)
+        st = K.prepare_cpu_state(pw)
+        assert st.tile_rows == tile_rows
+        w = pw.dequantize()
+        assert torch.equal(K.cpu_dequantize(st), w)
+        for m in (1, 2, 3):
+            x = torch.randn(m, k)
+            assert_close_to_reference(K.cpu_gemm(x, st, None), x, w)
+
+
 @built
 def test_partial_last_group_of_the_default_model():
     """576 = 4 x 128 + 64: the last group of every row is partial."""

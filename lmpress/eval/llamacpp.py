@@ -104,7 +104,10 @@ def llamacpp_decode_speed(
     path: str | Path, prompt_ids: list[int], new_tokens: int, threads: int = 2
 ) -> dict[str, float | list[int]]:
     """Greedy decoding in llama.cpp: prefill seconds, per-token seconds, tokens/s, ids."""
-    llm = _llama(Path(path), len(prompt_ids) + new_tokens + 8, threads, logits_all=False)
+    # logits_all: llama-cpp-python 0.3 writes `scores` only then (its own sampler reads
+    # the logits otherwise); without it every argmax below read a stale row. It costs
+    # the prompt's full logits in the prefill, which the per-token times do not include.
+    llm = _llama(Path(path), len(prompt_ids) + new_tokens + 8, threads, logits_all=True)
     t0 = time.perf_counter()
     llm.eval(prompt_ids)
     prefill = time.perf_counter() - t0

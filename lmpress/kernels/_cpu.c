@@ -46,9 +46,11 @@ typedef struct {
     const float *x; /* [M, Kp], rows padded with zeros to Kp = ceil(K/64)*64 */
     float *y;       /* [M, N] */
     int64_t M, K, Kp, N;
-    const uint8_t *codes; /* [N, row_bytes], followed by >= 16 readable bytes */
+    const uint8_t *codes; /* see tile_rows; followed by >= 16 readable bytes */
     int64_t row_bytes;
     int bits;
+    int tile_rows;   /* 0: row-major [N, row_bytes]; T: tiled, see row_codes */
+    int64_t cstride; /* bytes from one piece (16 * bits bytes, 128 codes) of a row to its next */
     const uint16_t *scales; /* raw fp16/bf16 bits, [P, G] */
     int scale_kind;         /* 0 fp16, 1 bf16 */
     int64_t p_stride;       /* G, or 0 when one parameter row serves every row (per tensor) */
@@ -57,7 +59,7 @@ typedef struct {
     float mid;
     int64_t group_len, G;
     const float *bias; /* [N] or NULL */
-    int xp_planes;     /* x has been permuted for the AVX-512 plane path */
+    int xp_planes;     /* x has been permuted for a plane path (permute_planes) */
 } Job;
 
 static float half_to_float(uint16_t h) {
@@ -100,8 +102,27 @@ static inline float job_zero(const Job *j, int64_t n, int64_t g) {
     }
 }
 
-static inline uint32_t get_code(const uint8_t *row, int64_t k, int bits) {
-    const uint8_t *chunk = row + (k >> 3) * bits;
+/* Code layout. A row's codes are pieces of 128 codes (16 * bits bytes). Row-major
+ * (tile_rows 0): a row's pieces follow each other, rows follow each other. Tiled
+ * (tile_rows T): rows in tiles of T; piece c of the T rows of a tile in turn, then
+ * piece c + 1, so that a kernel working on T rows at once reads one sequential
+ * stream rather than T strided ones (which ran at half speed from memory). */
+static inline const uint8_t *row_codes(const Job *j, int64_t n) {
+    if (!j->tile_rows)
+        return j->codes + n * j->row_bytes;
+    const int64_t T = j->tile_rows, piece = 16 * j->bits;
+    const int64_t padded = (j->row_bytes + piece - 1) / piece * piece;
+    return j->codes + (n / T) * T * padded + (n % T) * piece;
+}
+
+/* The run of 8 codes holding code k of a row that starts at `row` (row_codes). */
+static inline const uint8_t *run_at(const Job *j, const uint8_t *row, int64_t k) {
+    return row + (k >> 7) * j->cstride + ((k & 127) >> 3) * j->bits;
+}
+
+static inline uint32_t get_code(const Job *j, const uint8_t *row, int64_t k) {
+    const int bits = j->bits;
+    const uint8_t *chunk = run_at(j, row, k);
     int off = (int)(k & 7) * bits, byte = off >> 3, sh = off & 7;
     uint32_t v = chunk[byte];
     if (sh + bits > 8) /* the code straddles two bytes, both inside this chunk */
@@ -114,7 +135,7 @@ static inline uint32_t get_code(const uint8_t *row, int64_t k, int bits) {
 static void rows_scalar(const Job *j, int64_t n0, int64_t n1) {
     float acc[MAX_M], racc[MAX_M];
     for (int64_t n = n0; n < n1; n++) {
-        const uint8_t *row = j->codes + n * j->row_bytes;
+        const uint8_t *row = row_codes(j, n);
         for (int64_t m = 0; m < j->M; m++)
             racc[m] = 0.f;
         for (int64_t g = 0; g < j->G; g++) {
@@ -125,7 +146,7 @@ static void rows_scalar(const Job *j, int64_t n0, int64_t n1) {
             for (int64_t m = 0; m < j->M; m++)
                 acc[m] = 0.f;
             for (int64_t k = k0; k < k1; k++) {
-                float w = (float)get_code(row, k, j->bits) - z;
+                float w = (float)get_code(j, row, k) - z;
                 for (int64_t m = 0; m < j->M; m++)
                     acc[m] += w * j->x[m * j->Kp + k];
             }
@@ -190,18 +211,40 @@ AVX2_INLINE __m256i codes8(const uint8_t *chunk, const int B) {
     return _mm256_and_si256(_mm256_srlv_epi32(q, sh), mask);
 }
 
+/* Integer lanes t (each < 2^23) -> float t - z. Integer zero points use the bits
+ * 0x4B000000 | t, the float 2^23 + t, so that one subtraction of 2^23 + z (zm)
+ * gives t - z exactly without a conversion; float zero points (FZ) convert and
+ * subtract z itself (zm = z), which rounds as the reference does. */
+#define LMP_MAGIC 0x4B000000
+#define LMP_TWO23 8388608.0f
+
+AVX2_INLINE __m256 minus_zero8(__m256i t, __m256 zm, const int FZ) {
+    if (FZ)
+        return _mm256_sub_ps(_mm256_cvtepi32_ps(t), zm);
+    return _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(t, _mm256_set1_epi32(LMP_MAGIC))),
+                         zm);
+}
+
 /* R weight rows (n0..n0+R-1) against MT activation rows (m0..): R*MT independent
  * accumulator chains, so the FMA latency is hidden and each x vector is loaded once
- * for R rows. R, MT and B are compile-time constants after inlining. */
+ * for R rows. R, MT, B, PL and FZ are compile-time constants after inlining.
+ * PL: the plane path for B = 2 or 4. Eight bytes of codes zero-extend to eight
+ * lanes of one byte each; plane p of them (bits [Bp, Bp + B) of every byte) is
+ * eight codes at stride 8/B, matched by x permuted the same way (permute_planes),
+ * so a plane costs a shift and a mask instead of a variable shift per 8 codes. */
 AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const int R,
-                      const int MT, const int B) {
+                      const int MT, const int B, const int PL, const int FZ) {
     const float *xb = j->x + m0 * j->Kp;
     const int64_t Kp = j->Kp, L = j->group_len, G = j->G;
-    const int64_t kend = (j->K + 7) / 8 * 8; /* never read codes past the row's last run */
+    const int P = PL ? 8 / B : 1;
+    const int64_t step = 8 * P;
+    /* never read codes past the row's last run (plane path: past its last 8 bytes) */
+    const int64_t kend = (j->K + step - 1) / step * step;
+    const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
     const uint8_t *rows[4];
     __m256 racc[4][2], acc[4][2];
     for (int r = 0; r < R; r++) {
-        rows[r] = j->codes + (n0 + r) * j->row_bytes;
+        rows[r] = row_codes(j, n0 + r);
         for (int m = 0; m < MT; m++)
             racc[r][m] = _mm256_setzero_ps();
     }
@@ -209,21 +252,36 @@ AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const in
         int64_t k0 = g * L, k1 = k0 + L;
         if (k1 > kend)
             k1 = kend;
-        __m256 zv[4];
+        __m256 zm[4];
         for (int r = 0; r < R; r++) {
-            zv[r] = _mm256_set1_ps(zero_f16c(j, n0 + r, g));
+            const float z = zero_f16c(j, n0 + r, g);
+            zm[r] = _mm256_set1_ps(FZ || !PL ? z : LMP_TWO23 + z);
             for (int m = 0; m < MT; m++)
                 acc[r][m] = _mm256_setzero_ps();
         }
-        for (int64_t k = k0; k < k1; k += 8) {
-            __m256 xv[2];
+        for (int64_t k = k0; k < k1; k += step) {
+            __m256 xv[2][4];
             for (int m = 0; m < MT; m++)
-                xv[m] = _mm256_loadu_ps(xb + m * Kp + k);
+                for (int p = 0; p < P; p++)
+                    xv[m][p] = _mm256_loadu_ps(xb + m * Kp + k + 8 * p);
             for (int r = 0; r < R; r++) {
-                __m256 w = _mm256_cvtepi32_ps(codes8(rows[r] + (k >> 3) * B, B));
-                w = _mm256_sub_ps(w, zv[r]);
-                for (int m = 0; m < MT; m++)
-                    acc[r][m] = _mm256_fmadd_ps(w, xv[m], acc[r][m]);
+                const uint8_t *c = run_at(j, rows[r], k);
+                if (PL) {
+                    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c));
+                    for (int p = 0; p < P; p++) {
+                        __m256i t = p ? _mm256_srli_epi32(v, B * p) : v;
+                        if (p < P - 1) /* the top plane has nothing above it */
+                            t = _mm256_and_si256(t, mask);
+                        const __m256 w = minus_zero8(t, zm[r], FZ);
+                        for (int m = 0; m < MT; m++)
+                            acc[r][m] = _mm256_fmadd_ps(w, xv[m][p], acc[r][m]);
+                    }
+                } else {
+                    /* conversion measured faster than the magic bits here (8 bits) */
+                    const __m256 w = minus_zero8(codes8(c, B), zm[r], 1);
+                    for (int m = 0; m < MT; m++)
+                        acc[r][m] = _mm256_fmadd_ps(w, xv[m][0], acc[r][m]);
+                }
             }
         }
         for (int r = 0; r < R; r++) {
@@ -247,27 +305,28 @@ static inline void store_tile(const Job *j, int64_t n0, int64_t m0, const float 
     }
 }
 
-AVX2_INLINE void rows_avx2_b(const Job *j, int64_t n0, int64_t n1, const int B) {
+AVX2_INLINE void rows_avx2_b(const Job *j, int64_t n0, int64_t n1, const int B, const int PL,
+                             const int FZ) {
     float out[8];
     for (int64_t m = 0; m < j->M;) {
         const int mt = j->M - m >= 2 ? 2 : 1;
         int64_t n = n0;
         if (mt == 1) {
             for (; n + 4 <= n1; n += 4) {
-                tile(j, n, m, out, 4, 1, B);
+                tile(j, n, m, out, 4, 1, B, PL, FZ);
                 store_tile(j, n, m, out, 4, 1);
             }
             for (; n < n1; n++) {
-                tile(j, n, m, out, 1, 1, B);
+                tile(j, n, m, out, 1, 1, B, PL, FZ);
                 store_tile(j, n, m, out, 1, 1);
             }
         } else {
             for (; n + 2 <= n1; n += 2) {
-                tile(j, n, m, out, 2, 2, B);
+                tile(j, n, m, out, 2, 2, B, PL, FZ);
                 store_tile(j, n, m, out, 2, 2);
             }
             for (; n < n1; n++) {
-                tile(j, n, m, out, 1, 2, B);
+                tile(j, n, m, out, 1, 2, B, PL, FZ);
                 store_tile(j, n, m, out, 1, 2);
             }
         }
@@ -275,19 +334,34 @@ AVX2_INLINE void rows_avx2_b(const Job *j, int64_t n0, int64_t n1, const int B) 
     }
 }
 
+#define LMP_CASE2(b)                                                                       \
+    case b:                                                                                \
+        fz ? rows_avx2_b(j, n0, n1, b, 0, 1) : rows_avx2_b(j, n0, n1, b, 0, 0);            \
+        break;
 
 AVX2 static void rows_avx2(const Job *j, int64_t n0, int64_t n1) {
+    const int fz = j->zero_kind == 2;
+    if (j->xp_planes) {
+        if (j->bits == 4)
+            fz ? rows_avx2_b(j, n0, n1, 4, 1, 1) : rows_avx2_b(j, n0, n1, 4, 1, 0);
+        else
+            fz ? rows_avx2_b(j, n0, n1, 2, 1, 1) : rows_avx2_b(j, n0, n1, 2, 1, 0);
+        return;
+    }
     switch (j->bits) {
-    case 1: rows_avx2_b(j, n0, n1, 1); break;
-    case 2: rows_avx2_b(j, n0, n1, 2); break;
-    case 3: rows_avx2_b(j, n0, n1, 3); break;
-    case 4: rows_avx2_b(j, n0, n1, 4); break;
-    case 5: rows_avx2_b(j, n0, n1, 5); break;
-    case 6: rows_avx2_b(j, n0, n1, 6); break;
-    case 7: rows_avx2_b(j, n0, n1, 7); break;
-    default: rows_avx2_b(j, n0, n1, 8); break;
+        LMP_CASE2(1)
+        LMP_CASE2(2)
+        LMP_CASE2(3)
+        LMP_CASE2(4)
+        LMP_CASE2(5)
+        LMP_CASE2(6)
+        LMP_CASE2(7)
+        LMP_CASE2(8)
+    default:
+        break;
     }
 }
+#undef LMP_CASE2
 
 /* Highest vector path allowed: 2 AVX-512, 1 AVX2, 0 scalar (tests lower it). */
 static int simd_level = 2;
@@ -329,12 +403,8 @@ AVX512_INLINE __m512i codes16(const uint8_t *chunk, const int B) {
     return _mm512_and_si512(v, _mm512_set1_epi32((1 << B) - 1));
 }
 
-/* Integer lanes q (< 2^23) -> float q - z without a conversion instruction:
- * the bits 0x4B000000 | q are the float 2^23 + q, and 2^23 + z is exact for an
- * integer z, so one subtraction gives q - z exactly. Float zero points (FZ) are
- * not integers: they subtract 2^23 and z separately. */
-#define LMP_MAGIC 0x4B000000
-#define LMP_TWO23 8388608.0f
+/* As minus_zero8 (the 2^23 + q bits), 16 lanes; float zero points subtract 2^23
+ * and z separately. */
 
 AVX512_INLINE __m512 minus_zero(__m512i masked_or_magic, __m512 zm, const int FZ) {
     const __m512 f = _mm512_castsi512_ps(masked_or_magic);
@@ -358,7 +428,7 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
     const uint8_t *rows[8];
     __m512 racc[8][2], acc[8][2];
     for (int r = 0; r < R; r++) {
-        rows[r] = j->codes + (n0 + r) * j->row_bytes;
+        rows[r] = row_codes(j, n0 + r);
         for (int m = 0; m < MT; m++)
             racc[r][m] = _mm512_setzero_ps();
     }
@@ -379,7 +449,7 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
                 for (int p = 0; p < P; p++)
                     xv[m][p] = _mm512_loadu_ps(xb + m * Kp + k + 16 * p);
             for (int r = 0; r < R; r++) {
-                const uint8_t *c = rows[r] + (k >> 3) * B;
+                const uint8_t *c = run_at(j, rows[r], k);
                 if (PL) {
                     const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
                     for (int p = 0; p < P; p++) {
@@ -407,13 +477,13 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
             out[r * MT + m] = _mm512_reduce_add_ps(racc[r][m]);
 }
 
-/* Known limit (measured on a 2-vCPU EPYC, 4 bits, 576 x 1536, one process, methods
- * interleaved): an 8-row tile reads 8 strided streams, and from memory it ran at
- * twice its cache-resident time (45 against 21 us), behind torch's int4 kernel, whose
- * layout is one sequential stream; one row at a time removed the penalty (30 cold,
- * 26 warm) but lost the shared x loads, and software prefetching did not help. The
- * next step is a tile-interleaved copy of the codes (64-byte pieces of the 8 rows in
- * turn), so that a tile reads one stream and keeps its x reuse. */
+/* Why the codes are tiled (row_codes): on a 2-vCPU EPYC, 4 bits, 576 x 1536, an
+ * 8-row tile over row-major codes read 8 strided streams and from memory ran at
+ * twice its cache-resident time (45 against 21 us), behind torch's int4 kernel;
+ * software prefetching did not help, one row at a time lost the shared x loads.
+ * With the rows of a tile interleaved in 128-code pieces a tile reads one stream
+ * (measured on the AVX2 path of a Zen 3 EPYC: 70 -> 46 us at 576 x 1536, 1055 ->
+ * 881 us at 4096 x 4096, cold, side by side). */
 AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int B,
                                  const int PL, const int FZ) {
     float out[16];
@@ -443,11 +513,12 @@ AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int
     }
 }
 
-/* Whether the plane path applies: 2 or 4 bits, groups made of whole 16-byte blocks. */
-static int use_planes(const Job *j) {
+/* Whether the plane path applies to a vector path of `lanes` float lanes: 2 or 4
+ * bits, groups made of whole blocks of lanes * 8/B codes. */
+static int use_planes(const Job *j, int lanes) {
     if (j->bits != 2 && j->bits != 4)
         return 0;
-    const int64_t blk = 16 * (8 / j->bits);
+    const int64_t blk = lanes * (8 / j->bits);
     return j->G == 1 || j->group_len % blk == 0;
 }
 
@@ -483,16 +554,16 @@ AVX512 static void rows_avx512(const Job *j, int64_t n0, int64_t n1) {
 }
 #undef LMP_CASE
 
-/* x rows [M, Kp] reordered so that plane p of each block of 16*(8/B) codes reads
- * its 16 activations contiguously: xp[blk + 16p + i] = x[blk + i*(8/B) + p]. */
-static void permute_planes(const Job *j, const float *x, float *xp) {
+/* x rows [M, Kp] reordered so that plane p of each block of lanes*(8/B) codes reads
+ * its `lanes` activations contiguously: xp[blk + lanes*p + i] = x[blk + i*(8/B) + p]. */
+static void permute_planes(const Job *j, const float *x, float *xp, int lanes) {
     const int P = 8 / j->bits;
-    const int64_t blk = 16 * P;
+    const int64_t blk = lanes * P;
     for (int64_t m = 0; m < j->M; m++)
         for (int64_t k0 = 0; k0 < j->Kp; k0 += blk)
             for (int p = 0; p < P; p++)
-                for (int i = 0; i < 16; i++)
-                    xp[m * j->Kp + k0 + 16 * p + i] = x[m * j->Kp + k0 + i * P + p];
+                for (int i = 0; i < lanes; i++)
+                    xp[m * j->Kp + k0 + lanes * p + i] = x[m * j->Kp + k0 + i * P + p];
 }
 
 static int have_avx512(void) {
@@ -535,14 +606,14 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
                      int with_x) {
     unsigned long long y, codes, scales, zeros, bias;
     long long M, K, N, row_bytes, p_stride, group_len, G;
-    int bits, scale_kind, zero_kind;
+    int bits, tile_rows, scale_kind, zero_kind;
     float mid;
-    if (!PyArg_ParseTuple(args, "KKLLLKLiKiLKifLLKi", x_ptr, &y, &M, &K, &N, &codes, &row_bytes,
-                          &bits, &scales, &scale_kind, &p_stride, &zeros, &zero_kind, &mid,
+    if (!PyArg_ParseTuple(args, "KKLLLKLiiKiLKifLLKi", x_ptr, &y, &M, &K, &N, &codes, &row_bytes,
+                          &bits, &tile_rows, &scales, &scale_kind, &p_stride, &zeros, &zero_kind, &mid,
                           &group_len, &G, &bias, nthreads))
         return 0;
     if (bits < 1 || bits > 8 || M < 0 || K <= 0 || N <= 0 || group_len <= 0 || G <= 0 ||
-        M > MAX_M || (G - 1) * group_len >= K) {
+        M > MAX_M || (G - 1) * group_len >= K || tile_rows < 0 || tile_rows > 16) {
         PyErr_SetString(PyExc_ValueError, "lmpress kernel: invalid shape or bit width");
         return 0;
     }
@@ -555,6 +626,8 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
     j->codes = (const uint8_t *)(uintptr_t)codes;
     j->row_bytes = row_bytes;
     j->bits = bits;
+    j->tile_rows = tile_rows;
+    j->cstride = (int64_t)(tile_rows ? tile_rows : 1) * 16 * bits;
     j->scales = (const uint16_t *)(uintptr_t)scales;
     j->scale_kind = scale_kind;
     j->p_stride = p_stride;
@@ -570,7 +643,7 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
     return 1;
 }
 
-/* gemm(x, y, M, K, N, codes, row_bytes, bits, scales, scale_kind, p_stride, zeros,
+/* gemm(x, y, M, K, N, codes, row_bytes, bits, tile_rows, scales, scale_kind, p_stride, zeros,
  *      zero_kind, mid, group_len, G, bias, nthreads); pointers are addresses of
  * contiguous tensors (x float32 [M, K], y float32 [M, N], bias float32 [N] or 0). */
 /* Activation copies up to this many floats live on the stack: a decode step's
@@ -588,9 +661,10 @@ static int packed_gemm(Job *j, int nthreads) {
 #ifdef LMP_X86
     const int fits16 = j->G == 1 || j->group_len % 16 == 0,
               fits8 = j->G == 1 || j->group_len % 8 == 0;
-    const int avx512 = have_avx512() && fits16, planes = avx512 && use_planes(j);
+    const int avx512 = have_avx512() && fits16, avx2 = !avx512 && have_avx2() && fits8;
+    const int lanes = avx512 ? 16 : 8, planes = (avx512 || avx2) && use_planes(j, lanes);
 #else
-    const int avx512 = 0, planes = 0;
+    const int avx512 = 0, avx2 = 0, lanes = 0, planes = 0;
 #endif
     j->xp_planes = 0;
     if (j->Kp != j->K) {
@@ -606,7 +680,7 @@ static int packed_gemm(Job *j, int nthreads) {
     if (planes) {
         perm = n <= LMP_STACK_X ? stack_perm : (heap_perm = (float *)malloc(n * sizeof(float)));
         if (perm) { /* without it the 16-code path below serves */
-            permute_planes(j, j->x, perm);
+            permute_planes(j, j->x, perm, lanes);
             j->x = perm;
             j->xp_planes = 1;
         }
@@ -614,7 +688,7 @@ static int packed_gemm(Job *j, int nthreads) {
 #ifdef LMP_X86
     if (avx512)
         run_rows(j, rows_avx512, nthreads);
-    else if (have_avx2() && fits8)
+    else if (avx2)
         run_rows(j, rows_avx2, nthreads);
     else
         run_rows(j, rows_scalar, nthreads);
@@ -967,7 +1041,7 @@ static PyObject *py_dequant(PyObject *self, PyObject *args) {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && j.N * j.K > 65536)
 #endif
     for (int64_t n = 0; n < j.N; n++) {
-        const uint8_t *row = j.codes + n * j.row_bytes;
+        const uint8_t *row = row_codes(&j, n);
         float *out = w + n * j.K;
         for (int64_t g = 0; g < j.G; g++) {
             int64_t k0 = g * j.group_len, k1 = k0 + j.group_len;
@@ -975,7 +1049,7 @@ static PyObject *py_dequant(PyObject *self, PyObject *args) {
                 k1 = j.K;
             float s = job_scale(&j, n, g), z = job_zero(&j, n, g);
             for (int64_t k = k0; k < k1; k++)
-                out[k] = ((float)get_code(row, k, j.bits) - z) * s;
+                out[k] = ((float)get_code(&j, row, k) - z) * s;
         }
     }
     Py_END_ALLOW_THREADS;
@@ -990,8 +1064,10 @@ static PyObject *py_info(PyObject *self, PyObject *noargs) {
 #else
     int omp = 0;
 #endif
-    return Py_BuildValue("{s:i,s:i,s:i,s:i}", "avx512", have_avx512(), "avx2", have_avx2(),
-                         "openmp", omp, "max_m", MAX_M);
+    /* the rows a batch-1 tile of the chosen vector path works on: the code layout's tile */
+    const int tile_rows = have_avx512() ? 8 : have_avx2() ? 4 : 0;
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i}", "avx512", have_avx512(), "avx2", have_avx2(),
+                         "openmp", omp, "max_m", MAX_M, "tile_rows", tile_rows);
 }
 
 static PyObject *py_rmsnorm(PyObject *self, PyObject *args) {

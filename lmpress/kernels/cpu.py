@@ -51,7 +51,9 @@ def build_info() -> dict[str, int | str]:
 class CpuState:
     """Contiguous tensors the C kernel reads, and how to read them."""
 
-    qweight: torch.Tensor  # uint8 [N, row_bytes], a view of a buffer 16 bytes longer
+    qweight: torch.Tensor  # uint8 codes in the kernel's layout (see tile_codes), 16 bytes of tail
+    row_bytes: int  # bytes of one row's codes (packed.qweight.shape[1])
+    tile_rows: int  # 0 row-major; T rows interleaved in pieces of 128 codes
     scales: torch.Tensor  # int16 view of fp16/bf16 [P, G]
     scale_kind: int  # 0 fp16, 1 bf16
     zeros: torch.Tensor | None  # uint8 [P, G] or int16 view of fp16 [P, G]
@@ -82,8 +84,9 @@ class CpuState:
                 self.in_features,
                 self.out_features,
                 self.qweight.data_ptr(),
-                self.qweight.shape[1],
+                self.row_bytes,
                 self.bits,
+                self.tile_rows,
                 self.scales.data_ptr(),
                 self.scale_kind,
                 self.p_stride,
@@ -108,12 +111,12 @@ def prepare_cpu_state(packed: PackedWeight) -> CpuState:
     else:
         zeros = unpack_codes(packed.qzeros.cpu(), scheme.bits, p * g).reshape(p, g).contiguous()
         zero_kind = 1
-    # 16 readable bytes past the last code: the vector paths load whole 16-byte words.
     qw = packed.qweight.contiguous().cpu()
-    buf = torch.zeros(qw.numel() + 16, dtype=torch.uint8)
-    buf[: qw.numel()] = qw.reshape(-1)
+    t = kernel_tile_rows()
     return CpuState(
-        qweight=buf[: qw.numel()].view(qw.shape),
+        qweight=tile_codes(qw, scheme.bits, t),
+        row_bytes=qw.shape[1],
+        tile_rows=t,
         scales=scales,
         scale_kind=1 if scheme.scale_dtype == "bfloat16" else 0,
         zeros=zeros,
@@ -127,6 +130,40 @@ def prepare_cpu_state(packed: PackedWeight) -> CpuState:
         p_stride=0 if p == 1 and packed.out_features > 1 else g,
         packed=packed,
     )
+
+
+def kernel_tile_rows() -> int:
+    """Rows the batch-1 kernel works on at once here (8 AVX-512, 4 AVX2, 0 scalar), which
+    the code layout interleaves; env ``LMPRESS_TILE_ROWS`` overrides (0: row-major)."""
+    forced = os.environ.get("LMPRESS_TILE_ROWS")
+    if forced is not None:
+        return int(forced)
+    return int(_cpu.info().get("tile_rows", 0)) if _cpu is not None else 0
+
+
+def tile_codes(qw: torch.Tensor, bits: int, tile_rows: int) -> torch.Tensor:
+    """The C kernels' code buffer for ``qw`` (uint8 ``[N, row_bytes]``, row-major packed
+    codes of ``bits`` bits): flat uint8 with 16 bytes of zero tail, because the vector
+    paths load whole 16-byte words.
+
+    ``tile_rows`` 0 keeps rows in order. ``T > 0`` pads the rows to whole pieces of 128
+    codes (``16 * bits`` bytes) and the row count to a multiple of ``T``, then stores
+    piece 0 of rows 0..T-1, piece 1 of rows 0..T-1, ..., then the next tile of rows:
+    a kernel tile of T rows then streams through memory in order, where row-major codes
+    would be read as T strided streams (measured at about half speed from memory).
+    """
+    n, rb = qw.shape
+    if tile_rows:
+        piece = 16 * bits
+        pieces = -(-rb // piece)
+        tiles = -(-n // tile_rows)
+        pad = torch.zeros(tiles * tile_rows, pieces * piece, dtype=torch.uint8)
+        pad[:n, :rb] = qw
+        qw = pad.view(tiles, tile_rows, pieces, piece).transpose(1, 2)
+    flat = qw.reshape(-1)
+    buf = torch.zeros(flat.numel() + 16, dtype=torch.uint8)
+    buf[: flat.numel()] = flat
+    return buf[: flat.numel()]
 
 
 def cpu_gemm(x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:

@@ -23,13 +23,20 @@ ANCHOR_PEER_GPTQ = {"w4g64": ("llm-compressor 0.14 GPTQModifier, w4 g64 asym, ac
 
 
 def cpu_name() -> str:
+    """The CPU's model name and its widest vector extension, e.g. ``AMD EPYC (AVX2)``:
+    cloud VMs of one model name differ (session 6's EPYC had AVX-512, session 7's not)."""
+    name, flags = "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if line.startswith("model name") and not name:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    name = name or platform.processor() or "unknown CPU"
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    return f"{name} ({isa})" if isa else name
 
 
 def _fmt_ppl(x: float) -> str:
@@ -51,25 +58,42 @@ def _mark(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
 
 
-def _machine(r: dict) -> str:
-    """A marker after a row's timings when it ran on a recorded machine (see the legend)."""
-    return " ᴮ" if r.get("cpu") else ""
+MACHINE_MARKS = "ᴮᶜᴰᴱᶠᴳ"
+
+
+def _machines(rows: list[dict]) -> list[str]:
+    """Recorded CPUs in the order their first row was measured."""
+    return list(
+        dict.fromkeys(
+            r["cpu"] for r in sorted(rows, key=lambda r: r.get("date", "")) if r.get("cpu")
+        )
+    )
+
+
+def _machine(r: dict, rows: list[dict]) -> str:
+    """A marker after a row's timings naming the recorded machine it ran on (see the legend)."""
+    if not r.get("cpu"):
+        return ""
+    return " " + MACHINE_MARKS[_machines(rows).index(r["cpu"]) % len(MACHINE_MARKS)]
 
 
 def machine_legend(rows: list[dict]) -> str:
     """Which machine the timings of the table rows come from (timings compare only within one)."""
-    cpus = sorted({r["cpu"] for r in rows if r.get("cpu")})
+    cpus = _machines(rows)
     old = sum(1 for r in rows if not r.get("cpu"))
     if not cpus:
         return ""
+    marked = "; ".join(
+        f"{MACHINE_MARKS[i % len(MACHINE_MARKS)]} ({sum(r.get('cpu') == c for r in rows)} rows) {c}"
+        for i, c in enumerate(cpus)
+    )
     return (
-        f"Machines: timings marked ᴮ ({len(rows) - old} rows) were measured on "
-        f"{' / '.join(cpus)}; the other {old} rows on the machine of earlier sessions (its "
-        "model was not recorded per row; the Runtime section's kernel and decode figures "
-        "come from an Intel CPU with AMX). Compare quantize seconds and RSS only between "
-        "rows of one machine. Bits do not depend on it; perplexity moved by under 0.3% for "
-        "the RTN / GPTQ cells measured on both (BLAS numerics) and by 1% for awq+rtn w4g128 "
-        "(25.29 there, 25.55 here: AWQ's discrete scale search can choose differently)."
+        f"Machines: timings marked {marked}; the other {old} rows on the machine of earlier "
+        "sessions (its model was not recorded per row). Compare quantize seconds and RSS "
+        "only between rows of one machine. Bits do not depend on it; perplexity moved by "
+        "under 0.3% for the RTN / GPTQ cells measured on both (BLAS numerics) and by 1% for "
+        "awq+rtn w4g128 (25.29 there, 25.55 here: AWQ's discrete scale search can choose "
+        "differently)."
     )
 
 
@@ -151,17 +175,18 @@ def render(done: dict[str, dict], protocol: str, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _row(ref: dict, s: str, m: str, r: dict) -> str:
+def _row(ref: dict, s: str, m: str, r: dict, rows: list[dict]) -> str:
     return (
         f"| {s} | {m} | {r['bits_per_weight']:.3f} | {_fmt_ppl(r['ppl'])} | "
         f"{_fmt_ratio(r['ppl'] / ref['ppl'])} | {r['kl_mean']:.4f} | {r['kl_p99']:.3f} | "
-        f"{r['top1_agreement']:.3f} | {r['quantize_s']:.1f}{_machine(r)} | "
+        f"{r['top1_agreement']:.3f} | {r['quantize_s']:.1f}{_machine(r, rows)} | "
         f"{r['process_wall_s']:.1f} | {_rss(r)} |"
     )
 
 
 def _table_rows(ref: dict, by: dict, schemes: list[str], methods: list[str]) -> list[str]:
-    return [_row(ref, s, m, by[(m, s)]) for s in schemes for m in methods if (m, s) in by]
+    rows = list(by.values())
+    return [_row(ref, s, m, by[(m, s)], rows) for s in schemes for m in methods if (m, s) in by]
 
 
 def _commands(by: dict, schemes: list[str], methods: list[str]) -> list[str]:
