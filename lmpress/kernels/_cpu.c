@@ -334,34 +334,35 @@ AVX2_INLINE void rows_avx2_b(const Job *j, int64_t n0, int64_t n1, const int B, 
     }
 }
 
-#define LMP_CASE2(b)                                                                       \
+/* A vector path's rows function for this job's planes / bit width / zero kind, as
+ * compile-time constants of ROWS (one instantiation each); shared by the paths. */
+#define LMP_ROWS_CASE(ROWS, b, pl)                                                         \
     case b:                                                                                \
-        fz ? rows_avx2_b(j, n0, n1, b, 0, 1) : rows_avx2_b(j, n0, n1, b, 0, 0);            \
+        fz ? ROWS(j, n0, n1, b, pl, 1) : ROWS(j, n0, n1, b, pl, 0);                        \
         break;
+#define LMP_DISPATCH(ROWS)                                                                 \
+    const int fz = j->zero_kind == 2;                                                      \
+    if (j->xp_planes) {                                                                    \
+        switch (j->bits) {                                                                 \
+            LMP_ROWS_CASE(ROWS, 2, 1)                                                      \
+        default:                                                                           \
+            LMP_ROWS_CASE(ROWS, 4, 1)                                                      \
+        }                                                                                  \
+        return;                                                                            \
+    }                                                                                      \
+    switch (j->bits) {                                                                     \
+        LMP_ROWS_CASE(ROWS, 1, 0)                                                          \
+        LMP_ROWS_CASE(ROWS, 2, 0)                                                          \
+        LMP_ROWS_CASE(ROWS, 3, 0)                                                          \
+        LMP_ROWS_CASE(ROWS, 4, 0)                                                          \
+        LMP_ROWS_CASE(ROWS, 5, 0)                                                          \
+        LMP_ROWS_CASE(ROWS, 6, 0)                                                          \
+        LMP_ROWS_CASE(ROWS, 7, 0)                                                          \
+    default:                                                                               \
+        LMP_ROWS_CASE(ROWS, 8, 0)                                                          \
+    }
 
-AVX2 static void rows_avx2(const Job *j, int64_t n0, int64_t n1) {
-    const int fz = j->zero_kind == 2;
-    if (j->xp_planes) {
-        if (j->bits == 4)
-            fz ? rows_avx2_b(j, n0, n1, 4, 1, 1) : rows_avx2_b(j, n0, n1, 4, 1, 0);
-        else
-            fz ? rows_avx2_b(j, n0, n1, 2, 1, 1) : rows_avx2_b(j, n0, n1, 2, 1, 0);
-        return;
-    }
-    switch (j->bits) {
-        LMP_CASE2(1)
-        LMP_CASE2(2)
-        LMP_CASE2(3)
-        LMP_CASE2(4)
-        LMP_CASE2(5)
-        LMP_CASE2(6)
-        LMP_CASE2(7)
-        LMP_CASE2(8)
-    default:
-        break;
-    }
-}
-#undef LMP_CASE2
+AVX2 static void rows_avx2(const Job *j, int64_t n0, int64_t n1) { LMP_DISPATCH(rows_avx2_b) }
 
 /* Highest vector path allowed: 2 AVX-512, 1 AVX2, 0 scalar (tests lower it). */
 static int simd_level = 2;
@@ -522,37 +523,9 @@ static int use_planes(const Job *j, int lanes) {
     return j->G == 1 || j->group_len % blk == 0;
 }
 
-#define LMP_CASE(b)                                                                        \
-    case b:                                                                                \
-        if (fz)                                                                            \
-            rows_avx512_b(j, n0, n1, b, 0, 1);                                             \
-        else                                                                               \
-            rows_avx512_b(j, n0, n1, b, 0, 0);                                             \
-        break;
-
 AVX512 static void rows_avx512(const Job *j, int64_t n0, int64_t n1) {
-    const int fz = j->zero_kind == 2;
-    if (j->xp_planes) {
-        if (j->bits == 4)
-            fz ? rows_avx512_b(j, n0, n1, 4, 1, 1) : rows_avx512_b(j, n0, n1, 4, 1, 0);
-        else
-            fz ? rows_avx512_b(j, n0, n1, 2, 1, 1) : rows_avx512_b(j, n0, n1, 2, 1, 0);
-        return;
-    }
-    switch (j->bits) {
-        LMP_CASE(1)
-        LMP_CASE(2)
-        LMP_CASE(3)
-        LMP_CASE(4)
-        LMP_CASE(5)
-        LMP_CASE(6)
-        LMP_CASE(7)
-        LMP_CASE(8)
-    default:
-        break;
-    }
+    LMP_DISPATCH(rows_avx512_b)
 }
-#undef LMP_CASE
 
 /* x rows [M, Kp] reordered so that plane p of each block of lanes*(8/B) codes reads
  * its `lanes` activations contiguously: xp[blk + lanes*p + i] = x[blk + i*(8/B) + p]. */
