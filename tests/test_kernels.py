@@ -48,17 +48,25 @@ SCHEMES = [
 ] + ["w4g128:bf16", "w4g64:fz", "w3g32:fz", "w2g64s:bf16"]
 
 
-@built
-@pytest.mark.parametrize("name", SCHEMES)
-def test_gemm_and_dequant_match_reference(simd, name):
-    for n, k in [(37, 576), (16, 100), (8, 64)]:
-        s = parse_scheme(name)
+def states_and_weights(name: str, shapes: list[tuple[int, int]]):
+    """(kernel state, dequantized weight) of a random weight of scheme ``name`` for each
+    ``[N, K]`` its group size fits, with dequantization checked bit-exact on the way."""
+    s = parse_scheme(name)
+    for n, k in shapes:
         if s.granularity == "group" and s.group_size > k:
             continue
         pw = packed_random(name, n, k)
         st = K.prepare_cpu_state(pw)
         w = pw.dequantize()
         assert torch.equal(K.cpu_dequantize(st), w)
+        yield st, w
+
+
+@built
+@pytest.mark.parametrize("name", SCHEMES)
+def test_gemm_and_dequant_match_reference(simd, name):
+    for st, w in states_and_weights(name, [(37, 576), (16, 100), (8, 64)]):
+        n, k = w.shape
         for m in (1, 2, 3, 5, 8):
             x = torch.randn(m, k)
             b = torch.randn(n)
@@ -85,17 +93,10 @@ def test_tiled_code_layout_interleaves_pieces_of_128_codes():
 @pytest.mark.parametrize("name", ["w4g128", "w2g64a", "w3g128", "w8", "w4g64:fz", "w5g48"])
 def test_every_code_layout_gives_the_same_products(simd, monkeypatch, tile_rows, name):
     monkeypatch.setenv("LMPRESS_TILE_ROWS", str(tile_rows))
-    for n, k in [(37, 576), (21, 1000), (5, 300)]:
-        s = parse_scheme(name)
-        if s.granularity == "group" and s.group_size > k:
-            continue
-        pw = packed_random(name, n, k)
-        st = K.prepare_cpu_state(pw)
+    for st, w in states_and_weights(name, [(37, 576), (21, 1000), (5, 300)]):
         assert st.tile_rows == tile_rows
-        w = pw.dequantize()
-        assert torch.equal(K.cpu_dequantize(st), w)
         for m in (1, 2, 3):
-            x = torch.randn(m, k)
+            x = torch.randn(m, w.shape[1])
             assert_close_to_reference(K.cpu_gemm(x, st, None), x, w)
 
 

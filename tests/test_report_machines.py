@@ -1,6 +1,6 @@
 """The benchmark report names the machine of every timed row, one marker per CPU."""
 
-from lmpress.report.benchmarks import _machine, machine_legend
+from lmpress.report.benchmarks import _machine, _machines, machine_legend
 
 
 def test_each_recorded_cpu_gets_its_own_marker():
@@ -10,7 +10,7 @@ def test_each_recorded_cpu_gets_its_own_marker():
         {"cpu": "EPYC (AVX-512)", "date": "2026-12-02 15:00"},
         {"date": "2026-11-24 10:00"},
     ]
-    marks = [_machine(r, rows) for r in rows]
+    marks = [_machine(r, _machines(rows)) for r in rows]
     assert marks[0] == marks[2] != marks[1]
     assert marks[3] == ""
     legend = machine_legend(rows)

@@ -70,11 +70,12 @@ def _machines(rows: list[dict]) -> list[str]:
     )
 
 
-def _machine(r: dict, rows: list[dict]) -> str:
-    """A marker after a row's timings naming the recorded machine it ran on (see the legend)."""
+def _machine(r: dict, machines: list[str]) -> str:
+    """A marker after a row's timings naming the recorded machine it ran on (``machines``:
+    :func:`_machines` of the table's rows, as in the legend)."""
     if not r.get("cpu"):
         return ""
-    return " " + MACHINE_MARKS[_machines(rows).index(r["cpu"]) % len(MACHINE_MARKS)]
+    return " " + MACHINE_MARKS[machines.index(r["cpu"]) % len(MACHINE_MARKS)]
 
 
 def machine_legend(rows: list[dict]) -> str:
@@ -175,18 +176,18 @@ def render(done: dict[str, dict], protocol: str, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _row(ref: dict, s: str, m: str, r: dict, rows: list[dict]) -> str:
+def _row(ref: dict, s: str, m: str, r: dict, machines: list[str]) -> str:
     return (
         f"| {s} | {m} | {r['bits_per_weight']:.3f} | {_fmt_ppl(r['ppl'])} | "
         f"{_fmt_ratio(r['ppl'] / ref['ppl'])} | {r['kl_mean']:.4f} | {r['kl_p99']:.3f} | "
-        f"{r['top1_agreement']:.3f} | {r['quantize_s']:.1f}{_machine(r, rows)} | "
+        f"{r['top1_agreement']:.3f} | {r['quantize_s']:.1f}{_machine(r, machines)} | "
         f"{r['process_wall_s']:.1f} | {_rss(r)} |"
     )
 
 
 def _table_rows(ref: dict, by: dict, schemes: list[str], methods: list[str]) -> list[str]:
-    rows = list(by.values())
-    return [_row(ref, s, m, by[(m, s)], rows) for s in schemes for m in methods if (m, s) in by]
+    machines = _machines(list(by.values()))
+    return [_row(ref, s, m, by[(m, s)], machines) for s in schemes for m in methods if (m, s) in by]
 
 
 def _commands(by: dict, schemes: list[str], methods: list[str]) -> list[str]:
