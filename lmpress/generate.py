@@ -21,9 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmpress.errors import LmpressError
+from lmpress.formats.scheme import parse_scheme
 from lmpress.kernels import cpu as cpu_kernels
+from lmpress.methods.rtn import rtn
 from lmpress.nn.qlinear import QLinear
-from lmpress.packing.packed import concat_rows
+from lmpress.packing.packed import PackedWeight, concat_rows
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 
@@ -42,6 +44,30 @@ class GenerationResult:
     def decode_tokens_per_s(self) -> float:
         n = max(len(self.ids) - 1, 0)  # the first new token comes from the prefill
         return n / self.decode_s if self.decode_s > 0 else 0.0
+
+
+# ggml's Q8_0 grid: 8-bit symmetric codes in groups of 32 with fp16 scales.
+EXACT_HEAD_SCHEME = "w8g32s"
+
+
+def exact_int8(w: torch.Tensor) -> PackedWeight | None:
+    """``w [N, K]`` float32 as 8-bit symmetric codes in groups of 32 with fp16 scales, when
+    those reproduce it bit for bit, else ``None``.
+
+    A head or embedding that a GGUF stored as Q8_0 (the default model's is) comes back
+    from dequantization as exactly such a grid: its amax is ``127 d``, so round to
+    nearest finds ``d`` and every code again. Decoding then reads 8.5 bits per weight of
+    the head instead of 32 and computes the same logits up to float summation order.
+    """
+    scheme = parse_scheme(EXACT_HEAD_SCHEME)
+    res = rtn(w, scheme)
+    packed = PackedWeight.from_codes(res.codes, res.scale, res.zero, scheme)
+    return packed if torch.equal(packed.dequantize(), w) else None
+
+
+def is_bfloat16(w: torch.Tensor) -> bool:
+    """Whether float32 ``w`` holds bfloat16 values only (a bf16 checkpoint's weight)."""
+    return torch.equal(w.to(torch.bfloat16).float(), w)
 
 
 class Proj:
@@ -112,7 +138,10 @@ class Proj:
 class Decoder:
     """Greedy or sampled decoding of a Llama-style model through the C kernels."""
 
-    def __init__(self, model: nn.Module, max_len: int = 2048) -> None:
+    def __init__(self, model: nn.Module, max_len: int = 2048, exact_head: bool = True) -> None:
+        """``exact_head``: run a float output head that is exactly an 8-bit grid
+        (:func:`exact_int8`) from its codes, or one of bfloat16 values from bfloat16
+        words; the logits are the same up to summation order."""
         cfg = model.config
         if cfg.model_type not in SUPPORTED:
             raise LmpressError(
@@ -135,7 +164,14 @@ class Decoder:
         head = model.lm_head
         self.head = Proj([head]) if isinstance(head, QLinear) else None
         self.head_w = None if self.head else head.weight.detach().float().contiguous()
+        packed = exact_int8(self.head_w) if exact_head and self.head_w is not None else None
+        if packed is not None:
+            self.head = Proj([QLinear.from_packed(packed, head.bias)])
+            self.head_w = None
         self.head_c = self.head_w is not None and cpu_kernels.dense_gemv_faster(self.head_w)
+        if exact_head and self.head_w is not None and is_bfloat16(self.head_w):
+            # half the bytes, the same products: only lmpress's GEMV reads bf16 with float x
+            self.head_w, self.head_c = self.head_w.to(torch.bfloat16), True
         self.layers = []
         for blk in inner.layers:
             a, m = blk.self_attn, blk.mlp
@@ -202,7 +238,7 @@ class Decoder:
             return self.head(h)
         if self.head_c and h.shape[0] == 1:
             return cpu_kernels.dense_gemv(h, self.head_w)
-        return F.linear(h, self.head_w)
+        return F.linear(h, self.head_w.float())
 
     @torch.no_grad()
     def prefill(self, ids: list[int]) -> torch.Tensor:

@@ -9,7 +9,7 @@ from conftest import needs_smollm2, tiny_model
 from lmpress.checkpoint import save_checkpoint
 from lmpress.cli import main
 from lmpress.errors import LmpressError
-from lmpress.generate import Decoder, can_decode, generate_ids, sample
+from lmpress.generate import Decoder, can_decode, exact_int8, generate_ids, sample
 from lmpress.kernels import cpu as K
 from lmpress.pipeline import quantize_model
 from lmpress.recipe import Recipe
@@ -123,6 +123,56 @@ def test_float_head_either_gemv_gives_the_model_logits(c_head):
     model = quantized_tiny("llama", "w4g32", over)
     dec = Decoder(model, max_len=16)
     dec.head_c = c_head
+    with torch.no_grad():
+        dec.prefill([1, 2, 3])
+        logits = dec.step(4)
+        ref = model(torch.tensor([[1, 2, 3, 4]])).logits[0, -1]
+    assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-4)
+
+
+def q8_0_grid(w: torch.Tensor) -> torch.Tensor:
+    """``w`` through llama.cpp's own Q8_0 quantizer (gguf-py) and back."""
+    import gguf
+
+    q = gguf.quants.quantize(w.numpy(), gguf.GGMLQuantizationType.Q8_0)
+    return torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0)).float()
+
+
+def test_exact_int8_finds_a_q8_0_grid_and_rejects_other_weights():
+    w = torch.randn(40, 96, generator=torch.Generator().manual_seed(0))
+    grid = q8_0_grid(w)
+    packed = exact_int8(grid)
+    assert packed is not None and packed.scheme.bits == 8
+    assert torch.equal(packed.dequantize(), grid)
+    assert exact_int8(w) is None
+    assert exact_int8(grid + 1e-3) is None
+
+
+@built
+@pytest.mark.parametrize("exact_head", [True, False])
+def test_q8_0_head_runs_from_its_codes_with_the_model_logits(exact_head):
+    model = quantized_tiny("llama", "w4g32")
+    with torch.no_grad():
+        model.lm_head.weight.copy_(q8_0_grid(model.lm_head.weight.detach().float()))
+    dec = Decoder(model, max_len=16, exact_head=exact_head)
+    assert (dec.head is not None) == exact_head and (dec.head_w is None) == exact_head
+    with torch.no_grad():
+        first = dec.prefill([1, 2, 3])
+        logits = dec.step(4)
+        assert torch.allclose(first, model(torch.tensor([[1, 2, 3]])).logits[0, -1], 1e-4, 1e-4)
+        ref = model(torch.tensor([[1, 2, 3, 4]])).logits[0, -1]
+    assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-4)
+
+
+@built
+def test_bfloat16_head_runs_from_half_the_bytes_with_the_model_logits():
+    model = quantized_tiny("llama", "w4g32")
+    with torch.no_grad():
+        w = model.lm_head.weight
+        w.copy_(w.to(torch.bfloat16).float())
+    dec = Decoder(model, max_len=16)
+    assert dec.head is None and dec.head_w.dtype == torch.bfloat16 and dec.head_c
+    assert Decoder(model, max_len=16, exact_head=False).head_w.dtype == torch.float32
     with torch.no_grad():
         dec.prefill([1, 2, 3])
         logits = dec.step(4)

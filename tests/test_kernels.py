@@ -262,3 +262,14 @@ def test_dense_gemv_matches_torch(simd, n, k):
     assert K.dense_gemv_faster(w) in (True, False) and (n, k, torch.get_num_threads()) in (
         K._DENSE_CHOICE
     )
+
+
+@pytest.mark.skipif(K._cpu is None, reason="C kernels not built")
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 5), (33, 17), (130, 576), (2049, 64)])
+def test_bfloat16_dense_gemv_matches_its_float_values(simd, n, k):
+    w16, x = torch.randn(n, k).to(torch.bfloat16), torch.randn(1, k)
+    for threads in (1, 2):
+        y = torch.full((1, n), float("nan"))
+        K._cpu.dense_gemv(w16.data_ptr(), x.data_ptr(), y.data_ptr(), n, k, threads, 1)
+        assert_close_to_reference(y, x, w16.float())
+    assert_close_to_reference(K.dense_gemv(x, w16), x, w16.float())

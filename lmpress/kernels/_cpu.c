@@ -305,34 +305,40 @@ static inline void store_tile(const Job *j, int64_t n0, int64_t m0, const float 
     }
 }
 
-AVX2_INLINE void rows_avx2_b(const Job *j, int64_t n0, int64_t n1, const int B, const int PL,
-                             const int FZ) {
-    float out[8];
-    for (int64_t m = 0; m < j->M;) {
-        const int mt = j->M - m >= 2 ? 2 : 1;
-        int64_t n = n0;
-        if (mt == 1) {
-            for (; n + 4 <= n1; n += 4) {
-                tile(j, n, m, out, 4, 1, B, PL, FZ);
-                store_tile(j, n, m, out, 4, 1);
-            }
-            for (; n < n1; n++) {
-                tile(j, n, m, out, 1, 1, B, PL, FZ);
-                store_tile(j, n, m, out, 1, 1);
-            }
-        } else {
-            for (; n + 2 <= n1; n += 2) {
-                tile(j, n, m, out, 2, 2, B, PL, FZ);
-                store_tile(j, n, m, out, 2, 2);
-            }
-            for (; n < n1; n++) {
-                tile(j, n, m, out, 1, 2, B, PL, FZ);
-                store_tile(j, n, m, out, 1, 2);
-            }
-        }
-        m += mt;
+/* A vector path's rows n0..n1 for every activation row: tiles of RW weight rows
+ * against one activation row, of RW2 rows against two, then single rows; ATTR and
+ * TILE name the path's target attributes and tile function (RW * 1, RW2 * 2 <= 16). */
+#define LMP_ROWS_FN(NAME, ATTR, TILE, RW, RW2)                                             \
+    ATTR void NAME(const Job *j, int64_t n0, int64_t n1, const int B, const int PL,        \
+                   const int FZ) {                                                         \
+        float out[16];                                                                     \
+        for (int64_t m = 0; m < j->M;) {                                                   \
+            const int mt = j->M - m >= 2 ? 2 : 1;                                          \
+            int64_t n = n0;                                                                \
+            if (mt == 1) {                                                                 \
+                for (; n + RW <= n1; n += RW) {                                            \
+                    TILE(j, n, m, out, RW, 1, B, PL, FZ);                                  \
+                    store_tile(j, n, m, out, RW, 1);                                       \
+                }                                                                          \
+                for (; n < n1; n++) {                                                      \
+                    TILE(j, n, m, out, 1, 1, B, PL, FZ);                                   \
+                    store_tile(j, n, m, out, 1, 1);                                        \
+                }                                                                          \
+            } else {                                                                       \
+                for (; n + RW2 <= n1; n += RW2) {                                          \
+                    TILE(j, n, m, out, RW2, 2, B, PL, FZ);                                 \
+                    store_tile(j, n, m, out, RW2, 2);                                      \
+                }                                                                          \
+                for (; n < n1; n++) {                                                      \
+                    TILE(j, n, m, out, 1, 2, B, PL, FZ);                                   \
+                    store_tile(j, n, m, out, 1, 2);                                        \
+                }                                                                          \
+            }                                                                              \
+            m += mt;                                                                       \
+        }                                                                                  \
     }
-}
+
+LMP_ROWS_FN(rows_avx2_b, AVX2_INLINE, tile, 4, 2)
 
 /* A vector path's rows function for this job's planes / bit width / zero kind, as
  * compile-time constants of ROWS (one instantiation each); shared by the paths. */
@@ -485,34 +491,7 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
  * With the rows of a tile interleaved in 128-code pieces a tile reads one stream
  * (measured on the AVX2 path of a Zen 3 EPYC: 70 -> 46 us at 576 x 1536, 1055 ->
  * 881 us at 4096 x 4096, cold, side by side). */
-AVX512_INLINE void rows_avx512_b(const Job *j, int64_t n0, int64_t n1, const int B,
-                                 const int PL, const int FZ) {
-    float out[16];
-    for (int64_t m = 0; m < j->M;) {
-        const int mt = j->M - m >= 2 ? 2 : 1;
-        int64_t n = n0;
-        if (mt == 1) {
-            for (; n + 8 <= n1; n += 8) {
-                tile512(j, n, m, out, 8, 1, B, PL, FZ);
-                store_tile(j, n, m, out, 8, 1);
-            }
-            for (; n < n1; n++) {
-                tile512(j, n, m, out, 1, 1, B, PL, FZ);
-                store_tile(j, n, m, out, 1, 1);
-            }
-        } else {
-            for (; n + 4 <= n1; n += 4) {
-                tile512(j, n, m, out, 4, 2, B, PL, FZ);
-                store_tile(j, n, m, out, 4, 2);
-            }
-            for (; n < n1; n++) {
-                tile512(j, n, m, out, 1, 2, B, PL, FZ);
-                store_tile(j, n, m, out, 1, 2);
-            }
-        }
-        m += mt;
-    }
-}
+LMP_ROWS_FN(rows_avx512_b, AVX512_INLINE, tile512, 8, 4)
 
 /* Whether the plane path applies to a vector path of `lanes` float lanes: 2 or 4
  * bits, groups made of whole blocks of lanes * 8/B codes. */
@@ -694,94 +673,122 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
 
 /* ------------------------------------------------------------ dense GEMV */
 
-/* y[n] = W[n, :] . x for float32 W [N, K] (row-major) and x [K]. BLAS's single-row
- * product is slow on some CPUs (8 GB/s on a 2-vCPU EPYC against 42 GB/s of copy
- * bandwidth), and the tied output head of a small model is its largest matrix; four
- * rows per pass share every load of x. */
-static void dense_rows_scalar(const float *w, const float *x, float *y, int64_t n0, int64_t n1,
-                              int64_t k) {
+/* y[n] = W[n, :] . x for W [N, K] (row-major) float32, or bfloat16 (BF: its raw 16-bit
+ * words, half the bytes of a head that a bf16 checkpoint stored) and x [K] float32.
+ * BLAS's single-row product is slow on some CPUs (8 GB/s on a 2-vCPU EPYC against 42
+ * GB/s of copy bandwidth), and the tied output head of a small model is its largest
+ * matrix; four rows per pass share every load of x. */
+static inline float dense_at(const void *w, int64_t i, const int BF) {
+    return BF ? bf16_to_float(((const uint16_t *)w)[i]) : ((const float *)w)[i];
+}
+
+static inline void dense_rows_scalar_t(const void *w, const float *x, float *y, int64_t n0,
+                                       int64_t n1, int64_t k, const int BF) {
     for (int64_t n = n0; n < n1; n++) {
-        const float *r = w + n * k;
         float s = 0.f;
         for (int64_t i = 0; i < k; i++)
-            s += r[i] * x[i];
+            s += dense_at(w, n * k + i, BF) * x[i];
         y[n] = s;
     }
 }
 
 #ifdef LMP_X86
-AVX512 static void dense_rows_avx512(const float *w, const float *x, float *y, int64_t n0,
-                                     int64_t n1, int64_t k) {
+AVX512_INLINE __m512 dense_load16(const void *w, int64_t i, const int BF) {
+    if (BF) {
+        const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    return _mm512_loadu_ps((const float *)w + i);
+}
+
+AVX512_INLINE void dense_rows_avx512_t(const void *w, const float *x, float *y, int64_t n0,
+                                       int64_t n1, int64_t k, const int BF) {
     const int64_t k16 = k & ~(int64_t)15;
     int64_t n = n0;
     for (; n + 4 <= n1; n += 4) {
-        const float *r0 = w + n * k, *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
+        const int64_t o = n * k;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t i = 0; i < k16; i += 16) {
             const __m512 xv = _mm512_loadu_ps(x + i);
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r0 + i), xv, a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(r1 + i), xv, a1);
-            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(r2 + i), xv, a2);
-            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(r3 + i), xv, a3);
+            a0 = _mm512_fmadd_ps(dense_load16(w, o + i, BF), xv, a0);
+            a1 = _mm512_fmadd_ps(dense_load16(w, o + k + i, BF), xv, a1);
+            a2 = _mm512_fmadd_ps(dense_load16(w, o + 2 * k + i, BF), xv, a2);
+            a3 = _mm512_fmadd_ps(dense_load16(w, o + 3 * k + i, BF), xv, a3);
         }
-        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
-        float s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);
-        for (int64_t i = k16; i < k; i++) {
-            s0 += r0[i] * x[i];
-            s1 += r1[i] * x[i];
-            s2 += r2[i] * x[i];
-            s3 += r3[i] * x[i];
+        float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1),
+                      _mm512_reduce_add_ps(a2), _mm512_reduce_add_ps(a3)};
+        for (int r = 0; r < 4; r++) {
+            for (int64_t i = k16; i < k; i++)
+                s[r] += dense_at(w, o + r * k + i, BF) * x[i];
+            y[n + r] = s[r];
         }
-        y[n] = s0;
-        y[n + 1] = s1;
-        y[n + 2] = s2;
-        y[n + 3] = s3;
     }
-    dense_rows_scalar(w, x, y, n, n1, k);
+    dense_rows_scalar_t(w, x, y, n, n1, k, BF);
 }
 
-AVX2 static void dense_rows_avx2(const float *w, const float *x, float *y, int64_t n0, int64_t n1,
-                                 int64_t k) {
+AVX2_INLINE __m256 dense_load8(const void *w, int64_t i, const int BF) {
+    if (BF) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    return _mm256_loadu_ps((const float *)w + i);
+}
+
+AVX2_INLINE void dense_rows_avx2_t(const void *w, const float *x, float *y, int64_t n0,
+                                   int64_t n1, int64_t k, const int BF) {
     const int64_t k8 = k & ~(int64_t)7;
     int64_t n = n0;
     for (; n + 4 <= n1; n += 4) {
-        const float *r0 = w + n * k, *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const int64_t o = n * k;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                         _mm256_setzero_ps()};
         for (int64_t i = 0; i < k8; i += 8) {
             const __m256 xv = _mm256_loadu_ps(x + i);
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + i), xv, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + i), xv, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + i), xv, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + i), xv, a3);
+            for (int r = 0; r < 4; r++)
+                acc[r] = _mm256_fmadd_ps(dense_load8(w, o + r * k + i, BF), xv, acc[r]);
         }
-        float t[8], s[4];
-        __m256 acc[4] = {a0, a1, a2, a3};
         for (int r = 0; r < 4; r++) {
+            float t[8];
             _mm256_storeu_ps(t, acc[r]);
-            s[r] = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+            float s = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+            for (int64_t i = k8; i < k; i++)
+                s += dense_at(w, o + r * k + i, BF) * x[i];
+            y[n + r] = s;
         }
-        for (int64_t i = k8; i < k; i++) {
-            s[0] += r0[i] * x[i];
-            s[1] += r1[i] * x[i];
-            s[2] += r2[i] * x[i];
-            s[3] += r3[i] * x[i];
-        }
-        for (int r = 0; r < 4; r++)
-            y[n + r] = s[r];
     }
-    dense_rows_scalar(w, x, y, n, n1, k);
+    dense_rows_scalar_t(w, x, y, n, n1, k, BF);
 }
-#endif
 
-static void dense_gemv(const float *w, const float *x, float *y, int64_t N, int64_t K,
+typedef void (*dense_rows_fn)(const void *, const float *, float *, int64_t, int64_t, int64_t);
+#define LMP_DENSE_ROWS(NAME, ATTR, IMPL, BF)                                                \
+    ATTR static void NAME(const void *w, const float *x, float *y, int64_t n0, int64_t n1,  \
+                          int64_t k) {                                                      \
+        IMPL(w, x, y, n0, n1, k, BF);                                                       \
+    }
+LMP_DENSE_ROWS(dense_rows_avx512_f32, AVX512, dense_rows_avx512_t, 0)
+LMP_DENSE_ROWS(dense_rows_avx512_bf16, AVX512, dense_rows_avx512_t, 1)
+LMP_DENSE_ROWS(dense_rows_avx2_f32, AVX2, dense_rows_avx2_t, 0)
+LMP_DENSE_ROWS(dense_rows_avx2_bf16, AVX2, dense_rows_avx2_t, 1)
+#else
+typedef void (*dense_rows_fn)(const void *, const float *, float *, int64_t, int64_t, int64_t);
+#endif
+static void dense_rows_scalar_f32(const void *w, const float *x, float *y, int64_t n0,
+                                  int64_t n1, int64_t k) {
+    dense_rows_scalar_t(w, x, y, n0, n1, k, 0);
+}
+static void dense_rows_scalar_bf16(const void *w, const float *x, float *y, int64_t n0,
+                                   int64_t n1, int64_t k) {
+    dense_rows_scalar_t(w, x, y, n0, n1, k, 1);
+}
+
+static void dense_gemv(const void *w, int bf16, const float *x, float *y, int64_t N, int64_t K,
                        int nthreads) {
-    void (*rows)(const float *, const float *, float *, int64_t, int64_t, int64_t) =
-        dense_rows_scalar;
+    dense_rows_fn rows = bf16 ? dense_rows_scalar_bf16 : dense_rows_scalar_f32;
 #ifdef LMP_X86
     if (have_avx512())
-        rows = dense_rows_avx512;
+        rows = bf16 ? dense_rows_avx512_bf16 : dense_rows_avx512_f32;
     else if (have_avx2())
-        rows = dense_rows_avx2;
+        rows = bf16 ? dense_rows_avx2_bf16 : dense_rows_avx2_f32;
 #endif
     const int64_t chunk = 64; /* rows per task: a multiple of 4, small enough to balance */
     const int64_t tasks = (N + chunk - 1) / chunk;
@@ -795,16 +802,17 @@ static void dense_gemv(const float *w, const float *x, float *y, int64_t N, int6
     }
 }
 
-/* dense_gemv(w, x, y, n, k, nthreads): y [n] = W [n, k] x [k], float32 */
+/* dense_gemv(w, x, y, n, k, nthreads[, bf16]): y [n] = W [n, k] x [k]; W float32, or
+ * bfloat16 words when bf16 is 1; x, y float32 */
 static PyObject *py_dense_gemv(PyObject *self, PyObject *args) {
     unsigned long long w, x, y;
     long long n, k;
-    int nthreads;
+    int nthreads, bf16 = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKKLLi", &w, &x, &y, &n, &k, &nthreads))
+    if (!PyArg_ParseTuple(args, "KKKLLi|i", &w, &x, &y, &n, &k, &nthreads, &bf16))
         return NULL;
     Py_BEGIN_ALLOW_THREADS;
-    dense_gemv(PTR(w), PTR(x), (float *)(uintptr_t)y, n, k, nthreads < 1 ? 1 : nthreads);
+    dense_gemv((const void *)(uintptr_t)w, bf16, PTR(x), PTR(y), n, k, nthreads < 1 ? 1 : nthreads);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
 }
@@ -817,7 +825,8 @@ typedef struct {
     int kind; /* 0 packed, 1 lookup, 2 dense */
     Job job;  /* kind 0: every field but x, y, M, bias */
     LutJob lut;
-    const float *dense; /* kind 2: [n, k] */
+    const void *dense; /* kind 2: [n, k] float32, or bfloat16 words if dense_bf16 */
+    int dense_bf16;
     int64_t n, k;
     const float *bias; /* [n] or NULL */
 } Linear;
@@ -851,7 +860,7 @@ static int linear_run(const Linear *L, const float *x, float *y_out, const float
             return -1;
         }
     } else {
-        dense_gemv(L->dense, x, y, L->n, L->k, nthreads);
+        dense_gemv(L->dense, L->dense_bf16, x, y, L->n, L->k, nthreads);
     }
     for (int64_t n = 0; n < L->n; n++)
         y_out[n] = y[n] + (L->bias ? L->bias[n] : 0.f) + (residual ? residual[n] : 0.f);
@@ -912,10 +921,10 @@ static PyObject *py_dense_linear(PyObject *self, PyObject *args) {
     long long n, k;
     (void)self;
     memset(&L, 0, sizeof L);
-    if (!PyArg_ParseTuple(args, "KLLK", &w, &n, &k, &bias))
+    if (!PyArg_ParseTuple(args, "KLLK|i", &w, &n, &k, &bias, &L.dense_bf16))
         return NULL;
     L.kind = 2;
-    L.dense = PTR(w);
+    L.dense = (const void *)(uintptr_t)w;
     L.n = n;
     L.k = k;
     L.bias = bias ? PTR(bias) : NULL;
@@ -1136,8 +1145,8 @@ static PyMethodDef methods[] = {
     {"lut_gemv", py_lut_gemv, METH_VARARGS, "table-lookup GEMV for 1-4 bit codes"},
     {"packed_linear", py_packed_linear, METH_VARARGS, "a packed-code linear for decode_step"},
     {"lut_linear", py_lut_linear, METH_VARARGS, "a lookup-table linear for decode_step"},
-    {"dense_linear", py_dense_linear, METH_VARARGS, "a float32 linear for decode_step"},
-    {"dense_gemv", py_dense_gemv, METH_VARARGS, "y = W x for one float32 row"},
+    {"dense_linear", py_dense_linear, METH_VARARGS, "a float32 (or bfloat16) linear for decode_step"},
+    {"dense_gemv", py_dense_gemv, METH_VARARGS, "y = W x for one float32 row (W float32 or bfloat16)"},
     {"decode_step", py_decode_step, METH_VARARGS, "one token through every block"},
     {NULL, NULL, 0, NULL},
 };

@@ -231,11 +231,18 @@ def best_seconds(fn, reps: int = 5) -> float:  # noqa: ANN001
 
 
 def dense_gemv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x [1, K]`` float32 contiguous, ``w [N, K]`` float32 contiguous -> ``[1, N]``,
-    by lmpress's C float GEMV (needs the built extension)."""
+    """``x [1, K]`` float32 contiguous, ``w [N, K]`` float32 or bfloat16 contiguous ->
+    ``[1, N]`` float32, by lmpress's C GEMV (needs the built extension)."""
     y = torch.empty(1, w.shape[0], dtype=torch.float32)
+    bf16 = int(w.dtype == torch.bfloat16)
     _cpu.dense_gemv(
-        w.data_ptr(), x.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], torch.get_num_threads()
+        w.data_ptr(),
+        x.data_ptr(),
+        y.data_ptr(),
+        w.shape[0],
+        w.shape[1],
+        torch.get_num_threads(),
+        bf16,
     )
     return y
 
