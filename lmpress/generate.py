@@ -219,6 +219,15 @@ class Decoder:
         ]
         self.dims = (self.hidden, self.n_head, self.n_kv, self.hd, self.inter, self.max_len)
 
+    @property
+    def head_kind(self) -> str:
+        """What the output head runs from, in words (for reports)."""
+        if self.head_w is not None:
+            return str(self.head_w.dtype).removeprefix("torch.")
+        if isinstance(self.model.lm_head, QLinear):
+            return f"quantized ({self.model.lm_head.scheme.name})"
+        return f"8-bit codes of its exact grid ({EXACT_HEAD_SCHEME}, ggml's Q8_0)"
+
     def _norm(self, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> None:
         cpu_kernels._cpu.rmsnorm(
             x.data_ptr(), w.data_ptr(), out.data_ptr(), x.shape[0], self.hidden, self.eps

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 import lmpress  # noqa: E402
 from lmpress.eval.perplexity import eval_ids  # noqa: E402
 from lmpress.eval.speed import median_rate  # noqa: E402
-from lmpress.generate import generate_ids  # noqa: E402
+from lmpress.generate import Decoder, generate_ids  # noqa: E402
 from lmpress.models.load import load_model  # noqa: E402
 from lmpress.report.benchmarks import cpu_name  # noqa: E402
 
@@ -79,11 +79,13 @@ def bench_decode(
             out, _pre, _dec, used, times = generate_ids(model, prompt, new, engine=engine)
             rates.append(median_rate(times[:-1], warmup))
             ids = out
+        head = Decoder(model, max_len=8).head_kind if used == "lmpress" else None
         rows.append(
             {
                 "label": label,
                 "engine": used,
                 "scheme": scheme or "float32",
+                **({"head": head} if head else {}),
                 "tokens_per_s": statistics.median(rates),
                 "all_tokens_per_s": rates,
                 "first_ids": ids[:16],

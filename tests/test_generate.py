@@ -156,6 +156,9 @@ def test_q8_0_head_runs_from_its_codes_with_the_model_logits(exact_head):
         model.lm_head.weight.copy_(q8_0_grid(model.lm_head.weight.detach().float()))
     dec = Decoder(model, max_len=16, exact_head=exact_head)
     assert (dec.head is not None) == exact_head and (dec.head_w is None) == exact_head
+    assert dec.head_kind == (
+        "8-bit codes of its exact grid (w8g32s, ggml's Q8_0)" if exact_head else "float32"
+    )
     with torch.no_grad():
         first = dec.prefill([1, 2, 3])
         logits = dec.step(4)
@@ -172,6 +175,7 @@ def test_bfloat16_head_runs_from_half_the_bytes_with_the_model_logits():
         w.copy_(w.to(torch.bfloat16).float())
     dec = Decoder(model, max_len=16)
     assert dec.head is None and dec.head_w.dtype == torch.bfloat16 and dec.head_c
+    assert dec.head_kind == "bfloat16"
     assert Decoder(model, max_len=16, exact_head=False).head_w.dtype == torch.float32
     with torch.no_grad():
         dec.prefill([1, 2, 3])

@@ -90,6 +90,12 @@ def _llamacpp_path(r: dict[str, Any]) -> str:
     return r.get("llamacpp_path", "cpu")
 
 
+def _heads(decode: list[dict[str, Any]]) -> str:
+    """What the lmpress rows ran the output head from (rows before the field: float32)."""
+    kinds = {r.get("head", "float32") for r in decode if r.get("engine") == "lmpress"}
+    return " / ".join(sorted(kinds)) or "float32"
+
+
 def runtime_lines(rt: dict[str, Any]) -> list[str]:
     p = rt["protocol"]
     out = [
@@ -102,7 +108,8 @@ def runtime_lines(rt: dict[str, Any]) -> list[str]:
         f"after {p['warmup_tokens']} warm-up tokens, median of {p['reps']} runs. lmpress "
         "checkpoints are RTN (speed does not depend on the method); the llama.cpp rows run "
         "lmpress's own GGUF exports (w4g32s -> Q4_0, w8s -> Q8_0, token embedding / "
-        "output head Q8_0), while lmpress keeps the tied embedding / output head in float32.",
+        f"output head Q8_0); lmpress's lean decoder runs the tied output head from "
+        f"{_heads(rt.get('decode', []))}.",
         "",
     ]
     dec = rt.get("decode", [])
