@@ -3,9 +3,10 @@
 transformers' generic forward costs a few thousand small torch operations per
 token; on a 135M model that overhead is larger than the matrix products. For
 Llama-style blocks (RMSNorm, rotary attention with grouped KV heads, SiLU-gated
-MLP: Llama, Mistral, SmolLM, Qwen2) :class:`Decoder` runs one token as about ten
-C calls per block: fused Q/K/V and gate/up products straight from packed codes
-(rows of modules with one scheme are concatenated), RMSNorm, rotary embedding,
+MLP: Llama, Mistral, SmolLM, Qwen2, and Qwen3 with its per-head q/k norms)
+:class:`Decoder` runs one token as about ten C calls per block: fused Q/K/V and
+gate/up products straight from packed codes (rows of modules with one scheme are
+concatenated), RMSNorm, rotary embedding,
 attention over a preallocated float32 KV cache, and the residual adds folded into
 the products. The prompt is prefilled through the same weights with torch ops.
 Other architectures (or a model without the C kernels) generate through
@@ -27,7 +28,7 @@ from lmpress.methods.rtn import rtn
 from lmpress.nn.qlinear import QLinear
 from lmpress.packing.packed import PackedWeight, concat_rows
 
-SUPPORTED = ("llama", "mistral", "qwen2")
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 
 
 @dataclass
@@ -135,6 +136,10 @@ class Proj:
         return y if residual is None else y + residual
 
 
+def _norm_weight(norm: nn.Module | None) -> torch.Tensor | None:
+    return None if norm is None else norm.weight.detach().float().contiguous()
+
+
 class Decoder:
     """Greedy or sampled decoding of a Llama-style model through the C kernels."""
 
@@ -183,6 +188,9 @@ class Decoder:
                     "o": Proj([a.o_proj]),
                     "gu": Proj([m.gate_proj, m.up_proj]),
                     "down": Proj([m.down_proj]),
+                    # Qwen3: an RMSNorm over each head of q and k before the rotary embedding
+                    "qn": _norm_weight(getattr(a, "q_norm", None)),
+                    "kn": _norm_weight(getattr(a, "k_norm", None)),
                 }
             )
         pos = torch.arange(self.max_len)[None]
@@ -206,6 +214,8 @@ class Decoder:
                 L["down"].capsule(),
                 self.k[li].data_ptr(),
                 self.v[li].data_ptr(),
+                0 if L["qn"] is None else L["qn"].data_ptr(),
+                0 if L["kn"] is None else L["kn"].data_ptr(),
             )
             for li, L in enumerate(self.layers)
         )
@@ -227,6 +237,17 @@ class Decoder:
         if isinstance(self.model.lm_head, QLinear):
             return f"quantized ({self.model.lm_head.scheme.name})"
         return f"8-bit codes of its exact grid ({EXACT_HEAD_SCHEME}, ggml's Q8_0)"
+
+    def _head_norm(self, z: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+        """RMSNorm of each head of ``z [t, heads, hd]`` with ``w [hd]`` (identity if None)."""
+        if w is None:
+            return z
+        out = torch.empty(z.shape)
+        zc = z.contiguous()
+        cpu_kernels._cpu.rmsnorm(
+            zc.data_ptr(), w.data_ptr(), out.data_ptr(), z.shape[0] * z.shape[1], self.hd, self.eps
+        )
+        return out
 
     def _norm(self, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> None:
         cpu_kernels._cpu.rmsnorm(
@@ -269,8 +290,8 @@ class Decoder:
             q, k, v = qkv.split(
                 [self.n_head * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1
             )
-            q = q.reshape(t, self.n_head, self.hd).transpose(0, 1)
-            k = k.reshape(t, self.n_kv, self.hd).transpose(0, 1)
+            q = self._head_norm(q.reshape(t, self.n_head, self.hd), L["qn"]).transpose(0, 1)
+            k = self._head_norm(k.reshape(t, self.n_kv, self.hd), L["kn"]).transpose(0, 1)
             v = v.reshape(t, self.n_kv, self.hd).transpose(0, 1)
 
             def rope(z: torch.Tensor) -> torch.Tensor:

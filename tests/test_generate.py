@@ -26,7 +26,7 @@ def quantized_tiny(family: str, scheme: str = "w4g32", overrides=None):
 
 
 @built
-@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3"])
 @pytest.mark.parametrize("scheme", ["w4g32", "w3g64s", "w8"])
 def test_decoder_logits_match_the_model(family, scheme):
     model = quantized_tiny(family, scheme)

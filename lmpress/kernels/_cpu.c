@@ -936,11 +936,12 @@ typedef struct {
     const float *ln1, *ln2;
     const Linear *qkv, *o, *gu, *down;
     float *kcache, *vcache; /* [n_kv, max_len, hd] */
+    const float *qnorm, *knorm; /* [hd] RMSNorm of each head before rotary (Qwen3), or NULL */
 } Block;
 
 /* decode_step(blocks, x, pos, cos, sin, scratch, dims, eps, scale, nthreads):
- * blocks: tuple of (ln1, ln2, qkv, o, gu, down, kcache, vcache) with capsules for the
- * linears; dims: (hidden, n_head, n_kv, hd, inter, max_len); scratch: (h, qkv, att,
+ * blocks: tuple of (ln1, ln2, qkv, o, gu, down, kcache, vcache[, qnorm, knorm]) with
+ * capsules for the linears and 0 for an absent per-head norm; dims: (hidden, n_head, n_kv, hd, inter, max_len); scratch: (h, qkv, att,
  * gu, act) float32 buffers. Updates x [hidden] in place and the caches at pos. */
 static PyObject *py_decode_step(PyObject *self, PyObject *args) {
     PyObject *blocks;
@@ -963,9 +964,10 @@ static PyObject *py_decode_step(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     for (Py_ssize_t i = 0; i < nb; i++) {
         PyObject *t = PyTuple_GET_ITEM(blocks, i);
-        unsigned long long ln1, ln2, kc, vc;
+        unsigned long long ln1, ln2, kc, vc, qn = 0, kn = 0;
         PyObject *c[4];
-        if (!PyArg_ParseTuple(t, "KKOOOOKK", &ln1, &ln2, &c[0], &c[1], &c[2], &c[3], &kc, &vc)) {
+        if (!PyArg_ParseTuple(t, "KKOOOOKK|KK", &ln1, &ln2, &c[0], &c[1], &c[2], &c[3], &kc, &vc,
+                              &qn, &kn)) {
             free(bl);
             return NULL;
         }
@@ -977,7 +979,8 @@ static PyObject *py_decode_step(PyObject *self, PyObject *args) {
                 return NULL;
             }
         }
-        bl[i] = (Block){PTR(ln1), PTR(ln2), lin[0], lin[1], lin[2], lin[3], PTR(kc), PTR(vc)};
+        bl[i] = (Block){PTR(ln1), PTR(ln2), lin[0], lin[1], lin[2], lin[3], PTR(kc), PTR(vc),
+                        qn ? PTR(qn) : NULL, kn ? PTR(kn) : NULL};
     }
     float *X = PTR(x), *H = PTR(h), *QKV = PTR(qkvb), *ATT = PTR(att), *GU = PTR(gub),
           *ACT = PTR(act);
@@ -989,6 +992,10 @@ static PyObject *py_decode_step(PyObject *self, PyObject *args) {
         lmp_rmsnorm(X, b->ln1, H, 1, hidden, eps);
         rc |= linear_run(b->qkv, H, QKV, NULL, nthreads);
         float *q = QKV, *k = QKV + qn, *v = QKV + qn + kn;
+        if (b->qnorm) /* row by row, so in place is safe */
+            lmp_rmsnorm(q, b->qnorm, q, n_head, hd, eps);
+        if (b->knorm)
+            lmp_rmsnorm(k, b->knorm, k, n_kv, hd, eps);
         lmp_rope(q, cs, sn, n_head, hd);
         lmp_rope(k, cs, sn, n_kv, hd);
         for (int64_t g = 0; g < n_kv; g++) {
