@@ -85,6 +85,18 @@ def test_gguf_readback_matches_lmpress_weights(tmp_path, smol_tokenizer, scheme)
     assert len(fields["tokenizer.ggml.merges"].contents()) > 0
 
 
+@needs_smollm2
+def test_qwen3_gguf_names_its_per_head_norms(tmp_path, smol_tokenizer):
+    ckpt, model = tiny_checkpoint(tmp_path, "w4g32s", smol_tokenizer, family="qwen3")
+    out = tmp_path / "m.gguf"
+    lmpress.export_model(ckpt, "gguf", out, progress=False)
+    reader = gguf.GGUFReader(str(out))
+    names = {t.name for t in reader.tensors}
+    assert reader.fields["general.architecture"].contents() == "qwen3"
+    assert {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"} <= names
+    assert reader.fields["qwen3.attention.key_length"].contents() == model.config.head_dim
+
+
 def summary_name(summary: dict, module: str) -> str:
     return next(k for k, v in summary["tensors"].items() if v["module"] == module)
 
@@ -211,12 +223,12 @@ def test_gptq_act_order_import_loads_dense_exactly(tmp_path):
 
 @needs_smollm2
 @needs_llamacpp
-@pytest.mark.parametrize("scheme", ["w4g32s", "w8s"])
-def test_gguf_runs_in_llama_cpp(tmp_path, smol_tokenizer, scheme):
+@pytest.mark.parametrize("scheme,family", [("w4g32s", "llama"), ("w8s", "llama"), ("w8s", "qwen3")])
+def test_gguf_runs_in_llama_cpp(tmp_path, smol_tokenizer, scheme, family):
     """llama.cpp's logits for the exported GGUF agree with lmpress's model."""
     from lmpress.eval.llamacpp import llamacpp_logits
 
-    ckpt, model = tiny_checkpoint(tmp_path, scheme, smol_tokenizer)
+    ckpt, model = tiny_checkpoint(tmp_path, scheme, smol_tokenizer, family=family)
     out = tmp_path / "m.gguf"
     lmpress.export_model(ckpt, "gguf", out, progress=False)
     ids = torch.randint(0, 500, (64,), generator=torch.Generator().manual_seed(2)).tolist()

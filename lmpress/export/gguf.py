@@ -43,7 +43,12 @@ Q = gguf.GGMLQuantizationType
 FLOAT_TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
 FALLBACK_TYPES = {"q8_0": Q.Q8_0, "q4_1": Q.Q4_1, "q4_0": Q.Q4_0, "f16": Q.F16}
 # model_type -> (llama.cpp architecture, whether Q/K rows need ggml's rotary permutation)
-ARCHS = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False)}
+ARCHS = {
+    "llama": ("llama", True),
+    "mistral": ("llama", True),
+    "qwen2": ("qwen2", False),
+    "qwen3": ("qwen3", False),
+}
 
 
 def rotary_row_order(rows: int, n_head: int) -> torch.Tensor:
@@ -231,6 +236,9 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
     writer.add_rope_freq_base(rope_theta)
     writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     writer.add_rope_dimension_count(head_dim)
+    # Qwen3's heads need not split the hidden size (0.6B: 16 x 128 over 1024)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
