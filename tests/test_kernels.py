@@ -273,3 +273,25 @@ def test_bfloat16_dense_gemv_matches_its_float_values(simd, n, k):
         K._cpu.dense_gemv(w16.data_ptr(), x.data_ptr(), y.data_ptr(), n, k, threads, 1)
         assert_close_to_reference(y, x, w16.float())
     assert_close_to_reference(K.dense_gemv(x, w16), x, w16.float())
+
+
+@pytest.mark.skipif(K._cpu is None, reason="C kernels not built")
+@pytest.mark.parametrize("hd,t", [(64, 1), (64, 7), (64, 100), (48, 19), (12, 9), (128, 33)])
+def test_decode_attention_and_silu_match_torch(simd, hd, t):
+    """The decode step's attention (grouped KV heads) and SiLU gate, each vector path."""
+    n_head, n_kv, stride = 6, 2, t + 5
+    g = torch.Generator().manual_seed(hd + t)
+    q = torch.randn(n_head, hd, generator=g)
+    k, v = torch.randn(2, n_kv, stride, hd, generator=g)
+    out = torch.full((n_head, hd), float("nan"))
+    ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr())
+    K._cpu.attend(*ptrs, n_head, n_kv, hd, t, stride, hd**-0.5)
+    kk = k[:, :t].repeat_interleave(n_head // n_kv, 0)
+    vv = v[:, :t].repeat_interleave(n_head // n_kv, 0)
+    ref = torch.softmax((kk @ q[:, :, None])[..., 0] * hd**-0.5, -1)[:, None, :] @ vv
+    assert torch.allclose(out, ref[:, 0], rtol=1e-5, atol=1e-6)
+    gu = torch.randn(2 * hd * t, generator=g) * 8
+    act = torch.full((hd * t,), float("nan"))
+    K._cpu.silu_mul(gu.data_ptr(), act.data_ptr(), hd * t)
+    gate, up = gu.chunk(2)
+    assert torch.allclose(act, torch.nn.functional.silu(gate) * up, rtol=1e-6, atol=1e-6)

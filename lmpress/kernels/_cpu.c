@@ -1137,6 +1137,7 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &level))
         return NULL;
     simd_level = level < 0 ? 0 : level > 2 ? 2 : level;
+    lmp_decode_set_vector(simd_level > 0);
     Py_RETURN_NONE;
 }
 

@@ -11,5 +11,7 @@ void lmp_rope(float *x, const float *cos, const float *sin, int64_t heads, int64
 void lmp_attend(const float *q, const float *k, const float *v, float *out, int64_t n_head,
                 int64_t n_kv, int64_t hd, int64_t t, int64_t t_stride, float scale);
 void lmp_silu_mul(const float *gu, float *out, int64_t n);
+/* 0: the scalar paths only (tests compare them with the vector ones); 1: the default */
+void lmp_decode_set_vector(int on);
 
 #endif
