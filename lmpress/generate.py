@@ -61,9 +61,17 @@ def exact_int8(w: torch.Tensor) -> PackedWeight | None:
     the head instead of 32 and computes the same logits up to float summation order.
     """
     scheme = parse_scheme(EXACT_HEAD_SCHEME)
-    res = rtn(w, scheme)
-    packed = PackedWeight.from_codes(res.codes, res.scale, res.zero, scheme)
-    return packed if torch.equal(packed.dequantize(), w) else None
+
+    def pack(rows: torch.Tensor) -> PackedWeight | None:
+        res = rtn(rows, scheme)
+        packed = PackedWeight.from_codes(res.codes, res.scale, res.zero, scheme)
+        return packed if torch.equal(packed.dequantize(), rows) else None
+
+    # A few rows first: most float heads are not such a grid, and the whole check of a
+    # large head costs seconds and a few copies of it in memory.
+    if w.shape[0] > 64 and pack(w[:64]) is None:
+        return None
+    return pack(w)
 
 
 def is_bfloat16(w: torch.Tensor) -> bool:
@@ -173,10 +181,11 @@ class Decoder:
         if packed is not None:
             self.head = Proj([QLinear.from_packed(packed, head.bias)])
             self.head_w = None
-        self.head_c = self.head_w is not None and cpu_kernels.dense_gemv_faster(self.head_w)
         if exact_head and self.head_w is not None and is_bfloat16(self.head_w):
             # half the bytes, the same products: only lmpress's GEMV reads bf16 with float x
             self.head_w, self.head_c = self.head_w.to(torch.bfloat16), True
+        else:
+            self.head_c = self.head_w is not None and cpu_kernels.dense_gemv_faster(self.head_w)
         self.layers = []
         for blk in inner.layers:
             a, m = blk.self_attn, blk.mlp

@@ -146,6 +146,10 @@ def test_exact_int8_finds_a_q8_0_grid_and_rejects_other_weights():
     assert torch.equal(packed.dequantize(), grid)
     assert exact_int8(w) is None
     assert exact_int8(grid + 1e-3) is None
+    tall = q8_0_grid(torch.randn(100, 64, generator=torch.Generator().manual_seed(1)))
+    assert exact_int8(tall) is not None  # past the first-rows check, the whole head decides
+    tall[90, 3] += 1e-3
+    assert exact_int8(tall) is None
 
 
 @built
