@@ -38,6 +38,7 @@
 
 #include "decode_ops.h"
 #include "lut.h"
+#include "simd.h"
 
 #define MAX_M 64
 #define PTR(p) ((float *)(uintptr_t)(p)) /* activation rows per gemm call; larger batches dequantize instead */
@@ -163,13 +164,6 @@ static void rows_scalar(const Job *j, int64_t n0, int64_t n1) {
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
-AVX2_INLINE float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* Scale and zero point of row n, group g (F16C conversions; shared by both vector paths). */
 #define F16C_INLINE __attribute__((target("f16c"), always_inline)) static inline
 
@@ -292,7 +286,7 @@ AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const in
     }
     for (int r = 0; r < R; r++)
         for (int m = 0; m < MT; m++)
-            out[r * MT + m] = hsum256(racc[r][m]);
+            out[r * MT + m] = lmp_hsum256(racc[r][m]);
 }
 
 /* Tile results (+ bias) into y; plain C, shared by the vector paths. */

@@ -13,8 +13,10 @@ and one warning says so.
 """
 
 import os
+import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -211,23 +213,29 @@ def choose_gemv_path(st: CpuState) -> str:
         x = torch.randn(1, st.in_features)
         y = torch.empty(1, st.out_features)
         fma_args = st.args(x.data_ptr(), y.data_ptr(), 1, 0)
-        times = {
-            "fma": best_seconds(lambda: _cpu.gemm(*fma_args)),
-            "lut": best_seconds(lambda: lut_gemv(x, lut, None)),
-        }
-        _GEMV_CHOICE[key] = min(times, key=times.get)
+        _GEMV_CHOICE[key] = race(
+            {"fma": lambda: _cpu.gemm(*fma_args), "lut": lambda: lut_gemv(x, lut, None)}
+        )
     return _GEMV_CHOICE[key]
 
 
-def best_seconds(fn, reps: int = 5) -> float:  # noqa: ANN001
-    """Fastest of ``reps`` timed calls of ``fn`` after one untimed call."""
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def race(fns: dict[str, Callable[[], object]], rounds: int = 7, reps: int = 3) -> str:
+    """Name of the fastest of ``fns``: each round times every candidate (best of ``reps``
+    calls) in an order that alternates between rounds, and the winner has the lowest
+    median over the rounds, so that one stall on a shared machine cannot decide it."""
+    names = list(fns)
+    for fn in fns.values():
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    per: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names if r % 2 == 0 else reversed(names):
+            best = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fns[n]()
+                best = min(best, time.perf_counter() - t0)
+            per[n].append(best)
+    return min(names, key=lambda n: statistics.median(per[n]))
 
 
 def dense_gemv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -259,8 +267,8 @@ def dense_gemv_faster(w: torch.Tensor) -> bool:
     key = (*w.shape, torch.get_num_threads())
     if key not in _DENSE_CHOICE:
         x = torch.randn(1, w.shape[1])
-        ours = best_seconds(lambda: dense_gemv(x, w), 3)
-        _DENSE_CHOICE[key] = ours < best_seconds(lambda: F.linear(x, w), 3)
+        fns = {"ours": lambda: dense_gemv(x, w), "torch": lambda: F.linear(x, w)}
+        _DENSE_CHOICE[key] = race(fns, rounds=5) == "ours"
     return _DENSE_CHOICE[key]
 
 

@@ -3,6 +3,7 @@
  * rotary embedding, softmax attention with grouped KV heads, SiLU-gated MLP), so a
  * step agrees with the model's own forward to float32 rounding. */
 #include "decode_ops.h"
+#include "simd.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -104,13 +105,6 @@ static int use_avx2(void) {
     return cached;
 }
 
-V8_INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* e^x = 2^n e^r with n = round(x / ln 2) and |r| <= ln(2) / 2 (ln 2 split in two parts
  * so that r is exact), e^r by its Taylor polynomial of degree 7 (truncation < 6e-9
  * relative); x is clamped to where 2^n is a normal float. */
@@ -185,7 +179,7 @@ V8 static void attend_avx2(const float *q, const float *k, const float *v, float
             p[j] = expf(p[j] - m);
             tail += p[j];
         }
-        const float inv = 1.f / (hsum8(sum) + tail);
+        const float inv = 1.f / (lmp_hsum256(sum) + tail);
         float *o = out + h * hd;
         const __m256 vinv = _mm256_set1_ps(inv);
         int64_t i = 0;
