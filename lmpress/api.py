@@ -245,8 +245,11 @@ def export_model(
     for grids no ggml type holds), ``scale_dtype`` (compressed-tensors: native, float32).
     """
     from lmpress.export import EXPORTERS, atomic_output
+    from lmpress.outputs import check_output_path
 
     exporter = EXPORTERS.get(to)
+    is_dir = to not in EXPORT_SUFFIX
+    check_output_path(out, overwrite, is_dir)  # before the model load
     loaded = load_model(str(path))  # an lmpress checkpoint, or any model lmpress loads
     p = Path(loaded.source)
     opts = {
@@ -255,7 +258,6 @@ def export_model(
         "source_model": loaded.source,
         **options,
     }
-    is_dir = to not in EXPORT_SUFFIX
     with atomic_output(Path(out), overwrite, is_dir) as tmp:
         summary = exporter(loaded.model, loaded.tokenizer, tmp, opts)
     summary["path"] = str(out)

@@ -11,9 +11,6 @@ end, so an interrupted save never leaves a directory that looks complete.
 """
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme
 from lmpress.models.arch import linear_weight
 from lmpress.nn.qlinear import QLinear
+from lmpress.outputs import atomic_output, check_output_path
 from lmpress.packing.packed import PACKED_FORMAT_VERSION
 from lmpress.pipeline import _set_module
 
@@ -56,18 +54,7 @@ def _state_dict_untied(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Raise if ``out`` cannot become a checkpoint directory (exists, is a file, unwritable)."""
-    if out.exists() and not out.is_dir():
-        raise LmpressError(f"output {out} exists and is a file; choose a directory path")
-    if out.exists() and not overwrite:
-        raise LmpressError(f"output directory {out} already exists; pass --overwrite to replace it")
-    parent = out.expanduser().resolve().parent
-    if parent.exists() and not parent.is_dir():
-        raise LmpressError(f"cannot create {out}: {parent} is a file")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise LmpressError(f"cannot write to {probe}; choose another output directory")
+    check_output_path(out, overwrite, is_dir=True)
 
 
 def save_checkpoint(
@@ -79,13 +66,7 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` (with ``QLinear`` modules) and ``tokenizer`` to ``out_dir`` atomically."""
     out = Path(out_dir)
-    check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
+    with atomic_output(out, overwrite, is_dir=True) as tmp:
         extra = dict(extra_config or {})
         extra_modules = extra.pop("modules", {})
         run = {k: extra.pop(k) for k in RUN_KEYS if k in extra}
@@ -113,42 +94,7 @@ def save_checkpoint(
             (tmp / RUN_FILE).write_text(json.dumps(run, indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        _fsync_tree(tmp)
-        if out.exists():
-            # Move the old checkpoint aside first: a crash now leaves it intact beside us.
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-        _fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(d: Path) -> None:
-    """Flush every file of ``d`` to disk, so the rename publishes complete files."""
-    for f in d.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    _fsync_dir(d)
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -23,20 +23,29 @@ ANCHOR_PEER_GPTQ = {"w4g64": ("llm-compressor 0.14 GPTQModifier, w4 g64 asym, ac
 
 
 def cpu_name() -> str:
-    """The CPU's model name and its widest vector extension, e.g. ``AMD EPYC (AVX2)``:
-    cloud VMs of one model name differ (session 6's EPYC had AVX-512, session 7's not)."""
-    name, flags = "", set()
+    """The CPU's model name, its widest vector extension and (x86) its family and model,
+    e.g. ``AMD EPYC (AVX-512, family 25 model 17)``: cloud VMs of one model name differ
+    (session 6's EPYC had AVX-512, session 7's not; session 8's was a Zen 5, 9's a Zen 4)."""
+    name, flags, fam, model = "", set(), "", ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not name:
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+            key, _, val = (part.strip() for part in line.partition(":"))
+            if key == "model name" and not name:
+                name = val
+            elif key == "flags" and not flags:
+                flags = set(val.split())
+            elif key == "cpu family" and not fam:
+                fam = val
+            elif key == "model" and not model:
+                model = val
     except OSError:
         pass
     name = name or platform.processor() or "unknown CPU"
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
-    return f"{name} ({isa})" if isa else name
+    parts = [isa] if isa else []
+    if fam and model:
+        parts.append(f"family {fam} model {model}")
+    return f"{name} ({', '.join(parts)})" if parts else name
 
 
 def _fmt_ppl(x: float) -> str:
@@ -58,7 +67,12 @@ def _mark(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
 
 
-MACHINE_MARKS = "ᴮᶜᴰᴱᶠᴳ"
+MACHINE_MARKS = "ᴮᶜᴰᴱᶠᴳᴴᴵᴶᴷᴸᴹᴺᴼᴾᴿˢᵀᵁⱽᵂ"
+
+
+def _mark_for(i: int) -> str:
+    """The marker of the ``i``-th recorded machine (letters, then bracketed numbers)."""
+    return MACHINE_MARKS[i] if i < len(MACHINE_MARKS) else f"[{i + 1}]"
 
 
 def _machines(rows: list[dict]) -> list[str]:
@@ -75,7 +89,7 @@ def _machine(r: dict, machines: list[str]) -> str:
     :func:`_machines` of the table's rows, as in the legend)."""
     if not r.get("cpu"):
         return ""
-    return " " + MACHINE_MARKS[machines.index(r["cpu"]) % len(MACHINE_MARKS)]
+    return " " + _mark_for(machines.index(r["cpu"]))
 
 
 def machine_legend(rows: list[dict]) -> str:
@@ -85,7 +99,7 @@ def machine_legend(rows: list[dict]) -> str:
     if not cpus:
         return ""
     marked = "; ".join(
-        f"{MACHINE_MARKS[i % len(MACHINE_MARKS)]} ({sum(r.get('cpu') == c for r in rows)} rows) {c}"
+        f"{_mark_for(i)} ({sum(r.get('cpu') == c for r in rows)} rows) {c}"
         for i, c in enumerate(cpus)
     )
     return (
