@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lmpress.errors import LmpressError
+from lmpress.guidance import output_saliency
 from lmpress.methods import get_method
 from lmpress.models.arch import BlockLayout, arch_name, find_layout, is_linear, linear_weight
 from lmpress.nn.qlinear import QLinear
@@ -163,14 +164,21 @@ def _group_hessian(
     batches: list[Batch],
     dim: int,
     keep_inputs_and_outputs: bool = False,
-) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    saliency: dict[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], dict[str, torch.Tensor]]:
     """``X^T X / n`` over the calibration tokens entering ``first`` (float32 ``[dim, dim]``).
 
     Normally the forward stops at ``first``. With ``keep_inputs_and_outputs`` it
     runs to the end and also returns each batch's input to ``first`` and the
-    block's output, for :func:`_outputs_by_linear_correction`.
+    block's output, for :func:`_outputs_by_linear_correction`. ``saliency`` maps
+    linears reading this input to their end-loss weights ``[n_tokens, g]``
+    (:func:`lmpress.guidance.output_saliency`) for the first ``n_tokens`` calibration
+    tokens; for each, the last value returned holds ``g`` weighted Hessians
+    ``[g, dim, dim]`` over those tokens (``sum_t s[t, k] x_t x_t^T / n_tokens``).
     """
     H = torch.zeros(dim, dim)
+    saliency = saliency or {}
+    guided = {n: torch.zeros(s.shape[1], dim, dim) for n, s in saliency.items()}
     count = 0
     inputs: list[torch.Tensor] = []
 
@@ -178,6 +186,12 @@ def _group_hessian(
         nonlocal count
         x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
         _add_gram_upper(H, x)
+        for n, s in saliency.items():
+            # the saliency may cover only the first calibration samples (guided_samples)
+            w = s[count : count + x.shape[0]].sqrt()
+            for k in range(s.shape[1]):
+                if w.shape[0]:
+                    _add_gram_upper(guided[n][k], x[: w.shape[0]] * w[:, k : k + 1])
         count += x.shape[0]
         if keep_inputs_and_outputs:
             inputs.append(args[0])
@@ -196,7 +210,10 @@ def _group_hessian(
     finally:
         handle.remove()
     H = torch.triu(H) + torch.triu(H, diagonal=1).T
-    return H / max(count, 1), inputs, outputs
+    for n, g in guided.items():
+        n_guided = max(min(count, saliency[n].shape[0]), 1)
+        g.copy_(torch.triu(g) + torch.triu(g, diagonal=1).transpose(1, 2)).div_(n_guided)
+    return H / max(count, 1), inputs, outputs, guided
 
 
 def _add_gram_upper(H: torch.Tensor, x: torch.Tensor, splits: int = 3) -> None:
@@ -255,15 +272,20 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _quantize_one(
-    module: nn.Module, plan: ModulePlan, hessian: torch.Tensor | None
+    module: nn.Module,
+    plan: ModulePlan,
+    hessian: torch.Tensor | None,
+    method_hessian: torch.Tensor | None = None,
 ) -> tuple[PackedWeight, float | None, float]:
     """Quantize one linear; write the dequantized weight back so later groups see it.
 
-    Returns the packed weight, the relative output error (with ``hessian``) and the
-    relative weight error."""
+    ``method_hessian`` (default ``hessian``) is what the method is given, e.g.
+    GuidedQuant's ``[g, in, in]`` stack. Returns the packed weight, the relative
+    output error under the plain ``hessian`` and the relative weight error."""
     w = linear_weight(module).detach().to(torch.float32)
     spec = get_method(plan.method)
-    res = spec.fn(w, plan.scheme, hessian if plan.needs_hessian else None, **plan.method_args)
+    given = hessian if method_hessian is None else method_hessian
+    res = spec.fn(w, plan.scheme, given if plan.needs_hessian else None, **plan.method_args)
     packed = PackedWeight.from_codes(res.codes, res.scale, res.zero, plan.scheme)
     dq = packed.dequantize()
     err = None
@@ -326,6 +348,14 @@ def quantize_model(
                 f"calibration failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}); "
                 "it is not supported yet"
             ) from e
+    # GuidedQuant: end-loss weights from the float model, before any block changes
+    guided_groups = {n: p.method_args.get("guided", 0) for n, p in plans.items()}
+    guided_groups = {n: g for n, g in guided_groups.items() if g and plans[n].needs_hessian}
+    saliency: dict[str, torch.Tensor | None] = dict.fromkeys(plans)
+    if guided_groups:
+        n_s = max(plans[n].method_args.get("guided_samples", 0) for n in guided_groups)
+        ids = calib_ids if n_s == 0 else calib_ids[:n_s]
+        saliency.update(output_saliency(model, guided_groups, ids, progress=progress))
     bar = tqdm(
         total=len(layout.blocks),
         desc=f"quantize ({recipe.label})",
@@ -361,15 +391,20 @@ def quantize_model(
             )
             inputs: list[torch.Tensor] = []
             outputs: list[torch.Tensor] = []
+            guided: dict[str, torch.Tensor] = {}
             if block_needs_data and any(plans[layout.full_name(b, n)].needs_hessian for n in group):
                 first = mods[group[0]]
-                H, inputs, outputs = _group_hessian(
-                    block, first, batches, linear_weight(first).shape[1], propagate_here
+                sal = {n: saliency[layout.full_name(b, n)] for n in group}
+                sal = {n: v for n, v in sal.items() if v is not None}
+                H, inputs, outputs, guided = _group_hessian(
+                    block, first, batches, linear_weight(first).shape[1], propagate_here, sal
                 )
             w_before = linear_weight(mods[group[-1]]).detach().to(torch.float32).clone()
             for n in group:
                 full = layout.full_name(b, n)
-                packed[full], err, weight_errors[full] = _quantize_one(mods[n], plans[full], H)
+                packed[full], err, weight_errors[full] = _quantize_one(
+                    mods[n], plans[full], H, guided.pop(n, None)
+                )
                 if err is not None:
                     errors[full] = err
             if propagate_here and outputs:

@@ -51,13 +51,22 @@ METHODS = ["rtn", "gptq"]
 COST_CELL = ("gptq", "w4g128")
 # Issue 3's grid: every method and combination at these schemes.
 SCHEMES_3 = ["w4g128", "w4g64", "w3g128", "w3g64", "w2g64", "w2g32"]
-METHODS_3 = ["leanquant", "hqq", "rtn:imatrix", "awq+rtn", "awq+gptq", "learned-round"]
+METHODS_3 = [
+    "leanquant",
+    "hqq",
+    "rtn:imatrix",
+    "awq+rtn",
+    "awq+gptq",
+    "learned-round",
+    "gptq:guided",
+]
 
 # Benchmark labels beyond plain method names: label -> quantize flags (scheme added).
 VARIANTS = {
     "rtn:imatrix": ["--method", "rtn", "--method-arg", "imatrix=true"],
     "awq+rtn": ["--method", "awq+rtn", "--method-arg", "imatrix=true"],
     "gptq:minmax": ["--method", "gptq", "--method-arg", "mse=false"],
+    "gptq:guided": ["--method", "gptq", "--method-arg", "guided=2"],
     "hqq:fz": ["--method", "hqq"],  # with float zero points (scheme suffix added below)
 }
 

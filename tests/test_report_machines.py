@@ -17,3 +17,41 @@ def test_each_recorded_cpu_gets_its_own_marker():
     assert f"{marks[0].strip()} (2 rows) EPYC (AVX-512)" in legend
     assert f"{marks[1].strip()} (1 rows) EPYC (AVX2)" in legend
     assert "the other 1 rows" in legend
+
+
+def test_markers_stay_distinct_past_the_alphabet():
+    rows = [{"cpu": f"cpu {i}", "date": f"2026-12-{i + 1:02d}"} for i in range(30)]
+    machines = _machines(rows)
+    marks = {_machine(r, machines) for r in rows}
+    assert len(marks) == 30
+
+
+def test_a_row_run_under_a_changed_preset_names_it():
+    from lmpress.report.benchmarks import _commands
+
+    row = {"command": "lmpress quantize m --preset best-3bit", "commit": "abc1234"}
+    by = {
+        ("leanquant", "w3g64"): {**row, "measured_as": "preset:best-3bit"},
+        ("gptq", "w3g64"): {"command": "lmpress quantize m --method gptq"},
+    }
+    lines = _commands(by, ["w3g64"], ["leanquant", "gptq"])
+    assert "at commit abc1234, preset:best-3bit was leanquant at w3g64" in lines[0]
+    assert lines[1] == "- w3g64 gptq: `lmpress quantize m --method gptq`"
+
+
+def test_cpu_label_tells_apart_machines_of_one_model_name():
+    from lmpress.report.benchmarks import cpu_label
+
+    def info(family, model, flags):
+        return (
+            f"processor\t: 0\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+            f"model name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n\n"
+            "processor\t: 1\ncpu family\t: 99\nmodel name\t: other\n"
+        )
+
+    zen4 = cpu_label(info(25, 17, "avx2 fma avx512f"))
+    assert zen4 == "AMD EPYC (AVX-512, family 25 model 17)"
+    assert cpu_label(info(26, 2, "avx2 fma avx512f")) != zen4
+    assert cpu_label(info(25, 1, "avx2 fma")) == "AMD EPYC (AVX2, family 25 model 1)"
+    assert cpu_label("model name\t: Neoverse\nFeatures\t: fp asimd\n") == "Neoverse"
+    assert cpu_label("") == ""

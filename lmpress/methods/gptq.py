@@ -17,6 +17,7 @@ import torch
 from lmpress.errors import LmpressError
 from lmpress.formats.affine import expand_to_columns, minmax_qparams, mse_qparams, num_groups
 from lmpress.formats.scheme import Scheme
+from lmpress.guidance import output_row_groups
 from lmpress.methods.base import QuantResult, register_method
 
 
@@ -35,6 +36,44 @@ def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
     raise RuntimeError("Hessian is not positive definite even with heavy damping")
 
 
+GUIDED_LIMIT = (
+    lambda v: isinstance(v, int) and 0 <= v <= 64,
+    "an integer 0..64 (output-channel groups of GuidedQuant's end-loss weighting; 0: off)",
+)
+
+GUIDED_SAMPLES_LIMIT = (
+    lambda v: isinstance(v, int) and v >= 0,
+    "an integer >= 0 (calibration samples whose end-loss gradients weight the guided "
+    "Hessians; 0: all)",
+)
+
+
+def _guided(
+    w: torch.Tensor, scheme: Scheme, hessians: torch.Tensor, groups: int, *args
+) -> QuantResult:
+    """GPTQ on each row group of ``w [out, in]`` with its Hessian ``hessians[k] [in, in]``."""
+    if hessians.dim() != 3 or hessians.shape[0] != groups:
+        raise LmpressError(
+            f"guided={groups} needs {groups} end-loss-weighted Hessians [{groups}, in, in], "
+            f"got a tensor of shape {list(hessians.shape)}; run it through lmpress.quantize, "
+            "which computes them from calibration data"
+        )
+    if scheme.granularity == "tensor":
+        raise LmpressError(
+            "guided quantization needs per-channel or grouped scales (one scale per tensor "
+            "cannot be fitted per row group); use e.g. w4g128 or w8"
+        )
+    parts = [
+        gptq(w[rows], scheme, h, *args)
+        for rows, h in zip(output_row_groups(w.shape[0], groups), hessians, strict=True)
+    ]
+    return QuantResult(
+        torch.cat([p.codes for p in parts]),
+        torch.cat([p.scale for p in parts]),
+        torch.cat([p.zero for p in parts]),
+    )
+
+
 @register_method(
     "gptq",
     needs_hessian=True,
@@ -43,6 +82,8 @@ def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
         "block_size": (lambda v: v >= 1, "block_size >= 1"),
         "grid_weight": (lambda v: v in ("hdiag", "hinv"), "hdiag or hinv"),
         "grid_power": (lambda v: 0 < v <= 4, "0 < grid_power <= 4"),
+        "guided": GUIDED_LIMIT,
+        "guided_samples": GUIDED_SAMPLES_LIMIT,
     },
     damp=0.01,
     act_order=True,
@@ -50,6 +91,8 @@ def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
     mse=True,
     grid_weight="hdiag",
     grid_power=1.0,
+    guided=0,
+    guided_samples=32,
 )
 def gptq(
     w: torch.Tensor,
@@ -61,8 +104,16 @@ def gptq(
     mse: bool = True,
     grid_weight: str = "hdiag",
     grid_power: float = 1.0,
+    guided: int = 0,
+    guided_samples: int = 32,
 ) -> QuantResult:
     """Quantize ``w [out, in]`` float32 given ``hessian [in, in]`` float32.
+
+    ``guided > 0`` (GuidedQuant, :mod:`lmpress.guidance`): ``hessian`` is
+    ``[guided, in, in]``, one end-loss-weighted Hessian per contiguous group of rows
+    (:func:`lmpress.guidance.output_row_groups`), and each group is quantized with its own.
+    ``guided_samples`` is read by the pipeline: how many calibration samples (from the
+    first) get the backward pass that weights those Hessians (0: all).
 
     ``mse`` chooses each group's range by a clipping search weighted by the
     Hessian diagonal (``E[x^2]`` per input, ``grid_weight="hdiag"``) or by GPTQ's
@@ -73,6 +124,10 @@ def gptq(
         raise LmpressError(
             "the loss-aware grid (grid_weight=hinv, leanquant) needs mse=true and act_order=true "
             "for grouped schemes: its static groups are fitted once, before the column loop"
+        )
+    if guided or hessian.dim() == 3:
+        return _guided(
+            w, scheme, hessian, guided, damp, act_order, block_size, mse, grid_weight, grid_power
         )
     W = w.detach().to(torch.float32).clone()
     H = hessian.detach().to(torch.float32).clone()

@@ -13,7 +13,7 @@ import torch
 
 from lmpress.formats.scheme import Scheme
 from lmpress.methods.base import QuantResult, register_method
-from lmpress.methods.gptq import gptq
+from lmpress.methods.gptq import GUIDED_LIMIT, GUIDED_SAMPLES_LIMIT, gptq
 
 
 @register_method(
@@ -22,10 +22,14 @@ from lmpress.methods.gptq import gptq
     limits={
         "damp": (lambda v: 0 <= v <= 10, "0 <= damp <= 10 (fraction of the mean Hessian diagonal)"),
         "power": (lambda v: 0 < v <= 4, "0 < power <= 4"),
+        "guided": GUIDED_LIMIT,
+        "guided_samples": GUIDED_SAMPLES_LIMIT,
     },
     damp=0.01,
     act_order=True,
     power=1.0,
+    guided=0,
+    guided_samples=32,
 )
 def leanquant(
     w: torch.Tensor,
@@ -34,11 +38,14 @@ def leanquant(
     damp: float = 0.01,
     act_order: bool = True,
     power: float = 1.0,
+    guided: int = 0,
+    guided_samples: int = 32,
 ) -> QuantResult:
     """GPTQ on ``w [out, in]`` float32 with groups fitted to ``(1 / U_jj^2)^power``-weighted error.
 
     Grouped schemes need ``act_order=True`` (static groups, fitted once before the
-    column loop, where the loss weights are known).
+    column loop, where the loss weights are known). ``guided``: as in
+    :func:`lmpress.methods.gptq.gptq`.
     """
     return gptq(
         w,
@@ -49,4 +56,5 @@ def leanquant(
         mse=True,
         grid_weight="hinv",
         grid_power=power,
+        guided=guided,
     )

@@ -23,24 +23,33 @@ ANCHOR_PEER_GPTQ = {"w4g64": ("llm-compressor 0.14 GPTQModifier, w4 g64 asym, ac
 
 
 def cpu_name() -> str:
-    """The CPU's model name, its widest vector extension and (x86) its family and model,
-    e.g. ``AMD EPYC (AVX-512, family 25 model 17)``: cloud VMs of one model name differ
-    (session 6's EPYC had AVX-512, session 7's not; session 8's was a Zen 5, 9's a Zen 4)."""
-    name, flags, fam, model = "", set(), "", ""
+    """This machine's :func:`cpu_label` (``platform.processor()`` where /proc/cpuinfo is
+    missing)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = (part.strip() for part in line.partition(":"))
-            if key == "model name" and not name:
-                name = val
-            elif key == "flags" and not flags:
-                flags = set(val.split())
-            elif key == "cpu family" and not fam:
-                fam = val
-            elif key == "model" and not model:
-                model = val
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    name = name or platform.processor() or "unknown CPU"
+        text = ""
+    return cpu_label(text) or platform.processor() or "unknown CPU"
+
+
+def cpu_label(cpuinfo: str) -> str:
+    """The first CPU of a /proc/cpuinfo text as model name, widest vector extension and
+    (x86) family and model, e.g. ``AMD EPYC (AVX-512, family 25 model 17)``; "" when the
+    text names no model. Cloud VMs of one model name differ (session 6's EPYC had AVX-512,
+    session 7's not; session 8's was a Zen 5, session 9's a Zen 4)."""
+    name, flags, fam, model = "", set(), "", ""
+    for line in cpuinfo.splitlines():
+        key, _, val = (part.strip() for part in line.partition(":"))
+        if key == "model name" and not name:
+            name = val
+        elif key == "flags" and not flags:
+            flags = set(val.split())
+        elif key == "cpu family" and not fam:
+            fam = val
+        elif key == "model" and not model:
+            model = val
+    if not name:
+        return ""
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
     parts = [isa] if isa else []
     if fam and model:
@@ -214,6 +223,12 @@ def _commands(by: dict, schemes: list[str], methods: list[str]) -> list[str]:
             if "same_as" in r:
                 twin = r["same_as"].split("|")
                 out.append(f"- {s} {m}: the same recipe as {twin[1]} {twin[0]} (not re-run)")
+            elif r.get("measured_as", m) != m:
+                # run as a preset whose recipe was this method's then and has changed since
+                out.append(
+                    f"- {s} {m}: `{r['command']}` (at commit {r.get('commit', '?')}, "
+                    f"{r['measured_as']} was {m} at {s})"
+                )
             else:
                 out.append(f"- {s} {m}: `{r['command']}`")
     return out
@@ -229,6 +244,7 @@ ISSUE3_METHODS = [
     "awq+rtn",
     "awq+gptq",
     "learned-round",
+    "gptq:guided",
 ]
 METHOD_NOTES = {
     "rtn": "min-max round to nearest, no data",
@@ -240,6 +256,8 @@ METHOD_NOTES = {
     "awq+gptq": "AWQ scales, then GPTQ",
     "leanquant": "GPTQ with LeanQuant's loss-aware grid (weights 1/U_jj^2)",
     "learned-round": "signed-gradient learned rounding and clipping from GPTQ's solution",
+    "gptq:guided": "GPTQ with GuidedQuant's end-loss guidance, 2 output-channel groups "
+    "(`guided=2`)",
 }
 
 
