@@ -34,7 +34,7 @@ def output_saliency(
     model: nn.Module,
     groups: dict[str, int],
     ids: torch.Tensor,
-    batch_size: int = 4,
+    batch_size: int = 1,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Per-token, per-row-group squared end-loss gradients of the outputs of linears.
@@ -44,7 +44,10 @@ def output_saliency(
     per name, float32 ``[n_samples * seq_len, g]`` in the row-major token order of
     ``ids``. The loss is the summed next-token cross-entropy, so a sample's last
     token (which predicts nothing in the sample) gets zero weight. The model's
-    parameters are left as they were (no gradients are accumulated on them).
+    parameters are left as they were (no gradients are accumulated on them). Memory is
+    that of one backward pass through the whole model per batch of ``batch_size``
+    samples (the default of one keeps it near the float model's own size; see
+    BENCHMARKS.md for what a batch of four cost).
     """
     sal: dict[str, list[torch.Tensor]] = {n: [] for n in groups}
 
