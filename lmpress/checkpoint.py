@@ -26,7 +26,7 @@ from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme
 from lmpress.models.arch import linear_weight
 from lmpress.nn.qlinear import QLinear
-from lmpress.outputs import atomic_output, check_output_path
+from lmpress.outputs import atomic_output
 from lmpress.packing.packed import PACKED_FORMAT_VERSION
 from lmpress.pipeline import _set_module
 
@@ -50,11 +50,6 @@ def _state_dict_untied(model: nn.Module) -> dict[str, torch.Tensor]:
             seen[key] = k
         out[k] = v.detach().contiguous()
     return out
-
-
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Raise if ``out`` cannot become a checkpoint directory (exists, is a file, unwritable)."""
-    check_output_path(out, overwrite, is_dir=True)
 
 
 def save_checkpoint(

@@ -366,9 +366,9 @@ def cmd_quantize(a) -> int:
     from lmpress.calibration import CalibConfig
 
     out = Path(a.output)
-    from lmpress.checkpoint import check_output_dir
+    from lmpress.outputs import check_output_path
 
-    check_output_dir(out, a.overwrite)  # before any long work
+    check_output_path(out, a.overwrite, is_dir=True)  # before any long work
     _check_writable_file(a.json, "--json")
     recipe = _recipe_from_args(a)
     cc = CalibConfig(a.calib, a.calib_samples, a.calib_seq_len, a.seed)

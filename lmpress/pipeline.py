@@ -351,11 +351,11 @@ def quantize_model(
     # GuidedQuant: end-loss weights from the float model, before any block changes
     guided_groups = {n: p.method_args.get("guided", 0) for n, p in plans.items()}
     guided_groups = {n: g for n, g in guided_groups.items() if g and plans[n].needs_hessian}
-    saliency: dict[str, torch.Tensor | None] = dict.fromkeys(plans)
+    saliency: dict[str, torch.Tensor] = {}
     if guided_groups:
         n_s = max(plans[n].method_args.get("guided_samples", 0) for n in guided_groups)
         ids = calib_ids if n_s == 0 else calib_ids[:n_s]
-        saliency.update(output_saliency(model, guided_groups, ids, progress=progress))
+        saliency = output_saliency(model, guided_groups, ids, progress=progress)
     bar = tqdm(
         total=len(layout.blocks),
         desc=f"quantize ({recipe.label})",
@@ -394,8 +394,11 @@ def quantize_model(
             guided: dict[str, torch.Tensor] = {}
             if block_needs_data and any(plans[layout.full_name(b, n)].needs_hessian for n in group):
                 first = mods[group[0]]
-                sal = {n: saliency[layout.full_name(b, n)] for n in group}
-                sal = {n: v for n, v in sal.items() if v is not None}
+                sal = {
+                    n: saliency[layout.full_name(b, n)]
+                    for n in group
+                    if layout.full_name(b, n) in saliency
+                }
                 H, inputs, outputs, guided = _group_hessian(
                     block, first, batches, linear_weight(first).shape[1], propagate_here, sal
                 )

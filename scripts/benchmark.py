@@ -41,7 +41,7 @@ from lmpress.models.load import (  # noqa: E402
     save_float_model,
     set_threads,
 )
-from lmpress.report.benchmarks import cpu_name  # noqa: E402
+from lmpress.report.benchmarks import ISSUE3_METHODS, ISSUE3_SCHEMES, cpu_name  # noqa: E402
 from lmpress.sweep import load_results  # noqa: E402
 
 MODEL = "smollm2-135m"
@@ -50,16 +50,8 @@ METHODS = ["rtn", "gptq"]
 # The cell whose cost is compared with a float forward pass (issue 2's bar).
 COST_CELL = ("gptq", "w4g128")
 # Issue 3's grid: every method and combination at these schemes.
-SCHEMES_3 = ["w4g128", "w4g64", "w3g128", "w3g64", "w2g64", "w2g32"]
-METHODS_3 = [
-    "leanquant",
-    "hqq",
-    "rtn:imatrix",
-    "awq+rtn",
-    "awq+gptq",
-    "learned-round",
-    "gptq:guided",
-]
+SCHEMES_3 = ISSUE3_SCHEMES
+METHODS_3 = [m for m in ISSUE3_METHODS if m not in METHODS]  # rtn, gptq: issue 2's grid
 
 # Benchmark labels beyond plain method names: label -> quantize flags (scheme added).
 VARIANTS = {

@@ -124,4 +124,21 @@ def tiny_llama_dir(tmp_path_factory, smol_tokenizer):
     return d
 
 
+def layer_inputs(smollm2, module_name: str, n: int = 4, seq: int = 256):
+    """A real linear's float32 weight ``[out, in]`` and its inputs ``[n * seq, in]`` on
+    ``n`` WikiText-2 calibration samples of ``seq`` tokens (seed 1)."""
+    from lmpress.calibration import calibration_ids
+
+    ids = calibration_ids(smollm2.tokenizer, "wikitext2", n, seq, seed=1)
+    mod = smollm2.model.get_submodule(module_name)
+    xs = []
+    h = mod.register_forward_pre_hook(lambda _m, a: xs.append(a[0].reshape(-1, a[0].shape[-1])))
+    try:
+        with torch.no_grad():
+            smollm2.model(ids, use_cache=False)
+    finally:
+        h.remove()
+    return mod.weight.detach().float(), torch.cat(xs).float()
+
+
 sys.path.insert(0, str(REPO / "tests"))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import needs_data, needs_smollm2, tiny_model
+from conftest import layer_inputs, needs_data, needs_smollm2, tiny_model
 
 from lmpress.errors import LmpressError
 from lmpress.formats.scheme import parse_scheme
@@ -66,15 +66,7 @@ def test_guided_gptq_cuts_the_end_loss_weighted_error_on_a_real_layer(smollm2, m
     name, g = "model.layers.5.self_attn.o_proj", 4
     ids = calibration_ids(smollm2.tokenizer, "wikitext2", 4, 256, seed=1)
     s = output_saliency(smollm2.model, {name: g}, ids, progress=False)[name]
-    xs = []
-    mod = smollm2.model.get_submodule(name)
-    h = mod.register_forward_pre_hook(lambda _m, a: xs.append(a[0].reshape(-1, a[0].shape[-1])))
-    try:
-        with torch.no_grad():
-            smollm2.model(ids, use_cache=False)
-    finally:
-        h.remove()
-    x, w = torch.cat(xs).float(), mod.weight.detach().float()
+    w, x = layer_inputs(smollm2, name)  # the same 4 x 256 calibration tokens as ids
     H = x.T @ x / x.shape[0]
     Hg = torch.stack([(x * s[:, k : k + 1]).T @ x / x.shape[0] for k in range(g)])
     scheme = parse_scheme("w3g64")

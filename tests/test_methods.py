@@ -2,26 +2,11 @@
 
 import pytest
 import torch
-from conftest import needs_data, needs_smollm2
+from conftest import layer_inputs, needs_data, needs_smollm2
 
 from lmpress.formats.scheme import parse_scheme
 from lmpress.methods import get_method
 from lmpress.packing import PackedWeight
-
-
-def _layer_inputs(smollm2, module_name: str, n: int = 4, seq: int = 256):
-    from lmpress.calibration import calibration_ids
-
-    ids = calibration_ids(smollm2.tokenizer, "wikitext2", n, seq, seed=1)
-    mod = smollm2.model.get_submodule(module_name)
-    xs = []
-    h = mod.register_forward_pre_hook(lambda _m, a: xs.append(a[0].reshape(-1, a[0].shape[-1])))
-    try:
-        with torch.no_grad():
-            smollm2.model(ids, use_cache=False)
-    finally:
-        h.remove()
-    return mod.weight.detach().float(), torch.cat(xs).float()
 
 
 def _out_err(w, x, method, scheme, **kw):
@@ -38,7 +23,7 @@ def _out_err(w, x, method, scheme, **kw):
 )
 @pytest.mark.parametrize("scheme", ["w4g128", "w3g64", "w2g64", "w8"])
 def test_gptq_beats_rtn_on_real_layer(smollm2, module, scheme):
-    w, x = _layer_inputs(smollm2, module)
+    w, x = layer_inputs(smollm2, module)
     s = parse_scheme(scheme)
     rtn = _out_err(w, x, "rtn", s)
     for kw in ({}, {"act_order": False}):
@@ -89,7 +74,7 @@ def test_gptq_lazy_blocks_match_unblocked_with_groups_across_blocks():
 @pytest.mark.parametrize("scheme", ["w4g128", "w3g64", "w2g64"])
 def test_mse_clipping_beats_minmax_on_real_layer(smollm2, scheme):
     """The clipping search must lower the layer-output error, for RTN and inside GPTQ."""
-    w, x = _layer_inputs(smollm2, "model.layers.12.mlp.down_proj")
+    w, x = layer_inputs(smollm2, "model.layers.12.mlp.down_proj")
     s = parse_scheme(scheme)
     assert _out_err(w, x, "rtn", s, mse=True) < 0.9 * _out_err(w, x, "rtn", s)
     assert _out_err(w, x, "gptq", s, mse=True) < _out_err(w, x, "gptq", s, mse=False)
@@ -123,7 +108,7 @@ def _weight_err(w, method, scheme, hessian=None, **kw):
 @pytest.mark.parametrize("scheme", ["w4g128", "w4g64:fz", "w3g64", "w2g64"])
 def test_hqq_beats_rtn_on_real_layer(smollm2, scheme):
     """HQQ fits the weights better than min-max (its objective) and lowers the output error."""
-    w, x = _layer_inputs(smollm2, "model.layers.12.mlp.down_proj")
+    w, x = layer_inputs(smollm2, "model.layers.12.mlp.down_proj")
     s = parse_scheme(scheme)
     assert _weight_err(w, "hqq", s) < 0.95 * _weight_err(w, "rtn", s)
     assert _out_err(w, x, "hqq", s) < 0.95 * _out_err(w, x, "rtn", s)
@@ -134,7 +119,7 @@ def test_hqq_beats_rtn_on_real_layer(smollm2, scheme):
 @pytest.mark.parametrize("scheme", ["w4g128", "w3g64", "w2g64"])
 def test_imatrix_beats_plain_clipping_on_real_layer(smollm2, scheme):
     """Weighting the clipping search by E[x^2] must lower the output error further."""
-    w, x = _layer_inputs(smollm2, "model.layers.5.self_attn.q_proj")
+    w, x = layer_inputs(smollm2, "model.layers.5.self_attn.q_proj")
     s = parse_scheme(scheme)
     plain = _out_err(w, x, "rtn", s, mse=True)
     assert _out_err(w, x, "rtn", s, imatrix=True) < 0.97 * plain
@@ -154,7 +139,7 @@ def test_awq_scales_beat_rtn_on_real_layers(smollm2, scheme, group):
     """AWQ's searched scales must cut the group's output error after RTN, not tie with it."""
     from lmpress.transforms.awq import scaled_output_error, search_scale
 
-    ws, xs = zip(*[_layer_inputs(smollm2, n) for n in group], strict=True)
+    ws, xs = zip(*[layer_inputs(smollm2, n) for n in group], strict=True)
     x = xs[0]
     H = x.T @ x / x.shape[0]
     schemes = [parse_scheme(scheme)] * len(ws)
@@ -181,7 +166,7 @@ def test_hqq_handles_every_granularity_and_symmetry():
 @pytest.mark.parametrize("scheme", ["w4g128", "w3g64", "w2g64"])
 def test_leanquant_grid_beats_gptq_grids_on_real_layer(smollm2, scheme):
     """The loss-aware grid must beat RTN clearly and GPTQ's E[x^2]-weighted grid a little."""
-    w, x = _layer_inputs(smollm2, "model.layers.5.self_attn.q_proj")
+    w, x = layer_inputs(smollm2, "model.layers.5.self_attn.q_proj")
     s = parse_scheme(scheme)
     lean = _out_err(w, x, "leanquant", s)
     assert lean < 0.8 * _out_err(w, x, "rtn", s)
@@ -194,6 +179,6 @@ def test_leanquant_grid_beats_gptq_grids_on_real_layer(smollm2, scheme):
 @pytest.mark.parametrize("init", ["rtn", "gptq"])
 def test_learned_rounding_beats_rtn_on_real_layer(smollm2, init):
     """Signed-gradient rounding must move well away from round-to-nearest's error."""
-    w, x = _layer_inputs(smollm2, "model.layers.5.self_attn.q_proj")
+    w, x = layer_inputs(smollm2, "model.layers.5.self_attn.q_proj")
     s = parse_scheme("w3g64")
     assert _out_err(w, x, "learned-round", s, init=init) < 0.6 * _out_err(w, x, "rtn", s)
