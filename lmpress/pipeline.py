@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 from lmpress.errors import LmpressError
 from lmpress.guidance import output_saliency
 from lmpress.methods import get_method
+from lmpress.methods.base import BlockLayer
 from lmpress.models.arch import BlockLayout, arch_name, find_layout, is_linear, linear_weight
 from lmpress.nn.qlinear import QLinear
 from lmpress.packing.packed import PackedWeight
 from lmpress.recipe import ModulePlan, Recipe
 from lmpress.transforms import get_transform
-from lmpress.transforms.base import slice_batch
+from lmpress.transforms.base import run_block, slice_batch
 
 
 class _Stop(Exception):
@@ -356,6 +357,14 @@ def quantize_model(
         n_s = max(plans[n].method_args.get("guided_samples", 0) for n in guided_groups)
         ids = calib_ids if n_s == 0 else calib_ids[:n_s]
         saliency = output_saliency(model, guided_groups, ids, progress=progress)
+    # Block-level refinement (learned rounding) fits each block to the float block's
+    # outputs on the float model's inputs: a second, float stream of hidden states.
+    refined_blocks = [
+        b
+        for b, names in enumerate(layout.linear_names)
+        if needs_data and any(_refines(plans.get(layout.full_name(b, n))) for n in names)
+    ]
+    float_batches: list[Batch] = list(batches) if refined_blocks else []
     bar = tqdm(
         total=len(layout.blocks),
         desc=f"quantize ({recipe.label})",
@@ -380,11 +389,26 @@ def quantize_model(
                 transform_log[b][step.name] = get_transform(step.name).fn(
                     block, batches, all_groups, schemes, **step.args
                 )
+        refine_names = [
+            n for n in names if b in refined_blocks and _refines(plans[layout.full_name(b, n)])
+        ]
+        targets: list[torch.Tensor] = []
+        if float_batches:
+            targets = [run_block(block, fb) for fb in float_batches]
+            float_batches = (
+                [(t, kw) for t, (_, kw) in zip(targets, float_batches, strict=True)]
+                if b < refined_blocks[-1]
+                else []
+            )
+        start_weights = {
+            n: linear_weight(mods[n]).detach().to(torch.float32).clone() for n in refine_names
+        }
         propagated = False
         for gi, group in enumerate(groups):
             H = None
             propagate_here = (
                 needs_data
+                and not refine_names
                 and gi == len(groups) - 1
                 and len(group) == 1
                 and b + 1 < len(layout.blocks)
@@ -417,6 +441,32 @@ def quantize_model(
                 propagated = True
                 fast_blocks += int(fast)
             del inputs, outputs
+        if refine_names:
+            by_method: dict[str, list[str]] = {}
+            for n in refine_names:
+                by_method.setdefault(plans[layout.full_name(b, n)].method, []).append(n)
+            for method, ns in by_method.items():
+                layers = [
+                    BlockLayer(mods[n], n, start_weights[n], packed[layout.full_name(b, n)])
+                    for n in ns
+                ]
+                options = plans[layout.full_name(b, ns[0])].method_args
+                new, summary = get_method(method).refine(
+                    block, layers, batches, targets, **options, seed=b
+                )
+                transform_log[b][f"{method}:refine"] = summary
+                for n, p in new.items():
+                    full = layout.full_name(b, n)
+                    packed[full] = p
+                    dq = p.dequantize()
+                    w0 = start_weights[n]
+                    weight_errors[full] = float(
+                        (w0 - dq).square().sum() / w0.square().sum().clamp_min(1e-30)
+                    )
+                    # the Hessian-form error described the start, not this result
+                    errors.pop(full, None)
+                    linear_weight(mods[n]).copy_(dq.to(mods[n].weight.dtype))
+        del targets
         if needs_data and b + 1 < len(layout.blocks) and not propagated:
             batches = [(_block_output(block(h, **kw)), kw) for h, kw in batches]
         bar.update(1)
@@ -434,6 +484,10 @@ def quantize_model(
         transform_log,
         weight_errors,
     )
+
+
+def _refines(plan: ModulePlan | None) -> bool:
+    return plan is not None and get_method(plan.method).uses_refine(plan.method_args)
 
 
 def _check_groups(model: nn.Module, plans: dict[str, ModulePlan]) -> None:

@@ -59,6 +59,17 @@ VARIANTS = {
     "awq+rtn": ["--method", "awq+rtn", "--method-arg", "imatrix=true"],
     "gptq:minmax": ["--method", "gptq", "--method-arg", "mse=false"],
     "gptq:guided": ["--method", "gptq", "--method-arg", "guided=2"],
+    # the layer-wise Hessian-form objective, as learned-round's defaults were before
+    "learned-round:layer": [
+        "--method",
+        "learned-round",
+        "--method-arg",
+        "objective=layer",
+        "--method-arg",
+        "init=rtn",
+        "--method-arg",
+        "iters=100",
+    ],
     "hqq:fz": ["--method", "hqq"],  # with float zero points (scheme suffix added below)
 }
 

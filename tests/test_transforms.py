@@ -203,7 +203,7 @@ def test_learned_round_with_float_zero_points():
     x = torch.randn(512, 64, generator=g)
     w = torch.randn(16, 64, generator=g)
     s = parse_scheme("w3g16:fz")
-    r = get_method("learned-round").fn(w, s, x.T @ x / 512, iters=10)
+    r = get_method("learned-round").fn(w, s, x.T @ x / 512, objective="layer", iters=10)
     assert torch.equal(r.codes, r.codes.round())
     dq = PackedWeight.from_codes(r.codes, r.scale, r.zero, s).dequantize()
     step = r.scale.max()

@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
+from lmpress.packing.packed import PackedWeight
 from lmpress.registry import Registry, validate_options
 
 
@@ -16,6 +18,16 @@ class QuantResult:
     codes: torch.Tensor
     scale: torch.Tensor
     zero: torch.Tensor
+
+
+@dataclass
+class BlockLayer:
+    """One linear of a block handed to a method's ``refine`` stage."""
+
+    module: nn.Module
+    name: str  # relative to the block
+    weight: torch.Tensor  # float32 [out, in]: the float weight before quantization
+    start: PackedWeight  # the first solution (``learned_round`` with objective="block")
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,12 @@ class MethodSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     # option name -> (predicate, what a valid value is), checked at the edge
     limits: dict[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
+    # Block-level second stage, run by the pipeline once every linear of a block has
+    # been quantized by ``fn``: ``refine(block, layers, batches, targets, **options)``
+    # (see :func:`lmpress.methods.learned_round.refine_block`); ``refines(options)``
+    # says whether these options ask for it.
+    refine: Callable[..., Any] | None = None
+    refines: Callable[[dict[str, Any]], bool] | None = None
 
     def options(self, given: dict[str, Any] | None, name: str) -> dict[str, Any]:
         return validate_options(given, self.defaults, self.limits, f"method {name!r}")
@@ -42,6 +60,10 @@ class MethodSpec:
         nh = self.needs_hessian
         return bool(nh(options) if callable(nh) else nh)
 
+    def uses_refine(self, options: dict[str, Any]) -> bool:
+        """Whether this method, with these options, refines whole blocks after ``fn``."""
+        return self.refine is not None and (self.refines is None or self.refines(options))
+
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
@@ -50,10 +72,14 @@ def register_method(
     name: str,
     needs_hessian: bool | Callable[[dict[str, Any]], bool],
     limits: dict[str, tuple[Callable[[Any], bool], str]] | None = None,
+    refine: Callable[..., Any] | None = None,
+    refines: Callable[[dict[str, Any]], bool] | None = None,
     **defaults: Any,
 ):
     def deco(fn: Callable[..., QuantResult]) -> Callable[..., QuantResult]:
-        METHODS.register(name)(MethodSpec(fn, needs_hessian, defaults, limits or {}))
+        METHODS.register(name)(
+            MethodSpec(fn, needs_hessian, defaults, limits or {}, refine, refines)
+        )
         return fn
 
     return deco

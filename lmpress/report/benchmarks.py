@@ -244,6 +244,7 @@ ISSUE3_METHODS = [
     "awq+rtn",
     "awq+gptq",
     "learned-round",
+    "learned-round:layer",
     "gptq:guided",
 ]
 METHOD_NOTES = {
@@ -255,12 +256,16 @@ METHOD_NOTES = {
     "awq+rtn": "AWQ scales folded into the preceding op, then rtn:imatrix",
     "awq+gptq": "AWQ scales, then GPTQ",
     "leanquant": "GPTQ with LeanQuant's loss-aware grid (weights 1/U_jj^2)",
-    "learned-round": "signed-gradient learned rounding and clipping from GPTQ's solution",
+    "learned-round": "AutoRound-style signed-gradient rounding offsets and range factors, "
+    "fitted block by block to the float block's outputs, from GPTQ's solution (defaults: "
+    "50 steps of 2 calibration samples per block, lr 0.005)",
+    "learned-round:layer": "the same parameters fitted per linear to its Hessian-form output "
+    "error, from round-to-nearest, 100 steps (learned-round's defaults before the block "
+    "objective)",
     "gptq:guided": "GPTQ with GuidedQuant's end-loss guidance, 2 output-channel groups "
-    "(`guided=2`, end-loss gradients from the first 32 calibration samples; these rows ran "
-    "the backward pass in batches of 4 samples, about 8 GB peak, where the default is now "
-    "one sample at a time: 2.8 GB peak for that pass over 8 x 512 tokens, 5.98 GB in "
-    "batches of 4, measured apart from the benchmark)",
+    "(`guided=2`, end-loss gradients from the first 32 calibration samples; the w3g64 and "
+    "w2g64 rows ran that backward pass in batches of 4 samples, about 8 GB peak; later rows "
+    "one sample at a time, the default now)",
 }
 
 

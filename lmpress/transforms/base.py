@@ -61,17 +61,22 @@ def run_block(block: nn.Module, batch: Batch) -> torch.Tensor:
 
 def slice_batch(batch: Batch, n: int) -> Batch:
     """The first ``n`` samples of a batch (keyword tensors with a batch dimension are cut too)."""
+    return select_samples(batch, slice(0, n))
+
+
+def select_samples(batch: Batch, idx: "slice | torch.Tensor") -> Batch:
+    """The samples ``idx`` (a slice or int64 indices) of a batch, keyword tensors included."""
     h, kw = batch
     size = h.shape[0]
 
     def cut(v):
         if torch.is_tensor(v) and v.dim() >= 2 and v.shape[0] == size and size > 1:
-            return v[:n]
+            return v[idx]
         if isinstance(v, tuple):
             return tuple(cut(t) for t in v)
         return v
 
-    return h[:n], {k: cut(v) for k, v in kw.items()}
+    return h[idx], {k: cut(v) for k, v in kw.items()}
 
 
 __all__ = ["TRANSFORMS", "TransformSpec", "Scheme", "get_transform", "register_transform"]
