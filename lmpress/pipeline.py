@@ -8,6 +8,11 @@ already-quantized earlier groups. The forward that collects a group's Hessian
 stops as soon as that group's input is seen, so collecting statistics costs
 little more than one pass. The block's outputs, computed with its quantized
 weights, are the next block's inputs (error propagation).
+
+A method with a block-level stage (``MethodSpec.refine``, e.g. learned rounding)
+gets the whole block after its linears are quantized, together with the float
+block's outputs on the float model's inputs; for those the pipeline carries a
+second, float stream of hidden states through the blocks.
 """
 
 import os

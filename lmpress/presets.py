@@ -30,11 +30,9 @@ PRESETS.register("fast")(
     )
 )
 # Chosen by the benchmark (BENCHMARKS.md). AWQ's scales before GPTQ measured 22.45
-# (KL 0.081) against plain GPTQ's 23.01 (KL 0.100) and LeanQuant's 23.44 at w4g64, and
-# 29.41 against 30.21 (LeanQuant 31.84) at w3g64, in 6-7 minutes for the whole command;
-# at w4g128 AWQ did not pay (23.51 against 23.22), so the choice is per scheme. At
-# <= 2.5 bits LeanQuant w2g48 (85.16) beat GPTQ w2g64 (86.00); GPTQ w2g32 (70.75)
-# stores 2.56 bits/weight, over the budget.
+# (KL 0.081) against plain GPTQ's 23.01 (KL 0.100) and LeanQuant's 23.44 at w4g64 in
+# about 6 minutes for the whole command; learned rounding may do better at 4 bits but
+# takes about 16 minutes, over best-4bit's 10-minute limit (issue 3).
 PRESETS.register("best-4bit")(
     Preset(
         {"method": "awq+gptq", "scheme": "w4g64"},
@@ -42,18 +40,21 @@ PRESETS.register("best-4bit")(
         "AWQ's activation-aware scales folded in, then GPTQ, 4-bit groups of 64",
     )
 )
+# Learned rounding fitted block by block from GPTQ's solution measured 26.84 (KL 0.270)
+# at w3g64 against AWQ+GPTQ's 29.41 (KL 0.351), and 51.40 (KL 0.916) at w2g64 against
+# LeanQuant w2g48's 85.16 and GPTQ w2g64's 86.00, for about 18 minutes of quantization.
 PRESETS.register("best-3bit")(
     Preset(
-        {"method": "awq+gptq", "scheme": "w3g64"},
+        {"method": "learned-round", "scheme": "w3g64"},
         3.5,
-        "AWQ's activation-aware scales folded in, then GPTQ, 3-bit groups of 64",
+        "GPTQ, then AutoRound-style learned rounding fitted block by block, 3-bit groups of 64",
     )
 )
 PRESETS.register("best-2bit")(
     Preset(
-        {"method": "leanquant", "scheme": "w2g48"},
+        {"method": "learned-round", "scheme": "w2g64"},
         2.5,
-        "GPTQ with LeanQuant's loss-aware grid, 2-bit groups of 48",
+        "GPTQ, then AutoRound-style learned rounding fitted block by block, 2-bit groups of 64",
     )
 )
 

@@ -180,7 +180,17 @@ def git_commit() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # the benchmark's own outputs do not make the measured code dirty
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!benchmarks",
+                ":!BENCHMARKS.md",
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -250,8 +250,7 @@ def test_presets_and_combinations_from_cli(capsys, tmp_path, tiny_llama_dir):
     )
     assert code == 0, err
     qc = json.loads((tmp_path / "b" / "config.json").read_text())["quantization_config"]
-    assert qc["recipe"]["method"] == "gptq"
-    assert [t["name"] for t in qc["recipe"]["transforms"]] == ["awq"]
+    assert qc["recipe"]["method"] == "learned-round"
     assert qc["recipe"]["scheme"]["group_size"] == 32
     code, out, err = run(
         capsys,

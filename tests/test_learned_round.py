@@ -106,14 +106,15 @@ def test_bad_steps_keep_the_start():
 
 
 @pytest.mark.parametrize("scheme", ["w3g16", "w4g16s", "w3g16:fz", "w4", "w2g24"])
-@pytest.mark.parametrize("init", ["rtn", "gptq"])
-def test_pipeline_refines_every_block(scheme, init):
+@pytest.mark.parametrize("init,rounding", [("rtn", "add"), ("gptq", "add"), ("rtn", "div")])
+def test_pipeline_refines_every_block(scheme, init, rounding):
     """Every block gets a refine summary, the float stream reaches the last block, and the
     quantized model ends closer to the float one than the start method alone."""
     ids = torch.randint(0, 512, (16, 32), generator=torch.Generator().manual_seed(1))
     start = "rtn" if init == "rtn" else "gptq"
     outs = {}
-    for method, args in ((start, {}), ("learned-round", {"iters": 40, "init": init})):
+    learned = {"iters": 40, "init": init, "rounding": rounding}
+    for method, args in ((start, {}), ("learned-round", learned)):
         m = tiny_model("llama")
         ref = m(ids[:4]).logits
         res = quantize_model(
@@ -138,3 +139,13 @@ def test_layer_objective_is_not_refined():
     assert not spec.uses_refine(spec.options({"objective": "layer"}, "learned-round"))
     assert not spec.uses_refine(spec.options({"iters": 0}, "learned-round"))
     assert not get_method("gptq").uses_refine(get_method("gptq").options({}, "gptq"))
+
+
+def test_flexround_division_needs_the_block_objective():
+    from lmpress.errors import LmpressError
+
+    w = torch.randn(8, 32)
+    with pytest.raises(LmpressError, match="rounding=div"):
+        get_method("learned-round").fn(
+            w, parse_scheme("w4g16"), torch.eye(32), objective="layer", rounding="div"
+        )

@@ -10,11 +10,13 @@ Two objectives:
 
 - ``objective="block"`` (default, AutoRound's): :func:`refine_block`, run by the
   pipeline once all linears of a decoder block hold their first solution
-  (round-to-nearest, or GPTQ's with ``init="gptq"``). The block's output on the
+  (GPTQ's by default, round-to-nearest with ``init="rtn"``). The block's output on the
   inputs coming from the already-quantized blocks is fitted, by mean squared error,
   to the float block's output on the float model's own inputs, so each block can
   also absorb what the blocks before it got wrong. Each step is one forward and
-  backward pass of the block over ``batch`` calibration samples.
+  backward pass of the block over ``batch`` calibration samples. With
+  ``rounding="div"`` the additive offsets give way to FlexRound's element-wise
+  division (see :class:`_Rounding`).
 - ``objective="layer"``: each linear alone against the Hessian form of its output
   error, ``tr(dW H dW^T)``: one ``[out, in] x [in, in]`` product per step, no
   forward passes. Measured on SmolLM2-135M layers (w3g64) it halves RTN's output
@@ -30,17 +32,18 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from lmpress.errors import LmpressError
 from lmpress.formats.affine import (
     expand_to_columns,
     group_view,
     minmax_qparams,
-    quantize_codes,
     storable_scale,
     storable_zero,
 )
 from lmpress.formats.scheme import Scheme
 from lmpress.methods.base import BlockLayer, QuantResult, register_method
 from lmpress.methods.gptq import gptq
+from lmpress.methods.rtn import rtn
 from lmpress.packing.packed import PackedWeight
 from lmpress.transforms.base import Batch, select_samples
 
@@ -48,6 +51,8 @@ from lmpress.transforms.base import Batch, select_samples
 _MARGIN = 0.01
 # calibration samples on which a block's learned rounding is compared with its start
 _CHECK_SAMPLES = 32
+# FlexRound's log divisors stay within exp(+-_LOG_DIV)
+_LOG_DIV = 0.5
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -75,9 +80,15 @@ class _Rounding:
     asymmetric schemes, zero shifts ``b`` (``z = z0 + b``, rounded unless zeros are
     float). ``v`` starts as the smallest offset that reproduces the start's codes
     and may move half a step beyond that in either direction.
+
+    ``rounding="div"`` is FlexRound's division instead (Lee et al., ICML 2023,
+    "FlexRound: Learnable Rounding based on Element-wise Division"): the weight is
+    divided by ``exp(d + r + c)`` before rounding, with learned log factors per weight
+    ``d [out, in]``, per row ``r [out, 1]`` and per column ``c [1, in]``, so a weight's
+    rounding moves in proportion to its size; ``v`` then stays at its start value.
     """
 
-    def __init__(self, layer: BlockLayer, min_clip: float):
+    def __init__(self, layer: BlockLayer, min_clip: float, rounding: str = "add"):
         p = layer.start
         self.scheme = p.scheme
         self.w = layer.weight
@@ -96,15 +107,24 @@ class _Rounding:
         v0 = torch.where(torch.clamp(torch.round(x), 0, self.qmax) == q0, 0.0, inside - x)
         self.v_lo = torch.minimum(v0, torch.full_like(v0, -0.5))
         self.v_hi = torch.maximum(v0, torch.full_like(v0, 0.5))
-        self.v = v0.clone().requires_grad_(True)
+        self.div = rounding == "div"
+        self.v = v0.clone().requires_grad_(not self.div)
         self.a = torch.ones_like(self.s0, requires_grad=True)
         self.b = torch.zeros_like(self.z0, requires_grad=not self.scheme.symmetric)
-        self.bounds = [(self.v, self.v_lo, self.v_hi), (self.a, min_clip, 2.0 - min_clip)]
+        self.bounds = [(self.a, min_clip, 2.0 - min_clip)]
+        if self.div:
+            rows = self.w.shape[0]
+            self.d = torch.zeros_like(self.w, requires_grad=True)
+            self.r = torch.zeros(rows, 1, requires_grad=True)
+            self.c = torch.zeros(1, cols, requires_grad=True)
+            self.bounds += [(t, -_LOG_DIV, _LOG_DIV) for t in (self.d, self.r, self.c)]
+        else:
+            self.bounds.append((self.v, self.v_lo, self.v_hi))
         if not self.scheme.symmetric:
             self.bounds.append((self.b, -1.0, 1.0))
 
-    def params(self) -> list[torch.Tensor]:
-        return [p for p, _, _ in self.bounds]
+    def _divided(self) -> torch.Tensor:
+        return self.w / torch.exp(self.d + self.r + self.c) if self.div else self.w
 
     def _zero(self, z: torch.Tensor) -> torch.Tensor:
         if self.scheme.symmetric or self.scheme.float_zero:
@@ -116,7 +136,7 @@ class _Rounding:
         cols = self.w.shape[1]
         s = expand_to_columns(self.s0 * self.a, cols, self.scheme)
         z = expand_to_columns(self._zero(self.z0 + self.b), cols, self.scheme)
-        q = torch.clamp(_round_ste(self.w / s + z + self.v), 0, self.qmax)
+        q = torch.clamp(_round_ste(self._divided() / s + z + self.v), 0, self.qmax)
         return (q - z) * s
 
     def step(self, lr: float) -> None:
@@ -140,7 +160,7 @@ class _Rounding:
         cols = self.w.shape[1]
         s = expand_to_columns(scale, cols, self.scheme)
         z = expand_to_columns(zero, cols, self.scheme)
-        codes = torch.clamp(torch.round(self.w / s + z + self.v), 0, self.qmax)
+        codes = torch.clamp(torch.round(self._divided() / s + z + self.v), 0, self.qmax)
         return PackedWeight.from_codes(codes, scale, zero, self.scheme)
 
 
@@ -194,13 +214,13 @@ def refine_block(
     layers: list[BlockLayer],
     batches: list[Batch],
     targets: list[torch.Tensor],
-    objective: str = "block",
     iters: int = 50,
     lr: float = 0.005,
     min_clip: float = 0.5,
-    init: str = "gptq",
     batch: int = 2,
+    rounding: str = "add",
     seed: int = 0,
+    **_start: Any,
 ) -> tuple[dict[str, PackedWeight], dict[str, Any]]:
     """AutoRound's block objective: fit the quantized block to the float block's outputs.
 
@@ -212,12 +232,12 @@ def refine_block(
     batch and moves every offset and range factor by ``lr`` (decaying linearly to 0)
     against the sign of its gradient.
 
-    Returns the packed weights by layer name (the start's when the learned ones do
-    not lower the loss on the first 32 calibration samples) and a summary with the
-    block loss before and after on those samples.
+    ``_start`` takes the options that chose the start (``objective``, ``init``), which
+    :func:`learned_round` reads. Returns the packed weights by layer name (the
+    start's when the learned ones do not lower the loss on the first 32 calibration
+    samples) and a summary with the block loss before and after on those samples.
     """
-    del objective, init  # chose the start; read by ``learned_round``
-    roundings = [_Rounding(layer, min_clip) for layer in layers]
+    roundings = [_Rounding(layer, min_clip, rounding) for layer in layers]
     names = [f"{layer.name}.weight" for layer in layers]
     start = {n: layer.start.dequantize() for n, layer in zip(names, layers, strict=True)}
     # the keep-or-not decision is made on the first _CHECK_SAMPLES samples: a full pass
@@ -256,6 +276,7 @@ def refine_block(
         "min_clip": (lambda v: 0 < v <= 1, "0 < min_clip <= 1"),
         "init": (lambda v: v in ("gptq", "rtn"), "gptq or rtn"),
         "batch": (lambda v: v >= 1, "batch >= 1 (calibration samples per step)"),
+        "rounding": (lambda v: v in ("add", "div"), "add (AutoRound) or div (FlexRound)"),
     },
     refine=refine_block,
     refines=lambda o: o["objective"] == "block" and o["iters"] > 0,
@@ -265,6 +286,7 @@ def refine_block(
     min_clip=0.5,
     init="gptq",
     batch=2,
+    rounding="add",
 )
 def learned_round(
     w: torch.Tensor,
@@ -276,6 +298,7 @@ def learned_round(
     min_clip: float = 0.5,
     init: str = "gptq",
     batch: int = 2,
+    rounding: str = "add",
 ) -> QuantResult:
     """Quantize ``w [out, in]`` float32 given ``hessian [in, in]`` float32.
 
@@ -284,13 +307,13 @@ def learned_round(
     read there.
     """
     if objective == "layer":
+        if rounding != "add":
+            raise LmpressError(
+                "learned-round: rounding=div (FlexRound) needs objective=block; "
+                "the layer objective learns additive offsets only"
+            )
         return _layer_objective(w, scheme, hessian, iters, lr, min_clip, init)
-    if init == "gptq":
-        return gptq(w, scheme, hessian)
-    scale, zero = minmax_qparams(w, scheme)
-    s = expand_to_columns(scale, w.shape[1], scheme)
-    z = expand_to_columns(zero, w.shape[1], scheme)
-    return QuantResult(quantize_codes(w, s, z, scheme.fmt.qmax), scale, zero)
+    return gptq(w, scheme, hessian) if init == "gptq" else rtn(w, scheme)
 
 
 def _layer_objective(
