@@ -32,7 +32,7 @@ from lmpress.nn.qlinear import QLinear
 from lmpress.packing.packed import PackedWeight
 from lmpress.recipe import ModulePlan, Recipe
 from lmpress.transforms import get_transform
-from lmpress.transforms.base import run_block, slice_batch
+from lmpress.transforms.base import block_output, run_block, slice_batch
 
 
 class _Stop(Exception):
@@ -56,10 +56,6 @@ class QuantizeResult:
 
 
 Batch = tuple[torch.Tensor, dict]
-
-
-def _block_output(out) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _capture_block_inputs(
@@ -210,7 +206,7 @@ def _group_hessian(
         for h, kw in batches:
             try:
                 out = block(h, **kw)
-                outputs.append(_block_output(out))
+                outputs.append(block_output(out))
             except _Stop:
                 pass
     finally:
@@ -253,7 +249,7 @@ def _outputs_by_linear_correction(
     forward on the first batch; blocks where it does not hold get the full pass.
     """
     h, kw = batches[0]
-    full = _block_output(block(h, **kw))
+    full = block_output(block(h, **kw))
     fixed: list[torch.Tensor] = []
     corr_max = torch.zeros(())
     pairs = list(zip(inputs, outputs, strict=True))
@@ -269,12 +265,17 @@ def _outputs_by_linear_correction(
     if fixed and (full - fixed[0]).abs().max() <= tol:
         fixed[0] = full
         return fixed, True
-    return [full] + [_block_output(block(h, **kw)) for h, kw in batches[1:]], False
+    return [full] + [block_output(block(h, **kw)) for h, kw in batches[1:]], False
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, child, new)
+
+
+def _weight_error(w: torch.Tensor, dq: torch.Tensor) -> float:
+    """Relative weight error ``||w - dq||^2 / ||w||^2`` of float32 ``[out, in]`` weights."""
+    return float((w - dq).square().sum() / w.square().sum().clamp_min(1e-30))
 
 
 def _quantize_one(
@@ -298,7 +299,7 @@ def _quantize_one(
     d = w - dq
     if hessian is not None:
         err = float((d @ hessian * d).sum() / (w @ hessian * w).sum().clamp_min(1e-30))
-    werr = float(d.square().sum() / w.square().sum().clamp_min(1e-30))
+    werr = _weight_error(w, dq)
     linear_weight(module).copy_(dq.to(module.weight.dtype))
     return packed, err, werr
 
@@ -364,11 +365,11 @@ def quantize_model(
         saliency = output_saliency(model, guided_groups, ids, progress=progress)
     # Block-level refinement (learned rounding) fits each block to the float block's
     # outputs on the float model's inputs: a second, float stream of hidden states.
-    refined_blocks = [
-        b
+    to_refine = [
+        [n for n in names if needs_data and _refines(plans.get(layout.full_name(b, n)))]
         for b, names in enumerate(layout.linear_names)
-        if needs_data and any(_refines(plans.get(layout.full_name(b, n))) for n in names)
     ]
+    refined_blocks = [b for b, ns in enumerate(to_refine) if ns]
     float_batches: list[Batch] = list(batches) if refined_blocks else []
     bar = tqdm(
         total=len(layout.blocks),
@@ -394,9 +395,7 @@ def quantize_model(
                 transform_log[b][step.name] = get_transform(step.name).fn(
                     block, batches, all_groups, schemes, **step.args
                 )
-        refine_names = [
-            n for n in names if b in refined_blocks and _refines(plans[layout.full_name(b, n)])
-        ]
+        refine_names = to_refine[b]
         targets: list[torch.Tensor] = []
         if float_batches:
             targets = [run_block(block, fb) for fb in float_batches]
@@ -464,16 +463,13 @@ def quantize_model(
                     full = layout.full_name(b, n)
                     packed[full] = p
                     dq = p.dequantize()
-                    w0 = start_weights[n]
-                    weight_errors[full] = float(
-                        (w0 - dq).square().sum() / w0.square().sum().clamp_min(1e-30)
-                    )
+                    weight_errors[full] = _weight_error(start_weights[n], dq)
                     # the Hessian-form error described the start, not this result
                     errors.pop(full, None)
                     linear_weight(mods[n]).copy_(dq.to(mods[n].weight.dtype))
         del targets
         if needs_data and b + 1 < len(layout.blocks) and not propagated:
-            batches = [(_block_output(block(h, **kw)), kw) for h, kw in batches]
+            batches = [(block_output(block(h, **kw)), kw) for h, kw in batches]
         bar.update(1)
     bar.close()
     for full, p in packed.items():

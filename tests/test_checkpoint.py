@@ -158,7 +158,7 @@ def test_fast_propagation_matches_full_pass(family):
     orig = pl._outputs_by_linear_correction
 
     def full_only(block, batches, *_):
-        return [pl._block_output(block(h, **kw)) for h, kw in batches], False
+        return [pl.block_output(block(h, **kw)) for h, kw in batches], False
 
     pl._outputs_by_linear_correction = full_only
     try:

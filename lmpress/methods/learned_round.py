@@ -45,7 +45,7 @@ from lmpress.methods.base import BlockLayer, QuantResult, register_method
 from lmpress.methods.gptq import gptq
 from lmpress.methods.rtn import rtn
 from lmpress.packing.packed import PackedWeight
-from lmpress.transforms.base import Batch, select_samples
+from lmpress.transforms.base import Batch, block_output, select_samples
 
 # how far inside a code's rounding interval a start offset puts its weight (in steps)
 _MARGIN = 0.01
@@ -174,8 +174,7 @@ def _block_loss(
     total, count = 0.0, 0
     with torch.no_grad():
         for batch, t in zip(batches, targets, strict=True):
-            out = functional_call(block, weights, (batch[0],), batch[1], strict=False)
-            out = out[0] if isinstance(out, (tuple, list)) else out
+            out = block_output(functional_call(block, weights, (batch[0],), batch[1], strict=False))
             total += float((out - t).square().sum())
             count += t.numel()
     return total / max(count, 1)
@@ -200,8 +199,7 @@ def _sign_descent(
             idx = torch.randperm(size, generator=gen)[: min(batch, size)]
             h, kw = select_samples(batches[j], idx)
             weights = {n: r.dequant() for n, r in zip(names, roundings, strict=True)}
-            out = functional_call(block, weights, (h,), kw, strict=False)
-            out = out[0] if isinstance(out, (tuple, list)) else out
+            out = block_output(functional_call(block, weights, (h,), kw, strict=False))
             loss = (out - targets[j][idx]).square().mean()
             loss.backward()
             step = lr * (1 - it / iters)

@@ -55,7 +55,11 @@ def get_transform(name: str) -> TransformSpec:
 
 def run_block(block: nn.Module, batch: Batch) -> torch.Tensor:
     """The block's output hidden states for one batch."""
-    out = block(batch[0], **batch[1])
+    return block_output(block(batch[0], **batch[1]))
+
+
+def block_output(out) -> torch.Tensor:
+    """The hidden states of a decoder block's return value (a tensor or a tuple)."""
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
