@@ -55,6 +55,7 @@ METHODS_3 = [m for m in ISSUE3_METHODS if m not in METHODS]  # rtn, gptq: issue 
 
 # Benchmark labels beyond plain method names: label -> quantize flags (scheme added).
 VARIANTS = {
+    "rtn:mse": ["--method", "rtn", "--method-arg", "mse=true"],
     "rtn:imatrix": ["--method", "rtn", "--method-arg", "imatrix=true"],
     "awq+rtn": ["--method", "awq+rtn", "--method-arg", "imatrix=true"],
     "gptq:minmax": ["--method", "gptq", "--method-arg", "mse=false"],

@@ -237,9 +237,11 @@ def _commands(by: dict, schemes: list[str], methods: list[str]) -> list[str]:
 ISSUE3_SCHEMES = ["w4g128", "w4g64", "w3g128", "w3g64", "w2g64", "w2g32"]
 ISSUE3_METHODS = [
     "rtn",
+    "rtn:mse",
     "gptq",
     "leanquant",
     "hqq",
+    "hqq:fz",
     "rtn:imatrix",
     "awq+rtn",
     "awq+gptq",
@@ -249,6 +251,7 @@ ISSUE3_METHODS = [
 ]
 METHOD_NOTES = {
     "rtn": "min-max round to nearest, no data",
+    "rtn:mse": "round to nearest with a per-group clipping search on the rounding error, no data",
     "gptq": "GPTQ, Hessian-weighted clipping search (defaults)",
     "hqq": "HQQ half-quadratic fit of scale and integer zero, no data",
     "hqq:fz": "HQQ with float (fp16) zero points, as the HQQ library stores them",
