@@ -447,8 +447,10 @@ def cmd_eval(a) -> int:
                 f" kl={res['kl_mean']:.5f}±{res['kl_stderr']:.5f} "
                 f"(median {res['kl_median']:.5f}, p99 {res['kl_p99']:.4f}, "
                 f"p99.9 {res['kl_p999']:.4f}) top1={res['top1_agreement']:.4f} "
-                f"dp={res['delta_p_mean']:+.5f}"
+                f"dp={res['delta_p_mean']:+.5f} ln(ppl/base)={res['ln_ppl_ratio']:+.5f}"
             )
+            if res["windows"] > 1:
+                line += f"±{res['ln_ppl_ratio_stderr_windows']:.5f} (stderr over windows)"
         if res.get("bits_per_weight"):
             line += f" bits/weight={res['bits_per_weight']:.3f}"
         print(line)

@@ -231,6 +231,34 @@ def run_process(cmd: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+def remeasure_cells(spec: str, protocol: str) -> set[str]:
+    """Cell keys named by ``--remeasure`` (``METHOD@SCHEME`` or ``reference``)."""
+    cells = set()
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        if item == "reference":
+            cells.add(f"reference|{protocol}")
+            continue
+        method, sep, scheme = item.rpartition("@")
+        if not sep or not method or not scheme:
+            sys.exit(f"--remeasure: {item!r} is not METHOD@SCHEME (e.g. gptq@w8) or reference")
+        cells.add(f"{method}|{scheme}|{protocol}")
+    return cells
+
+
+PAIRED_KEYS = (
+    "window_nll",
+    "window_tokens",
+    "ln_ppl_ratio",
+    "ln_ppl_ratio_stderr",
+    "ln_ppl_ratio_stderr_windows",
+)
+
+
+def paired_fields(r: dict) -> dict:
+    """The evaluation's per-window NLL sums and its paired ratio to the reference."""
+    return {k: r[k] for k in PAIRED_KEYS if k in r}
+
+
 def append_result(path: Path, row: dict) -> None:
     row = {
         **row,
@@ -287,6 +315,12 @@ def main() -> None:
     ap.add_argument(
         "--report-only", action="store_true", help="rewrite the report from the recorded results"
     )
+    ap.add_argument(
+        "--remeasure",
+        default="",
+        help="cells to measure again although recorded, as METHOD@SCHEME[,...] "
+        "(`reference` for the float model); the new row replaces the old in the report",
+    )
     a = ap.parse_args()
 
     set_threads()
@@ -298,6 +332,7 @@ def main() -> None:
         results_path.unlink()
     done = drop_stale_presets(load_results(results_path), results_path)
     protocol = f"ctx={a.ctx} windows={a.windows} calib={a.calib_samples}x{a.calib_seq_len}"
+    remeasure = remeasure_cells(a.remeasure, protocol)
     if a.report_only:
         for method, scheme in [] if a.no_presets else preset_cells():
             cell = f"{method}|{scheme}|{protocol}"
@@ -326,7 +361,7 @@ def main() -> None:
     if not (float_dir / "config.json").is_file():
         save_float_model(base.model, base.tokenizer, float_dir)
     ref_cell = f"reference|{protocol}"
-    if ref_cell not in done:
+    if ref_cell not in done or ref_cell in remeasure:
         r = evaluate_perplexity(base.model, ids, a.ctx, a.windows, cache)
         calib = calibration_ids(base.tokenizer, "wikitext2", a.calib_samples, a.calib_seq_len, 0)
         fwd = [float_forward_seconds(base.model, calib, 8) for _ in range(2)]
@@ -337,6 +372,9 @@ def main() -> None:
             "ppl": r["ppl"],
             "kl_mean": 0.0,
             "top1_agreement": 1.0,
+            # the float model against its own float16 logit cache: the cache's share
+            # of every row's ln(PPL / PPL(reference))
+            **paired_fields(r),
             "bits_per_weight": 32.0,
             "float_forward_calib_s": min(fwd),
             "float_forward_calib_all_s": fwd,
@@ -357,9 +395,10 @@ def main() -> None:
     grid += [] if a.no_presets else preset_cells()
     grid += grid2
     grid += [(m, s) for s in a.schemes_3.split(",") if s for m in a.methods_3.split(",") if m]
+    grid += [tuple(c.split("|")[:2]) for c in remeasure if c != ref_cell]
     for method, scheme in dict.fromkeys(grid):
         cell = f"{method}|{scheme}|{protocol}"
-        if cell in done:
+        if cell in done and cell not in remeasure:
             continue
         wait_while_paused()
         twin = same_recipe_row(method, scheme, done, protocol)
@@ -419,6 +458,7 @@ def main() -> None:
             "kl_stderr": r["kl_stderr"],
             "kl_p99": r["kl_p99"],
             "top1_agreement": r["top1_agreement"],
+            **paired_fields(r),
             "quantize_s": summary["quantize_seconds"],
             "process_wall_s": wall,
             "peak_rss_mb": rss,

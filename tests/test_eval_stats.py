@@ -14,6 +14,7 @@ from lmpress.eval.perplexity import (
     evaluate_perplexity,
     fill_base_cache,
     first_scored,
+    paired_difference,
 )
 
 
@@ -62,6 +63,31 @@ def test_distribution_stats_against_self_and_other(tmp_path, smol_tokenizer, tex
     )
     assert s["kl_mean"] == 1.5 and s["top1_agreement"] == 0.75
     assert s["delta_p_mean"] == 0.0 and math.isclose(s["delta_p_rms"], 0.1)
+
+
+def test_paired_perplexity_ratio_against_the_base(tmp_path, smol_tokenizer, text_file):
+    """ln(PPL/PPL(base)) is paired on the same positions, and two runs pair by window."""
+    base = tiny_model("llama", vocab=len(smol_tokenizer))
+    ids = eval_ids(smol_tokenizer, str(text_file))
+    cache = BaseLogitsCache("k", root=tmp_path)
+    fill_base_cache(base, ids, 64, 3, cache, progress=False)
+    same = evaluate_perplexity(base, ids, 64, 3, cache, progress=False)
+    # only the float16 rounding of the cached logits separates the base from itself
+    assert abs(same["ln_ppl_ratio"]) < 1e-4 and same["window_tokens"] == [63] * 3
+    assert math.isclose(sum(same["window_nll"]) / 189, math.log(same["ppl"]), rel_tol=1e-12)
+    other = evaluate_perplexity(
+        tiny_model("llama", len(smol_tokenizer), seed=1), ids, 64, 3, cache, progress=False
+    )
+    want = math.log(other["ppl"] / same["ppl"])
+    assert math.isclose(other["ln_ppl_ratio"], want, abs_tol=1e-4)
+    assert other["ln_ppl_ratio_stderr"] > 0 and other["ln_ppl_ratio_stderr_windows"] > 0
+    d, se = paired_difference(other["window_nll"], same["window_nll"], same["window_tokens"])
+    assert math.isclose(d, want, rel_tol=1e-9) and se > 0
+    # window means of the difference: a constant shift has no spread
+    d0, se0 = paired_difference([2.0, 4.0], [1.0, 2.0], [1, 2])
+    assert d0 == 1.0 and se0 == 0.0
+    with pytest.raises(ValueError, match="same windows"):
+        paired_difference([1.0], [1.0, 2.0], [1, 1])
 
 
 def test_evaluation_section_marks_bars():

@@ -55,3 +55,23 @@ def test_cpu_label_tells_apart_machines_of_one_model_name():
     assert cpu_label(info(25, 1, "avx2 fma")) == "AMD EPYC (AVX2, family 25 model 1)"
     assert cpu_label("model name\t: Neoverse\nFeatures\t: fp asimd\n") == "Neoverse"
     assert cpu_label("") == ""
+
+
+def test_an_unresolved_perplexity_difference_is_reported_as_such():
+    """The report pairs two rows window by window before reading a sign into them."""
+    from lmpress.report.benchmarks import _paired_lines
+
+    ref = {"ln_ppl_ratio": 1e-6}
+    tokens = [100] * 4
+
+    def row(nlls):
+        return {"window_nll": nlls, "window_tokens": tokens, "ln_ppl_ratio": 0.001,
+                "ln_ppl_ratio_stderr_windows": 0.002}  # fmt: skip
+
+    noisy = _paired_lines(
+        ref, {"A": row([300.0, 301, 299, 300]), "B": row([300.1, 300.8, 299.2, 300])}
+    )
+    assert "does not resolve" in noisy[-1] and "over 4 windows" in noisy[0]
+    clear = _paired_lines(ref, {"A": row([310.0, 311, 309, 310]), "B": row([300.0, 300, 300, 300])})
+    assert clear[-1].endswith("a resolved difference")
+    assert _paired_lines(ref, {"A": {"ppl": 1.0}, "B": row([1.0] * 4)}) == []

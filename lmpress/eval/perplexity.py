@@ -84,18 +84,21 @@ def fill_base_cache(
 def _kl_and_top1(
     logits: torch.Tensor, base_logits: torch.Tensor, target: torch.Tensor, chunk: int = 512
 ):
-    """Per position: ``KL(base || model)``, top-1 agreement, and the change in the
-    probability of the correct token (model minus base). ``logits``/``base_logits``
-    float32 ``[T, V]``, ``target`` int64 ``[T]``."""
-    kls, agree, dps = [], [], []
+    """Per position: ``KL(base || model)``, top-1 agreement, the change in the
+    probability of the correct token (model minus base), and the change in its
+    negative log-likelihood (model minus base). ``logits``/``base_logits`` float32
+    ``[T, V]``, ``target`` int64 ``[T]``; four float tensors ``[T]`` (agreement bool)."""
+    kls, agree, dps, dnll = [], [], [], []
     for s in range(0, logits.shape[0], chunk):
         lq = F.log_softmax(logits[s : s + chunk], dim=-1)
         lb = F.log_softmax(base_logits[s : s + chunk].to(torch.float32), dim=-1)
         kls.append((lb.exp() * (lb - lq)).sum(-1))
         agree.append(lq.argmax(-1) == lb.argmax(-1))
         t = target[s : s + chunk, None]
-        dps.append((lq.gather(-1, t).exp() - lb.gather(-1, t).exp())[:, 0])
-    return torch.cat(kls), torch.cat(agree), torch.cat(dps)
+        lq_t, lb_t = lq.gather(-1, t)[:, 0], lb.gather(-1, t)[:, 0]
+        dps.append(lq_t.exp() - lb_t.exp())
+        dnll.append(lb_t - lq_t)
+    return torch.cat(kls), torch.cat(agree), torch.cat(dps), torch.cat(dnll)
 
 
 def distribution_stats(kl: torch.Tensor, agree: torch.Tensor, dp: torch.Tensor) -> dict:
@@ -120,6 +123,47 @@ def distribution_stats(kl: torch.Tensor, agree: torch.Tensor, dp: torch.Tensor) 
     }
 
 
+def ppl_ratio_stats(dnll: list[torch.Tensor]) -> dict:
+    """Paired perplexity comparison with the base model on the same positions.
+
+    ``dnll``: one float64 ``[T_i]`` tensor per window, the model's negative
+    log-likelihood of each correct token minus the base's. Their mean is
+    ``ln(PPL(model) / PPL(base))`` (llama.cpp's "Mean ln(PPL(Q)/PPL(base))"), with
+    two standard errors: over positions (llama.cpp's, which treats neighbouring
+    tokens as independent) and over windows (each window's mean as one sample,
+    which does not; the one to trust when deciding a sign with few windows).
+    The base's log-probabilities come from the float16 logit cache; its rounding
+    is unbiased and moves the mean by about 1e-5 (the reference model scored
+    against its own cache shows the size on the real model).
+    """
+    d = torch.cat(dnll)
+    n = d.numel()
+    per_window = torch.stack([w.mean() for w in dnll])
+    k = per_window.numel()
+    return {
+        "ln_ppl_ratio": d.mean().item(),
+        "ln_ppl_ratio_stderr": (d.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+        "ln_ppl_ratio_stderr_windows": (
+            (per_window.std() / math.sqrt(k)).item() if k > 1 else float("nan")
+        ),
+    }
+
+
+def paired_difference(a: list[float], b: list[float], tokens: list[int]) -> tuple[float, float]:
+    """``ln(PPL(a) / PPL(b))`` and its standard error over windows, from two models'
+    per-window NLL sums (``a[i]``, ``b[i]`` over the same ``tokens[i]`` positions).
+
+    Windows are the independent samples: the difference of each window's mean NLL.
+    """
+    if not (len(a) == len(b) == len(tokens)) or not a:
+        raise ValueError("paired_difference needs per-window sums over the same windows")
+    per_window = [(x - y) / t for x, y, t in zip(a, b, tokens, strict=True)]
+    d = torch.tensor(per_window, dtype=torch.float64)
+    mean = (sum(a) - sum(b)) / sum(tokens)
+    se = (d.std() / math.sqrt(d.numel())).item() if d.numel() > 1 else float("nan")
+    return mean, se
+
+
 @torch.no_grad()
 def evaluate_perplexity(
     model: nn.Module,
@@ -130,25 +174,33 @@ def evaluate_perplexity(
     progress: bool = True,
     first: int = 0,
 ) -> dict:
-    """Perplexity of ``model`` on ``ids [n_tokens]``; with ``base_cache``, KL and top-1 too.
+    """Perplexity of ``model`` on ``ids [n_tokens]``; with ``base_cache``, KL, top-1 and
+    the paired ``ln(PPL / PPL(base))`` with its standard errors too. ``window_nll`` keeps
+    each window's NLL sum, so that two evaluations of the same windows can be paired
+    later (:func:`paired_difference`).
 
     ``first`` skips the first predictions of each window (llama.cpp scores only the
     second half: ``first = ctx // 2``).
     """
     n = n_windows(ids, ctx, windows)
     nll, count = 0.0, 0
-    kls, agrees, dps = [], [], []
+    window_nll, window_tokens = [], []
+    kls, agrees, dps, dnlls = [], [], [], []
     t0 = time.perf_counter()
     for i in tqdm(range(n), desc="perplexity", unit="window", disable=not progress):
         logits = _window_logits(model, ids, ctx, i)[first:]
         target = ids[i * ctx + 1 + first : (i + 1) * ctx]
-        nll += F.cross_entropy(logits, target, reduction="sum").item()
+        w_nll = F.cross_entropy(logits, target, reduction="sum").item()
+        nll += w_nll
         count += target.numel()
+        window_nll.append(w_nll)
+        window_tokens.append(target.numel())
         if base_cache is not None:
-            kl, agree, dp = _kl_and_top1(logits, base_cache.get(i)[first:], target)
+            kl, agree, dp, dnll = _kl_and_top1(logits, base_cache.get(i)[first:], target)
             kls.append(kl)
             agrees.append(agree)
             dps.append(dp)
+            dnlls.append(dnll.to(torch.float64))
     out = {
         "ppl": math.exp(nll / count),
         "nll_per_token": nll / count,
@@ -156,6 +208,8 @@ def evaluate_perplexity(
         "windows": n,
         "first_scored": first,
         "tokens_scored": count,
+        "window_nll": window_nll,
+        "window_tokens": window_tokens,
         "eval_seconds": time.perf_counter() - t0,
     }
     if kls:
@@ -166,4 +220,5 @@ def evaluate_perplexity(
                 torch.cat(dps).to(torch.float64),
             )
         )
+        out.update(ppl_ratio_stats(dnlls))
     return out

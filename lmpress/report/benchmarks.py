@@ -388,11 +388,11 @@ def _bars(ref: dict, by: dict, schemes: list[str]) -> list[str]:
             out.append(
                 f"  - {s}: GPTQ {g['ppl']:.3f} vs RTN {r['ppl']:.3f} against the reference's "
                 f"{ref['ppl']:.3f}: they differ by {abs(g['ppl'] - r['ppl']) / ref['ppl']:.2%} of "
-                f"the reference, where perplexity differences are noise (RTN lands below "
-                f"the float model); GPTQ is the closer model: KL {g['kl_mean']:.4f} vs "
+                f"the reference; GPTQ is the closer model: KL {g['kl_mean']:.4f} vs "
                 f"{r['kl_mean']:.4f}, top-1 agreement {g['top1_agreement']:.3f} vs "
                 f"{r['top1_agreement']:.3f}."
             )
+            out += _paired_lines(ref, {"GPTQ": g, "RTN": r})
         low = [(s, r, g) for s, r, g in pairs if s.startswith(("w3", "w2"))]
         if low:
             smallest = min(r["ppl"] / g["ppl"] for _, r, g in low)
@@ -442,6 +442,45 @@ def _bars(ref: dict, by: dict, schemes: list[str]) -> list[str]:
                 f"{_mark(g['ppl'] <= ppl)}"
             )
     return out
+
+
+def _paired_lines(ref: dict, rows: dict[str, dict]) -> list[str]:
+    """Whether a perplexity difference is resolved: each row's paired ln(PPL / PPL(ref))
+    and the two rows' paired difference, with standard errors over windows."""
+    from lmpress.eval.perplexity import paired_difference
+
+    if not all("window_nll" in r and "ln_ppl_ratio" in r for r in rows.values()):
+        return []
+    out = []
+    for name, r in rows.items():
+        out.append(
+            f"    - {name} against the reference, paired on the same positions: "
+            f"ln(PPL/PPL(ref)) = {r['ln_ppl_ratio']:+.5f} ± {r['ln_ppl_ratio_stderr_windows']:.5f} "
+            f"(standard error over {len(r['window_nll'])} windows; "
+            f"{_sigmas(r['ln_ppl_ratio'], r['ln_ppl_ratio_stderr_windows'])})"
+        )
+    if "ln_ppl_ratio" in ref:
+        out.append(
+            f"    - the reference against its own float16 logit cache (the cache's share of "
+            f"the figures above): {ref['ln_ppl_ratio']:+.6f}"
+        )
+    (na, a), (nb, b) = rows.items()
+    if a.get("window_tokens") == b.get("window_tokens"):
+        d, se = paired_difference(a["window_nll"], b["window_nll"], a["window_tokens"])
+        out.append(
+            f"    - {na} against {nb}, paired window by window: ln(PPL({na})/PPL({nb})) = "
+            f"{d:+.5f} ± {se:.5f} ({_sigmas(d, se)}): "
+            + (
+                "a difference this protocol does not resolve"
+                if abs(d) < 2 * se
+                else "a resolved difference"
+            )
+        )
+    return out
+
+
+def _sigmas(x: float, se: float) -> str:
+    return f"{abs(x) / se:.1f} standard errors from zero" if se > 0 else "no spread"
 
 
 # Every anchor row of shared/ANCHORS.md: (who, bits per weight over the block linears, ppl).
