@@ -72,6 +72,8 @@ VARIANTS = {
         "iters=100",
     ],
     "hqq:fz": ["--method", "hqq"],  # with float zero points (scheme suffix added below)
+    # FlexRound's division-based rounding in place of additive offsets
+    "learned-round:div": ["--method", "learned-round", "--method-arg", "rounding=div"],
 }
 
 

@@ -262,6 +262,8 @@ METHOD_NOTES = {
     "learned-round": "AutoRound-style signed-gradient rounding offsets and range factors, "
     "fitted block by block to the float block's outputs, from GPTQ's solution (defaults: "
     "50 steps of 2 calibration samples per block, lr 0.005)",
+    "learned-round:div": "learned-round with FlexRound's division-based rounding (learned "
+    "log divisors per weight, row and column) in place of additive offsets (`rounding=div`)",
     "learned-round:layer": "the same parameters fitted per linear to its Hessian-form output "
     "error, from round-to-nearest, 100 steps (learned-round's defaults before the block "
     "objective)",
