@@ -43,12 +43,18 @@ def test_llamacpp_convention_scores_second_half(smol_tokenizer, text_file):
     assert first_scored("gptq", ctx) == 0
 
 
+def _scored_against_itself(root, tokenizer, text_file, windows: int):
+    """A tiny base model, its eval ids, its logit cache over ``windows`` windows of 64,
+    and the base's own evaluation against that cache."""
+    model = tiny_model("llama", vocab=len(tokenizer))
+    ids = eval_ids(tokenizer, str(text_file))
+    cache = BaseLogitsCache("k", root=root)
+    fill_base_cache(model, ids, 64, windows, cache, progress=False)
+    return ids, cache, evaluate_perplexity(model, ids, 64, windows, cache, progress=False)
+
+
 def test_distribution_stats_against_self_and_other(tmp_path, smol_tokenizer, text_file):
-    model = tiny_model("llama", vocab=len(smol_tokenizer))
-    ids = eval_ids(smol_tokenizer, str(text_file))
-    cache = BaseLogitsCache("k", root=tmp_path)
-    fill_base_cache(model, ids, 64, 2, cache, progress=False)
-    same = evaluate_perplexity(model, ids, 64, 2, cache, progress=False)
+    ids, cache, same = _scored_against_itself(tmp_path, smol_tokenizer, text_file, 2)
     assert same["kl_mean"] < 1e-3 and same["top1_agreement"] > 0.99
     assert abs(same["delta_p_mean"]) < 1e-3 and same["positions"] == 2 * 63
     other = evaluate_perplexity(
@@ -67,11 +73,7 @@ def test_distribution_stats_against_self_and_other(tmp_path, smol_tokenizer, tex
 
 def test_paired_perplexity_ratio_against_the_base(tmp_path, smol_tokenizer, text_file):
     """ln(PPL/PPL(base)) is paired on the same positions, and two runs pair by window."""
-    base = tiny_model("llama", vocab=len(smol_tokenizer))
-    ids = eval_ids(smol_tokenizer, str(text_file))
-    cache = BaseLogitsCache("k", root=tmp_path)
-    fill_base_cache(base, ids, 64, 3, cache, progress=False)
-    same = evaluate_perplexity(base, ids, 64, 3, cache, progress=False)
+    ids, cache, same = _scored_against_itself(tmp_path, smol_tokenizer, text_file, 3)
     # only the float16 rounding of the cached logits separates the base from itself
     assert abs(same["ln_ppl_ratio"]) < 1e-4 and same["window_tokens"] == [63] * 3
     assert math.isclose(sum(same["window_nll"]) / 189, math.log(same["ppl"]), rel_tol=1e-12)
