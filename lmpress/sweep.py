@@ -12,6 +12,7 @@ A method label is a method, optionally after transforms and with options:
 
 import copy
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -213,6 +214,14 @@ def _append(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def ppl_ratio_cell(r: dict) -> str:
+    """``PPL/PPL(base) ± 2 standard errors`` from a row's paired statistics, or ``-``."""
+    if "ln_ppl_ratio" not in r or not math.isfinite(r.get("ln_ppl_ratio_stderr_windows", 0)):
+        return "-"
+    ratio = math.exp(r["ln_ppl_ratio"])
+    return f"{ratio:.3f} ±{2 * ratio * r['ln_ppl_ratio_stderr_windows']:.3f}"
+
+
 def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path:
     """``out/report.md`` (table, commands) and ``out/pareto.png``."""
     from lmpress.report.benchmarks import plot_pareto
@@ -225,11 +234,13 @@ def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path
     lines = [
         f"# lmpress sweep: {model}",
         "",
-        f"Protocol: {protocol}. KL and top-1 against the float model on the same windows.",
+        f"Protocol: {protocol}. KL, top-1 and the perplexity ratio against the float model "
+        "on the same windows; the ratio's ± is two standard errors of the paired "
+        "ln(PPL/PPL(float)) over windows.",
         "",
-        "| method | scheme | bits/weight | perplexity | KL mean | KL p99 | top-1 | mean task acc "
-        "| quantize s | prefill tok/s | decode tok/s | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | scheme | bits/weight | perplexity | x float | KL mean | KL p99 | top-1 "
+        "| mean task acc | quantize s | prefill tok/s | decode tok/s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def acc(r: dict) -> str:
@@ -238,12 +249,13 @@ def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path
     if ref:
         sp = " | ".join(speed_cells(ref))
         lines.append(
-            f"| float | - | 32 | {ref['ppl']:.3f} | 0 | 0 | 1.000 | {acc(ref)} | - | {sp} |"
+            f"| float | - | 32 | {ref['ppl']:.3f} | 1 | 0 | 0 | 1.000 | {acc(ref)} | - | {sp} |"
         )
     for r in cells:
         lines.append(
             f"| {r['method']} | {r['scheme']} | {r['bits_per_weight']:.3f} | {r['ppl']:.3f} | "
-            f"{r['kl_mean']:.4f} | {r['kl_p99']:.3f} | {r['top1_agreement']:.3f} | {acc(r)} | "
+            f"{ppl_ratio_cell(r)} | {r['kl_mean']:.4f} | {r['kl_p99']:.3f} | "
+            f"{r['top1_agreement']:.3f} | {acc(r)} | "
             f"{r['quantize_s']:.1f} | {' | '.join(speed_cells(r))} |"
         )
     if ref and cells:

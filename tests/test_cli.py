@@ -1,6 +1,7 @@
 """Errors a user can cause: one line, non-zero exit, no output directory."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -341,7 +342,7 @@ def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
         "--ctx",
         "64",
         "--windows",
-        "1",
+        "2",
         "--quiet",
         "--tasks",
         "piqa",
@@ -369,6 +370,9 @@ def test_sweep_grid_is_resumable(capsys, tmp_path, tiny_llama_dir):
         "| gptq:damp=0.05,mse=false | w3g32 |" in report
         and (tmp_path / "s" / "pareto.png").is_file()
     )
+    # every quantized row's perplexity ratio to the float model, with its spread
+    assert all(r["window_nll"] and "ln_ppl_ratio_stderr_windows" in r for r in rows[1:])
+    assert re.search(r"\| w3g32 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ ±[0-9.]+ \|", report)
     page = (tmp_path / "s" / "report.html").read_text()
     assert page.count("<img") >= 5 and "data:image/png;base64," in page and "</html>" in page
     assert "decode tok/s" in page and "| decode tok/s |" in report and "fresh process" in report
