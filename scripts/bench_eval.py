@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 MODEL = "smollm2-135m"
 SWEEP_SCHEMES = "w4g128,w3g128,w2g64"
-SWEEP_METHODS = "rtn,hqq"
+SWEEP_METHODS = "rtn,hqq:fit_scale=true"  # hqq before zero-only fits became its default
 SWEEP_TASKS = "piqa,arc_easy,hellaswag"
 CACHE_SCHEMES = ["w8", "w6g128", "w5g128", "w4g32", "w4g64", "w4g128", "w3g64", "w3g128"]
 

@@ -71,7 +71,11 @@ VARIANTS = {
         "--method-arg",
         "iters=100",
     ],
-    "hqq:fz": ["--method", "hqq"],  # with float zero points (scheme suffix added below)
+    # HQQ's zero step needs float zero points (scheme suffix added below); `:scale`
+    # also re-fits the scales, which integer zero points need to move at all
+    "hqq:fz": ["--method", "hqq"],
+    "hqq:fz+scale": ["--method", "hqq", "--method-arg", "fit_scale=true"],
+    "hqq:scale": ["--method", "hqq", "--method-arg", "fit_scale=true"],
     # FlexRound's division-based rounding in place of additive offsets
     "learned-round:div": ["--method", "learned-round", "--method-arg", "rounding=div"],
 }
@@ -85,11 +89,11 @@ def variant_args(label: str, scheme: str) -> list[str]:
     """``lmpress quantize`` flags for a benchmark label at ``scheme``.
 
     ``preset:NAME`` runs the preset at its own scheme (``scheme`` must be its scheme);
-    ``hqq:fz`` stores float zero points; other labels name a method or combination.
+    ``hqq:fz...`` store float zero points; other labels name a method or combination.
     """
     if label.startswith("preset:"):
         return ["--preset", label.split(":", 1)[1]]
-    if label == "hqq:fz":
+    if label.startswith("hqq:fz"):
         return [*VARIANTS[label], "--scheme", asym(scheme) + ":fz"]
     return [*VARIANTS.get(label, ["--method", label]), "--scheme", asym(scheme)]
 
@@ -318,6 +322,14 @@ def main() -> None:
         "--report-only", action="store_true", help="rewrite the report from the recorded results"
     )
     ap.add_argument(
+        "--noise-floor",
+        default="",
+        help="schemes (measured RTN cells) whose rounding error is also shuffled within each "
+        "row and added to the float model, --noise-seeds times: how far a perturbation of "
+        "that size moves perplexity either way",
+    )
+    ap.add_argument("--noise-seeds", type=int, default=5)
+    ap.add_argument(
         "--remeasure",
         default="",
         help="cells to measure again although recorded, as METHOD@SCHEME[,...] "
@@ -486,7 +498,62 @@ def main() -> None:
         )
         del model
 
+    for scheme in filter(None, a.noise_floor.split(",")):
+        cell = f"noise-floor|{scheme}|{protocol}"
+        if cell in done and cell not in remeasure:
+            continue
+        ckpt = work / f"rtn-{scheme}"
+        if not (ckpt / "config.json").is_file():
+            sys.exit(f"--noise-floor {scheme}: no RTN checkpoint at {ckpt}; measure rtn first")
+        ln = shuffled_error_ratios(ckpt, ids, a.ctx, a.windows, cache, a.noise_seeds)
+        row = {
+            "cell": cell,
+            "method": "noise-floor",
+            "scheme": scheme,
+            "ln_ppl_ratios": ln,
+            "seeds": list(range(a.noise_seeds)),
+            "command": "python scripts/benchmark.py --noise-floor "
+            f"{scheme} --noise-seeds {a.noise_seeds}",
+        }
+        append_result(results_path, row)
+        done[cell] = row
+        print(f"[bench] noise floor {scheme}: ln(PPL/PPL(ref)) {ln}", flush=True)
+
     write_markdown(Path(a.out), done, protocol, a)
+
+
+@torch.no_grad()
+def shuffled_error_ratios(
+    ckpt: Path, ids: torch.Tensor, ctx: int, windows: int, cache, seeds: int
+) -> list[float]:
+    """``ln(PPL / PPL(reference))`` of the float model plus the checkpoint's rounding
+    error shuffled within each row, one value per seed.
+
+    Each perturbation has exactly the checkpoint's error values, row by row, in a
+    random order: its size without its direction. Their spread is how far a
+    perturbation of that size moves perplexity by luck of direction alone.
+    """
+    from lmpress.nn.qlinear import QLinear
+
+    quantized = lmpress.load(ckpt)
+    errors = {}
+    float_model = load_model(MODEL).model
+    for name, m in quantized.named_modules():
+        if isinstance(m, QLinear):
+            w = float_model.get_submodule(name).weight
+            errors[name] = m.dequantized_weight() - w
+    del quantized
+    out = []
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed)
+        model = load_model(MODEL).model
+        for name, e in errors.items():
+            order = torch.rand(e.shape, generator=g).argsort(dim=1)
+            model.get_submodule(name).weight.add_(e.gather(1, order))
+        r = evaluate_perplexity(model, ids, ctx, windows, cache)
+        out.append(r["ln_ppl_ratio"])
+        del model
+    return out
 
 
 def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:

@@ -130,7 +130,8 @@ def test_smollm2_sweep_of_six_cells_opens_in_browser(tmp_path, capsys):
 
     code, _, err = run(
         capsys, "sweep", "smollm2-135m", "-o", tmp_path / "s", "--schemes", "w4g128,w3g128,w2g64",
-        "--methods", "rtn,hqq", "--windows", "1", "--tasks", "piqa", "--limit", "20", "--quiet",
+        "--methods", "rtn,hqq:fit_scale=true", "--windows", "1", "--tasks", "piqa",
+        "--limit", "20", "--quiet",
     )  # fmt: skip
     assert code == 0, err
     rows = [json.loads(x) for x in (tmp_path / "s" / "results.jsonl").read_text().splitlines()]

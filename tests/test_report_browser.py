@@ -29,8 +29,9 @@ def test_sweep_report_opens_in_headless_browser(capsys, tmp_path, tiny_llama_dir
     text.write_text("\n".join(f"Row {i}: words of text for the sweep." for i in range(200)))
     code, _, err = run(
         capsys, "sweep", tiny_llama_dir, "-o", tmp_path / "s", "--schemes", "w4g32,w3g32,w2g32",
-        "--methods", "rtn,hqq", "--calib", text, "--calib-samples", "4", "--calib-seq-len", "32",
-        "--ppl", text, "--ctx", "64", "--windows", "1", "--no-speed", "--quiet",
+        "--methods", "rtn,hqq:fit_scale=true", "--calib", text, "--calib-samples", "4",
+        "--calib-seq-len", "32", "--ppl", text, "--ctx", "64", "--windows", "1", "--no-speed",
+        "--quiet",
     )  # fmt: skip
     assert code == 0, err
     rows = (tmp_path / "s" / "results.jsonl").read_text().splitlines()

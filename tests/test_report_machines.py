@@ -75,3 +75,17 @@ def test_an_unresolved_perplexity_difference_is_reported_as_such():
     clear = _paired_lines(ref, {"A": row([310.0, 311, 309, 310]), "B": row([300.0, 300, 300, 300])})
     assert clear[-1].endswith("a resolved difference")
     assert _paired_lines(ref, {"A": {"ppl": 1.0}, "B": row([1.0] * 4)}) == []
+
+
+def test_the_noise_floor_says_whether_rows_lie_within_luck_of_direction():
+    from lmpress.report.benchmarks import _noise_lines
+
+    floor = {"scheme": "w8", "ln_ppl_ratios": [-0.002, 0.001, 0.0005], "command": "c"}
+    (inside,) = _noise_lines(
+        floor, {"GPTQ": {"ln_ppl_ratio": 0.0005}, "RTN": {"ln_ppl_ratio": -0.001}}
+    )
+    assert "GPTQ and RTN lie inside" in inside and "from -0.00200 to +0.00100" in inside
+    (outside,) = _noise_lines(
+        floor, {"GPTQ": {"ln_ppl_ratio": 0.01}, "RTN": {"ln_ppl_ratio": 0.02}}
+    )
+    assert "both rows lie outside" in outside

@@ -129,7 +129,12 @@ def test_presets_are_valid_recipes_within_budget():
 
 @pytest.mark.parametrize(
     "method,args",
-    [("awq+gptq", {}), ("leanquant", {}), ("hqq", {}), ("learned-round", {"iters": 5})],
+    [
+        ("awq+gptq", {}),
+        ("leanquant", {}),
+        ("hqq", {"fit_scale": True}),
+        ("learned-round", {"iters": 5}),
+    ],
 )
 def test_same_seed_same_bytes(tmp_path, smol_tokenizer, method, args):
     """Two runs of one recipe on one calibration set write identical checkpoints."""
@@ -182,7 +187,9 @@ def test_option_combinations_that_would_do_nothing_are_errors():
     with pytest.raises(LmpressError, match="act_order"):
         get_method("leanquant").fn(w, parse_scheme("w4g16"), h, act_order=False)
     with pytest.raises(LmpressError, match="symmetric"):
-        get_method("hqq").fn(w, parse_scheme("w4g16s"), fit_scale=False)
+        get_method("hqq").fn(w, parse_scheme("w4g16s"))
+    with pytest.raises(LmpressError, match=r"w4g16:fz"):
+        get_method("hqq").fn(w, parse_scheme("w4g16"))
     with pytest.raises(LmpressError, match="mapping"):
         Recipe.from_dict({"method_args": [1, 2]})
     with pytest.raises(LmpressError, match="whole recipe"):

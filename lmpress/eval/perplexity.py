@@ -133,8 +133,9 @@ def ppl_ratio_stats(dnll: list[torch.Tensor]) -> dict:
     tokens as independent) and over windows (each window's mean as one sample,
     which does not; the one to trust when deciding a sign with few windows).
     The base's log-probabilities come from the float16 logit cache; its rounding
-    is unbiased and moves the mean by about 1e-5 (the reference model scored
-    against its own cache shows the size on the real model).
+    is unbiased and small: SmolLM2-135M scored against its own cache gives
+    -5e-6 over 16 windows of 2048, against standard errors of 3e-4 and more for
+    8-bit models.
     """
     d = torch.cat(dnll)
     n = d.numel()

@@ -1,4 +1,4 @@
-"""HQQ: calibration-free half-quadratic optimisation of each group's grid.
+"""HQQ: calibration-free half-quadratic optimisation of each group's zero point.
 
 Badri & Shaji, "Half-Quadratic Quantization of Large Machine Learning Models"
 (2023). The rounding error is measured with a robust ``l_p`` norm (``p < 1``),
@@ -8,13 +8,30 @@ group well. Half-quadratic splitting introduces an auxiliary error ``E``:
 - ``E`` step: ``E = shrink_p(W - deq(Q))`` (generalised soft thresholding),
 - zero step: the zero point that makes ``deq(Q)`` match ``W - E`` on average,
   in closed form (``z = mean(Q - (W - E) / s)``),
-- scale step (lmpress's addition, for integer zero points where the zero alone
-  cannot move the grid by less than a step): the least-squares scale for the
-  current codes against ``W - E``,
 
-with the penalty ``beta`` growing by ``kappa`` each iteration. Each group keeps
-the iterate with the lowest ``l_p`` error seen, so the result is never worse than
-the min-max start in that measure.
+with the penalty ``beta`` growing by ``kappa`` each iteration, the scale fixed at
+min-max's (as in the paper and the HQQ library). Each group keeps the iterate with
+the lowest ``l_p`` error seen, so the result is never worse than the min-max start
+in that measure.
+
+Why the zero step pays: weights crowd around 0, and a grid that does not hold 0
+rounds that crowd in one direction, an error that adds up coherently in every dot
+product. The zero step takes the group's mean error to about 0. That needs
+fractional zero points, as HQQ stores them (``:fz`` schemes): an integer zero point
+keeps 0 on the grid already and cannot move by less than a step, so ``hqq`` refuses
+integer zeros unless ``fit_scale=true``.
+
+``fit_scale=true`` (lmpress's addition) also re-fits each group's scale by least
+squares against ``W - E``. It lowers the weight error but clips the groups' extreme
+weights, and on SmolLM2-135M it raised perplexity at every scheme measured (see
+BENCHMARKS.md, ``hqq:scale``), so it is off by default.
+
+``beta`` is relative to each group's scale (the weights are divided by the scale
+while optimising), so one default suits every layer. The HQQ library applies its
+``beta = 10`` to raw weights, where every rounding error is below the shrink
+threshold and ``E`` stays 0 (its zero step is then a least-squares fit); measured
+on SmolLM2 (w4g64:fz / w3g64:fz, 4 windows of 2048): 32.06 / 215.3 that way
+against 32.24 / 186.0 with the relative ``beta``.
 """
 
 import torch
@@ -44,7 +61,7 @@ def _shrink(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
     lp=0.7,
     beta=10.0,
     kappa=1.01,
-    fit_scale=True,
+    fit_scale=False,
 )
 def hqq(
     w: torch.Tensor,
@@ -54,7 +71,7 @@ def hqq(
     lp: float = 0.7,
     beta: float = 10.0,
     kappa: float = 1.01,
-    fit_scale: bool = True,
+    fit_scale: bool = False,
 ) -> QuantResult:
     """Quantize ``w [out, in]`` float32; returns codes and ``[P, G]`` scale and zero.
 
@@ -63,8 +80,14 @@ def hqq(
     """
     if scheme.symmetric and not fit_scale:
         raise LmpressError(
-            "hqq with a symmetric scheme has no zero point to fit: keep fit_scale=true or use "
-            "an asymmetric scheme"
+            "hqq with a symmetric scheme has no zero point to fit: use an asymmetric scheme "
+            "with float zero points (e.g. w4g64:fz) or pass fit_scale=true"
+        )
+    if not scheme.float_zero and not fit_scale:
+        raise LmpressError(
+            f"hqq fits fractional zero points; with the integer zero points of {scheme.name} "
+            "it would return round-to-nearest's grid: use float zero points as HQQ stores "
+            f"them ({scheme.name}:fz, 16 bits per group) or pass fit_scale=true"
         )
     qmax = scheme.fmt.qmax
     scale, zero = minmax_qparams(w, scheme)

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import platform
+import statistics
 from pathlib import Path
 
 import torch
@@ -123,7 +124,8 @@ def machine_legend(rows: list[dict]) -> str:
 
 def render(done: dict[str, dict], protocol: str, args) -> str:
     ref = next(r for r in done.values() if r["method"] == "float")
-    rows = [r for r in done.values() if r["method"] != "float"]
+    rows = [r for r in done.values() if r["method"] not in ("float", "noise-floor")]
+    noise = {r["scheme"]: r for r in done.values() if r["method"] == "noise-floor"}
     schemes = list(dict.fromkeys(r["scheme"] for r in rows))
     by = {(r["method"], r["scheme"]): r for r in rows}
     import os
@@ -194,7 +196,7 @@ def render(done: dict[str, dict], protocol: str, args) -> str:
         "### Bars",
         "",
     ]
-    lines += _bars(ref, by, schemes)
+    lines += _bars(ref, by, schemes, noise)
     lines += _issue3(ref, rows, by, Path(args.out))
     return "\n".join(lines) + "\n"
 
@@ -240,8 +242,9 @@ ISSUE3_METHODS = [
     "rtn:mse",
     "gptq",
     "leanquant",
-    "hqq",
     "hqq:fz",
+    "hqq:scale",
+    "hqq:fz+scale",
     "rtn:imatrix",
     "awq+rtn",
     "awq+gptq",
@@ -253,8 +256,12 @@ METHOD_NOTES = {
     "rtn": "min-max round to nearest, no data",
     "rtn:mse": "round to nearest with a per-group clipping search on the rounding error, no data",
     "gptq": "GPTQ, Hessian-weighted clipping search (defaults)",
-    "hqq": "HQQ half-quadratic fit of scale and integer zero, no data",
-    "hqq:fz": "HQQ with float (fp16) zero points, as the HQQ library stores them",
+    "hqq:fz": "HQQ's half-quadratic fit of each group's zero point, float (fp16) zero points "
+    "as the HQQ library stores them, no data (hqq's defaults)",
+    "hqq:scale": "HQQ with the scales re-fitted too (`fit_scale=true`), integer zero points "
+    "(hqq's defaults until this was measured: those rows ran `--method hqq`)",
+    "hqq:fz+scale": "HQQ with the scales re-fitted too, float zero points (hqq's defaults "
+    "until measured: those rows ran `--method hqq` on `:fz` schemes)",
     "rtn:imatrix": "RTN with a clipping search weighted by E[x^2] (llama.cpp's imatrix idea)",
     "awq+rtn": "AWQ scales folded into the preceding op, then rtn:imatrix",
     "awq+gptq": "AWQ scales, then GPTQ",
@@ -372,7 +379,7 @@ def _bars3(rows: list[dict]) -> list[str]:
     return out
 
 
-def _bars(ref: dict, by: dict, schemes: list[str]) -> list[str]:
+def _bars(ref: dict, by: dict, schemes: list[str], noise: dict | None = None) -> list[str]:
     out = []
     pairs = [
         (s, by[("rtn", s)], by[("gptq", s)])
@@ -395,6 +402,8 @@ def _bars(ref: dict, by: dict, schemes: list[str]) -> list[str]:
                 f"{r['top1_agreement']:.3f}."
             )
             out += _paired_lines(ref, {"GPTQ": g, "RTN": r})
+            if noise and s in noise:
+                out += _noise_lines(noise[s], {"GPTQ": g, "RTN": r})
         low = [(s, r, g) for s, r, g in pairs if s.startswith(("w3", "w2"))]
         if low:
             smallest = min(r["ppl"] / g["ppl"] for _, r, g in low)
@@ -479,6 +488,30 @@ def _paired_lines(ref: dict, rows: dict[str, dict]) -> list[str]:
             )
         )
     return out
+
+
+def _noise_lines(floor: dict, rows: dict[str, dict]) -> list[str]:
+    """How far a perturbation of the RTN error's size moves perplexity by direction alone."""
+    ln = floor["ln_ppl_ratios"]
+    sd = statistics.stdev(ln) if len(ln) > 1 else float("nan")
+    inside = [
+        n
+        for n, r in rows.items()
+        if "ln_ppl_ratio" in r and min(ln) <= r["ln_ppl_ratio"] <= max(ln)
+    ]
+    return [
+        f"    - RTN's own rounding error at {floor['scheme']}, shuffled within each row and "
+        f"added to the float model ({len(ln)} seeds: the same error values in random "
+        f"directions): ln(PPL/PPL(ref)) from {min(ln):+.5f} to {max(ln):+.5f} (sd {sd:.5f}); "
+        + (
+            f"{' and '.join(inside)} lie{'s' if len(inside) == 1 else ''} inside that range: "
+            "at this size, which way a perturbation happens to push decides the perplexity "
+            "order, not its size"
+            if inside
+            else "both rows lie outside that range"
+        )
+        + f" (`{floor['command']}`)"
+    ]
 
 
 def _sigmas(x: float, se: float) -> str:
