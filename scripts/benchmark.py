@@ -556,6 +556,12 @@ def shuffled_error_ratios(
     return out
 
 
+def kernel_runs(folder: Path) -> list[dict]:
+    """Every recorded GEMV run (``kernels*.json``, one per machine), the newest first."""
+    runs = [json.loads(f.read_text()) for f in sorted(folder.glob("kernels*.json"))]
+    return sorted(runs, key=lambda k: k["date"], reverse=True)
+
+
 def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
     from lmpress.report.benchmarks import render
     from lmpress.report.evaluation import render_evaluation
@@ -567,7 +573,7 @@ def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
 
     text = (
         render(done, protocol, a)
-        + render_runtime(read("kernels.json"), read("runtime.json"))
+        + render_runtime(kernel_runs(REPO / "benchmarks"), read("runtime.json"))
         + render_evaluation(read("lm_eval.json"), read("eval.json"))
     )
     path.write_text(text)

@@ -1,6 +1,7 @@
 """The runtime section of BENCHMARKS.md (issue 5): GEMV kernels, decode speed, exports.
 
-Renders ``benchmarks/kernels.json`` (``scripts/bench_kernels.py``) and
+Renders ``benchmarks/kernels*.json`` (``scripts/bench_kernels.py``; one file per
+machine: the kernels' standing against torch depends on the CPU) and
 ``benchmarks/runtime.json`` (``scripts/bench_runtime.py``) with the bars they answer.
 """
 
@@ -13,13 +14,17 @@ def _us(s: float) -> str:
     return f"{s * 1e6:,.0f}" if s >= 1e-4 else f"{s * 1e6:.1f}"
 
 
+def _machine(k: dict[str, Any]) -> str:
+    return k.get("cpu", k["machine"])
+
+
 def kernel_lines(k: dict[str, Any]) -> list[str]:
     rows = k["rows"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     out = [
-        "### GEMV from packed codes",
+        f"### GEMV from packed codes: {_machine(k)}",
         "",
-        f"`{k['command']}` ({k['date']}; {k.get('cpu', k['machine'])}, {k['threads']} threads, "
+        f"`{k['command']}` ({k['date']}; {_machine(k)}, {k['threads']} threads, "
         f"torch {k['torch']}, kernel "
         f"build {k['kernel_build']}). Median of {k['repeats']} timings after warm-up, the methods "
         "taking turns within each repetition; "
@@ -57,9 +62,11 @@ def kernel_lines(k: dict[str, Any]) -> list[str]:
     return out
 
 
-def kernel_bars(k: dict[str, Any]) -> list[str]:
+def kernel_bars(k: dict[str, Any], on: str = "") -> list[str]:
+    """The GEMV bars of one kernel run; ``on`` names its machine where several are shown."""
     out = []
     rows = [r for r in k["rows"] if r["m"] == 1]
+    where = f", {on}" if on else ""
     for regime in dict.fromkeys(r["regime"] for r in rows):
         sel = [r for r in rows if r["regime"] == regime]
         by = {(tuple(r["shape"]), r["method"]): r for r in sel}
@@ -68,7 +75,7 @@ def kernel_bars(k: dict[str, Any]) -> list[str]:
             ratio = by[((4096, 4096), "float32 torch")]["seconds"] / by[key]["seconds"]
             out.append(
                 f"- 4-bit GEMV at batch 1 at least 4x faster than float32 torch on 4096 x 4096 "
-                f"({regime}): {ratio:.2f}x: {_mark(ratio >= 4)}"
+                f"({regime}{where}): {ratio:.2f}x: {_mark(ratio >= 4)}"
             )
         shapes = list(dict.fromkeys(tuple(r["shape"]) for r in sel))
         ratios = [
@@ -79,7 +86,7 @@ def kernel_bars(k: dict[str, Any]) -> list[str]:
         if ratios:
             r, sh = min(ratios)
             out.append(
-                f"- 4-bit GEMV faster than torch's int4 kernel at every shape ({regime}): "
+                f"- 4-bit GEMV faster than torch's int4 kernel at every shape ({regime}{where}): "
                 f"slowest ratio {r:.2f}x at {sh[0]} x {sh[1]}: {_mark(r > 1)}"
             )
     return out
@@ -243,16 +250,18 @@ def runtime_bars(rt: dict[str, Any]) -> list[str]:
     return out
 
 
-def render_runtime(kernels: dict | None, runtime: dict | None) -> str:
-    """The whole issue-5 section (empty when neither benchmark has run)."""
+def render_runtime(kernels: list[dict], runtime: dict | None) -> str:
+    """The whole issue-5 section (empty when neither benchmark has run); ``kernels`` holds
+    one GEMV run per machine, the newest first."""
     if not kernels and not runtime:
         return ""
     lines = ["", "## Runtime: kernels, decoding, exports (issue 5)", ""]
-    if kernels:
-        lines += kernel_lines(kernels)
+    for k in kernels:
+        lines += kernel_lines(k)
     if runtime:
         lines += runtime_lines(runtime)
-    bars = (kernel_bars(kernels) if kernels else []) + (runtime_bars(runtime) if runtime else [])
+    bars = [b for k in kernels for b in kernel_bars(k, _machine(k) if len(kernels) > 1 else "")]
+    bars += runtime_bars(runtime) if runtime else []
     if bars:
         lines += ["### Bars (issue 5)", "", *bars]
     return "\n".join(lines) + "\n"
