@@ -34,7 +34,11 @@ setup(
                 "lmpress/kernels/decode_ops.c",
                 "lmpress/kernels/lut.c",
             ],
-            depends=["lmpress/kernels/decode_ops.h", "lmpress/kernels/lut.h", "lmpress/kernels/simd.h"],
+            depends=[
+                "lmpress/kernels/decode_ops.h",
+                "lmpress/kernels/lut.h",
+                "lmpress/kernels/simd.h",
+            ],
             extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing"],
             optional=True,
         )
