@@ -41,6 +41,7 @@ from lmpress.kernels.cpu import (  # noqa: E402
     build_info,
     cpu_dequantize,
     cpu_gemm,
+    source_digest,
 )
 from lmpress.packing.packed import PackedWeight  # noqa: E402
 from lmpress.report.benchmarks import cpu_name  # noqa: E402
@@ -233,6 +234,7 @@ def main() -> None:
         "threads": a.threads,
         "torch": torch.__version__,
         "kernel_build": build_info(),
+        "kernel_source": source_digest(),
         "memory_copy_gbs": bw,
         "repeats": a.repeats,
         "command": "python scripts/bench_kernels.py " + " ".join(sys.argv[1:]),

@@ -563,6 +563,7 @@ def kernel_runs(folder: Path) -> list[dict]:
 
 
 def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
+    from lmpress.kernels.cpu import source_digest
     from lmpress.report.benchmarks import render
     from lmpress.report.evaluation import render_evaluation
     from lmpress.report.runtime import render_runtime
@@ -573,7 +574,7 @@ def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
 
     text = (
         render(done, protocol, a)
-        + render_runtime(kernel_runs(REPO / "benchmarks"), read("runtime.json"))
+        + render_runtime(kernel_runs(REPO / "benchmarks"), read("runtime.json"), source_digest())
         + render_evaluation(read("lm_eval.json"), read("eval.json"))
     )
     path.write_text(text)

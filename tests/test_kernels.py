@@ -127,6 +127,24 @@ def test_threads_do_not_change_results():
 
 
 @built
+@pytest.mark.parametrize("name", ["w4g128", "w3g64", "w8", "w2g32"])
+def test_prefetching_does_not_change_results(simd, monkeypatch, name):
+    # 64 rows of 4096 codes span many prefetch distances and tiles.
+    monkeypatch.setenv("LMPRESS_GEMV", "fma")
+    st, _ = next(states_and_weights(name, [(64, 4096)]))
+    x = torch.randn(2, 4096)
+    default = K._cpu.set_prefetch(0)
+    try:
+        off = [K.cpu_gemm(x[:m], st, None) for m in (1, 2)]
+    finally:
+        K._cpu.set_prefetch(default)
+    assert default > 0
+    assert all(
+        torch.equal(K.cpu_gemm(x[:m], st, None), y) for m, y in zip((1, 2), off, strict=True)
+    )
+
+
+@built
 def test_qlinear_auto_uses_cpu_kernel_and_matches_torch():
     pw = packed_random("w3g64", 48, 192)
     m = QLinear.from_packed(pw, torch.randn(48))

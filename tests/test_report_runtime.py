@@ -59,3 +59,25 @@ def test_each_machine_gets_its_own_gemv_table_and_bars():
     assert "every shape (cold, Zen 4): slowest ratio 0.96x at 4096 x 4096: **FAIL**" in text
     assert "every shape (cold, Zen 3): slowest ratio 2.00x at 4096 x 4096: **pass**" in text
     assert "(cold): 6.67x" in render_runtime([run("Zen 4", "2026-12-04", 430.0)], None)
+
+
+def test_runs_of_earlier_kernel_sources_are_kept_but_not_judged():
+    from lmpress.report.runtime import render_runtime
+
+    def run(cpu, source, int4_us):
+        rows = [
+            {"shape": [4096, 4096], "m": 1, "regime": "cold", "method": meth, "seconds": us * 1e-6,
+             "gbs": 1.0}
+            for meth, us in (("float32 torch", 3000.0), ("torch int4", int4_us),
+                             ("lmpress w4g128", 450.0))
+        ]  # fmt: skip
+        return {"cpu": cpu, "machine": "x", "date": "d", "command": "c", "threads": 2,
+                "torch": "2.13", "kernel_build": {}, "memory_copy_gbs": 30.0, "repeats": 7,
+                "rows": rows, "kernel_source": source}  # fmt: skip
+
+    text = render_runtime([run("Zen 4", "aaa", 430.0), run("Xeon", "bbb", 700.0)], None, "bbb")
+    bars, record = text.split("### Bars (issue 5)")[1].split("Earlier kernel sources")
+    assert "every shape (cold, Xeon): slowest ratio 1.56x" in bars and "Zen 4" not in bars
+    assert "every shape (cold, Zen 4): slowest ratio 0.96x at 4096 x 4096: **FAIL**" in record
+    assert text.index("packed codes: Xeon") < text.index("packed codes: Zen 4 (earlier kernel)")
+    assert "digest aaa" in text

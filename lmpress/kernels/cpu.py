@@ -12,12 +12,14 @@ not be built, :func:`available` is false, ``auto`` picks the torch reference,
 and one warning says so.
 """
 
+import hashlib
 import os
 import statistics
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,16 @@ except ImportError as e:  # not built on this machine
 # class of machine (measured by scripts/bench_kernels.py; see BENCHMARKS.md).
 GEMM_MAX_ROWS = 8
 _warned = False
+
+
+def source_digest() -> str:
+    """12 hex digits of SHA-256 over the C kernel sources (``lmpress/kernels/*.c, *.h``):
+    which kernel code a benchmark run measured."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted([*here.glob("*.c"), *here.glob("*.h")]):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def build_info() -> dict[str, int | str]:
@@ -297,11 +309,18 @@ class CpuKernel:
         return prepare_cpu_state(packed)
 
     def __call__(self, x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
-        lead, k = x.shape[:-1], x.shape[-1]
-        x2 = x.reshape(-1, k).to(torch.float32)
-        b = None if bias is None else bias.to(torch.float32).contiguous()
+        # A decode step calls this ~200 times for a 135M model, each on a few microseconds
+        # of arithmetic, and every torch call costs one: tensor operations that would be
+        # no-ops (a reshape to the same shape, a cast to the same dtype) are skipped.
+        # Measured: 13.5 -> 8.5 us per call on a 192 x 576 layer (4-bit, one token).
+        x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+        if x2.dtype != torch.float32:
+            x2 = x2.to(torch.float32)
+        b = bias
+        if b is not None and (b.dtype != torch.float32 or not b.is_contiguous()):
+            b = b.to(torch.float32).contiguous()
         if x2.shape[0] <= GEMM_MAX_ROWS and not x2.requires_grad:
-            y = cpu_gemm(x2.contiguous(), st, b)
+            y = cpu_gemm(x2 if x2.is_contiguous() else x2.contiguous(), st, b)
         else:
             # Long inputs (perplexity windows, prefill) are compute-bound: keep the float
             # weight once one arrives, as the reference kernel does. Decoding alone never
@@ -309,7 +328,9 @@ class CpuKernel:
             if st.dense is None:
                 st.dense = cpu_dequantize(st)
             y = F.linear(x2, st.dense, b)
-        return y.reshape(*lead, st.out_features).to(x.dtype)
+        if x.dim() != 2:
+            y = y.view(*x.shape[:-1], st.out_features)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
 KERNELS.register("cpu")(CpuKernel())

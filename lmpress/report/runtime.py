@@ -18,12 +18,30 @@ def _machine(k: dict[str, Any]) -> str:
     return k.get("cpu", k["machine"])
 
 
-def kernel_lines(k: dict[str, Any]) -> list[str]:
+def is_current(k: dict[str, Any], source: str | None) -> bool:
+    """Whether GEMV run ``k`` measured the kernel sources whose digest is ``source``
+    (``None``: no digest to compare with, every run counts as current)."""
+    return source is None or k.get("kernel_source") == source
+
+
+def kernel_lines(k: dict[str, Any], current: bool = True) -> list[str]:
     rows = k["rows"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    stale = (
+        []
+        if current
+        else [
+            f"*Measured with earlier kernel sources (digest "
+            f"{k.get('kernel_source', 'not recorded')}); no machine of this kind was "
+            "available to re-measure the current ones. Kept for the record; its bars are "
+            "not those of the current code.*",
+            "",
+        ]
+    )
     out = [
-        f"### GEMV from packed codes: {_machine(k)}",
+        f"### GEMV from packed codes: {_machine(k)}" + ("" if current else " (earlier kernel)"),
         "",
+        *stale,
         f"`{k['command']}` ({k['date']}; {_machine(k)}, {k['threads']} threads, "
         f"torch {k['torch']}, kernel "
         f"build {k['kernel_build']}). Median of {k['repeats']} timings after warm-up, the methods "
@@ -250,18 +268,30 @@ def runtime_bars(rt: dict[str, Any]) -> list[str]:
     return out
 
 
-def render_runtime(kernels: list[dict], runtime: dict | None) -> str:
+def render_runtime(kernels: list[dict], runtime: dict | None, source: str | None = None) -> str:
     """The whole issue-5 section (empty when neither benchmark has run); ``kernels`` holds
-    one GEMV run per machine, the newest first."""
+    one GEMV run per machine, the newest first. ``source``: the digest of the current
+    kernel sources; runs of other sources are shown, marked, and their bars listed apart
+    (a CPU this project no longer gets cannot be re-measured, but its figures stay)."""
     if not kernels and not runtime:
         return ""
     lines = ["", "## Runtime: kernels, decoding, exports (issue 5)", ""]
-    for k in kernels:
-        lines += kernel_lines(k)
+    current = [k for k in kernels if is_current(k, source)]
+    earlier = [k for k in kernels if not is_current(k, source)]
+    for k in current + earlier:
+        lines += kernel_lines(k, is_current(k, source))
     if runtime:
         lines += runtime_lines(runtime)
-    bars = [b for k in kernels for b in kernel_bars(k, _machine(k) if len(kernels) > 1 else "")]
+    bars = [b for k in current for b in kernel_bars(k, _machine(k) if len(kernels) > 1 else "")]
     bars += runtime_bars(runtime) if runtime else []
     if bars:
         lines += ["### Bars (issue 5)", "", *bars]
+    old = [b for k in earlier for b in kernel_bars(k, _machine(k))]
+    if old:
+        lines += [
+            "",
+            "Earlier kernel sources, for the record (not bars of the current code):",
+            "",
+            *old,
+        ]
     return "\n".join(lines) + "\n"
