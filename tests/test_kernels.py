@@ -257,6 +257,39 @@ def test_gemv_path_is_chosen_by_measurement(monkeypatch):
     assert torch.allclose(K.cpu_gemm(x, st, None), x @ pw.dequantize().T, rtol=1e-4, atol=1e-4)
 
 
+@built
+def test_bound_linear_equals_the_full_argument_call_and_follows_new_tensors():
+    st, _ = next(states_and_weights("w4g64", [(40, 192)]))
+    x, b = torch.randn(3, 192), torch.randn(40)
+    y = torch.empty(3, 40)
+    K._cpu.gemm(*st.args(x.data_ptr(), y.data_ptr(), 3, b.data_ptr()))
+    assert torch.equal(K.cpu_gemm(x, st, b), y)
+    first = st.linear()
+    assert st.linear() is first  # parsed once
+    st.scales = st.scales.clone()
+    st.weight_args = None  # what a copy of the state with new tensors does
+    assert st.linear() is not first
+    with pytest.raises(ValueError, match="max_m"):
+        K._cpu.linear_gemm(first, x.data_ptr(), y.data_ptr(), 10_000, 0, 1)
+
+
+def test_race_runs_its_setup_untimed_before_every_timed_call():
+    log = []
+    fns = {"a": lambda: log.append("a"), "b": lambda: log.append("b")}
+    won = K.race(fns, rounds=3, reps=2, before=lambda: log.append("evict"))
+    assert won in fns
+    timed = log[2:]  # after one untimed warm-up call of each
+    assert timed[0::2] == ["evict"] * 12 and sorted(set(timed[1::2])) == ["a", "b"]
+
+
+@built
+def test_evicting_weights_keeps_their_values():
+    t = torch.randn(100_000)
+    before = t.clone()
+    K.evict([t, None, t[:7]])
+    assert torch.equal(t, before)
+
+
 def test_concat_rows_decodes_to_the_stacked_weights():
     from lmpress.packing.packed import concat_rows
 

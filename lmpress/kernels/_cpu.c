@@ -924,6 +924,39 @@ static PyObject *py_packed_linear(PyObject *self, PyObject *args) {
     return new_linear(&L);
 }
 
+/* linear_gemm(linear, x, y, M, bias, nthreads): y = x @ W.T (+ bias) for M rows through a
+ * packed_linear capsule, whose weight arguments were parsed once: a small layer's call
+ * is bound by its overhead (parsing the 19 arguments of gemm was part of it). */
+static PyObject *py_linear_gemm(PyObject *self, PyObject *args) {
+    PyObject *cap;
+    unsigned long long x, y, bias;
+    long long M;
+    int nthreads, rc;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OKKLKi", &cap, &x, &y, &M, &bias, &nthreads))
+        return NULL;
+    const Linear *L = (const Linear *)PyCapsule_GetPointer(cap, "lmpress.linear");
+    if (!L)
+        return NULL;
+    if (L->kind != 0 || M < 0 || M > MAX_M) {
+        PyErr_SetString(PyExc_ValueError, "lmpress linear_gemm: needs a packed_linear and 0 <= M <= max_m");
+        return NULL;
+    }
+    if (M == 0)
+        Py_RETURN_NONE;
+    Job j = L->job;
+    j.x = PTR(x);
+    j.y = (float *)(uintptr_t)y;
+    j.M = M;
+    j.bias = bias ? PTR(bias) : NULL;
+    Py_BEGIN_ALLOW_THREADS;
+    rc = packed_gemm(&j, nthreads < 1 ? 1 : nthreads);
+    Py_END_ALLOW_THREADS;
+    if (rc)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_lut_linear(PyObject *self, PyObject *args) {
     Linear L;
     unsigned long long bias, codes, scales, zeros;
@@ -1159,6 +1192,24 @@ static PyObject *py_lut_gemv(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* evict(ptr, nbytes): flush those bytes from every cache level, so that the next read
+ * comes from memory as it does when decoding a model larger than the caches (the GEMV
+ * path race times each candidate so). Without clflush (not x86) it does nothing. */
+static PyObject *py_evict(PyObject *self, PyObject *args) {
+    unsigned long long ptr;
+    long long nbytes;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KL", &ptr, &nbytes))
+        return NULL;
+#ifdef LMP_X86
+    const char *p = (const char *)(uintptr_t)ptr;
+    for (long long off = 0; off < nbytes; off += 64)
+        _mm_clflush(p + off);
+    _mm_mfence();
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_set_prefetch(PyObject *self, PyObject *args) {
     long long bytes;
     (void)self;
@@ -1181,6 +1232,7 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"set_simd", py_set_simd, METH_VARARGS, "highest vector path: 2 AVX-512, 1 AVX2, 0 scalar"},
+    {"evict", py_evict, METH_VARARGS, "flush a byte range from the caches (evict(ptr, nbytes))"},
     {"set_prefetch", py_set_prefetch, METH_VARARGS, "bytes the vector GEMV paths prefetch ahead (0 off); returns the old value"},
     {"gemm", py_gemm, METH_VARARGS, "y = x @ dequant(W).T (+ bias) from packed codes"},
     {"dequant", py_dequant, METH_VARARGS, "float32 weights from packed codes"},
@@ -1190,6 +1242,7 @@ static PyMethodDef methods[] = {
     {"attend", py_attend, METH_VARARGS, "one query position against a KV cache"},
     {"silu_mul", py_silu_mul, METH_VARARGS, "silu(gate) * up"},
     {"lut_gemv", py_lut_gemv, METH_VARARGS, "table-lookup GEMV for 1-4 bit codes"},
+    {"linear_gemm", py_linear_gemm, METH_VARARGS, "y = x @ W.T (+ bias) through a packed_linear"},
     {"packed_linear", py_packed_linear, METH_VARARGS, "a packed-code linear for decode_step"},
     {"lut_linear", py_lut_linear, METH_VARARGS, "a lookup-table linear for decode_step"},
     {"dense_linear", py_dense_linear, METH_VARARGS, "a float32 (or bfloat16) linear for decode_step"},
