@@ -38,44 +38,40 @@ def test_gguf_verdict_falls_back_to_the_cpu_path_without_a_blas_build():
     assert "(cpu path)" in bar and "98.50%: **pass**" in bar
 
 
+def gemv_run(cpu: str, int4_us: float, **fields) -> dict:
+    """A one-shape kernels.json run: 4-bit lmpress at 450 us, float32 at 3000 us."""
+    rows = [
+        {"shape": [4096, 4096], "m": 1, "regime": "cold", "method": meth, "seconds": us * 1e-6,
+         "gbs": 1.0}
+        for meth, us in (("float32 torch", 3000.0), ("torch int4", int4_us),
+                         ("lmpress w4g128", 450.0))
+    ]  # fmt: skip
+    return {"cpu": cpu, "machine": "x", "date": "d", "command": "c", "threads": 2,
+            "torch": "2.13", "kernel_build": {}, "memory_copy_gbs": 30.0, "repeats": 7,
+            "rows": rows, **fields}  # fmt: skip
+
+
 def test_each_machine_gets_its_own_gemv_table_and_bars():
     from lmpress.report.runtime import render_runtime
 
-    def run(cpu, date, int4_us):
-        rows = [
-            {"shape": [4096, 4096], "m": 1, "regime": "cold", "method": meth, "seconds": us * 1e-6,
-             "gbs": 1.0}
-            for meth, us in (("float32 torch", 3000.0), ("torch int4", int4_us),
-                             ("lmpress w4g128", 450.0))
-        ]  # fmt: skip
-        return {"cpu": cpu, "machine": "x", "date": date, "command": "c", "threads": 2,
-                "torch": "2.13", "kernel_build": {}, "memory_copy_gbs": 30.0, "repeats": 7,
-                "rows": rows}  # fmt: skip
-
-    text = render_runtime(
-        [run("Zen 4", "2026-12-04", 430.0), run("Zen 3", "2026-12-02", 900.0)], None
-    )
+    text = render_runtime([gemv_run("Zen 4", 430.0), gemv_run("Zen 3", 900.0)], None)
     assert text.index("GEMV from packed codes: Zen 4") < text.index("GEMV from packed codes: Zen 3")
     assert "every shape (cold, Zen 4): slowest ratio 0.96x at 4096 x 4096: **FAIL**" in text
     assert "every shape (cold, Zen 3): slowest ratio 2.00x at 4096 x 4096: **pass**" in text
-    assert "(cold): 6.67x" in render_runtime([run("Zen 4", "2026-12-04", 430.0)], None)
+    assert "(cold): 6.67x" in render_runtime([gemv_run("Zen 4", 430.0)], None)
 
 
 def test_runs_of_earlier_kernel_sources_are_kept_but_not_judged():
     from lmpress.report.runtime import render_runtime
 
-    def run(cpu, source, int4_us):
-        rows = [
-            {"shape": [4096, 4096], "m": 1, "regime": "cold", "method": meth, "seconds": us * 1e-6,
-             "gbs": 1.0}
-            for meth, us in (("float32 torch", 3000.0), ("torch int4", int4_us),
-                             ("lmpress w4g128", 450.0))
-        ]  # fmt: skip
-        return {"cpu": cpu, "machine": "x", "date": "d", "command": "c", "threads": 2,
-                "torch": "2.13", "kernel_build": {}, "memory_copy_gbs": 30.0, "repeats": 7,
-                "rows": rows, "kernel_source": source}  # fmt: skip
-
-    text = render_runtime([run("Zen 4", "aaa", 430.0), run("Xeon", "bbb", 700.0)], None, "bbb")
+    text = render_runtime(
+        [
+            gemv_run("Zen 4", 430.0, kernel_source="aaa"),
+            gemv_run("Xeon", 700.0, kernel_source="bbb"),
+        ],
+        None,
+        "bbb",
+    )
     bars, record = text.split("### Bars (issue 5)")[1].split("Earlier kernel sources")
     assert "every shape (cold, Xeon): slowest ratio 1.56x" in bars and "Zen 4" not in bars
     assert "every shape (cold, Zen 4): slowest ratio 0.96x at 4096 x 4096: **FAIL**" in record
