@@ -74,10 +74,11 @@ def memory_bandwidth_gbs(repeats: int) -> float:
     return 2 * COLD_BYTES / statistics.median(times) / 1e9
 
 
-def timed(cases: list[tuple], repeats: int, min_calls: int) -> list[float]:
-    """Median seconds per call of each ``(fn, states)`` case, cycling ``fn`` through its
-    ``states``. The cases take turns within every repetition, so that a slow spell of
-    this shared machine falls on all of them alike and their ratios stay meaningful."""
+def timed(cases: list[tuple], repeats: int, min_calls: int) -> list[list[float]]:
+    """Seconds per call of each ``(fn, states)`` case in every repetition, cycling ``fn``
+    through its ``states``. The cases take turns within every repetition, so that a slow
+    spell of this shared machine falls on all of them alike: ratios of two cases are
+    taken per repetition (paired) before their median."""
     for fn, states in cases:
         for s in states[: min(len(states), 3)]:
             fn(s)
@@ -89,7 +90,7 @@ def timed(cases: list[tuple], repeats: int, min_calls: int) -> list[float]:
             for i in range(calls):
                 fn(states[i % len(states)])
             times[c].append((time.perf_counter() - t0) / calls)
-    return [statistics.median(t) for t in times]
+    return times
 
 
 def lmpress_packed(w: torch.Tensor, bits: int, group: int) -> PackedWeight:
@@ -147,7 +148,8 @@ def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]
     rows = []
     min_calls = max(3, int(2e7 // (n * k)))
 
-    def add(method: str, bits: float, nbytes: int, sec: float, note: str = "") -> None:
+    def add(method: str, bits: float, nbytes: int, reps: list[float], note: str = "") -> None:
+        sec = statistics.median(reps)
         rows.append(
             {
                 "shape": [n, k],
@@ -159,6 +161,7 @@ def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]
                 "seconds": sec,
                 "gbs": nbytes / sec / 1e9,
                 "note": note,
+                "rep_seconds": reps,
             }
         )
 
@@ -194,9 +197,9 @@ def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]
             else "dequant+BLAS"
         )
         cases.append((f"lmpress w{bits}g128", pw.stored_bits() / (n * k), nb, path, run, states))
-    secs = timed([(c[4], c[5]) for c in cases], repeats, min_calls)
-    for (method, bits, nbytes, note, _fn, _states), sec in zip(cases, secs, strict=True):
-        add(method, bits, nbytes, sec, note)
+    reps = timed([(c[4], c[5]) for c in cases], repeats, min_calls)
+    for (method, bits, nbytes, note, _fn, _states), rep in zip(cases, reps, strict=True):
+        add(method, bits, nbytes, rep, note)
     return rows
 
 

@@ -77,3 +77,14 @@ def test_runs_of_earlier_kernel_sources_are_kept_but_not_judged():
     assert "every shape (cold, Zen 4): slowest ratio 0.96x at 4096 x 4096: **FAIL**" in record
     assert text.index("packed codes: Xeon") < text.index("packed codes: Zen 4 (earlier kernel)")
     assert "digest aaa" in text
+
+
+def test_speedups_pair_the_repetitions_when_the_run_recorded_them():
+    from lmpress.report.runtime import speedup
+
+    # repetition 2 was a slow spell for both: paired ratios ignore it, medians would not
+    base = {"seconds": 10.0, "rep_seconds": [10.0, 30.0, 10.0]}
+    ours = {"seconds": 11.0, "rep_seconds": [8.0, 33.0, 8.0]}
+    assert speedup(base, ours) == 1.25
+    assert speedup({"seconds": 10.0}, {"seconds": 8.0}) == 1.25  # runs without repetitions
+    assert speedup(base, {"seconds": 8.0, "rep_seconds": [8.0]}) == 1.25  # unequal: medians
