@@ -681,22 +681,28 @@ static int packed_gemm(Job *j, int nthreads) {
     return 0;
 }
 
-static PyObject *py_gemm(PyObject *self, PyObject *args) {
-    Job j;
-    unsigned long long xp;
-    int nthreads, rc = 0;
-    (void)self;
-    if (!parse_job(args, &j, &xp, &nthreads, 1))
-        return NULL;
-    if (j.M == 0)
+/* packed_gemm for a Python call: without the GIL, out of memory as MemoryError. */
+static PyObject *gemm_call(Job *j, int nthreads) {
+    int rc;
+    if (j->M == 0)
         Py_RETURN_NONE;
-    j.x = (const float *)(uintptr_t)xp;
     Py_BEGIN_ALLOW_THREADS;
-    rc = packed_gemm(&j, nthreads);
+    rc = packed_gemm(j, nthreads < 1 ? 1 : nthreads);
     Py_END_ALLOW_THREADS;
     if (rc)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+static PyObject *py_gemm(PyObject *self, PyObject *args) {
+    Job j;
+    unsigned long long xp;
+    int nthreads;
+    (void)self;
+    if (!parse_job(args, &j, &xp, &nthreads, 1))
+        return NULL;
+    j.x = (const float *)(uintptr_t)xp;
+    return gemm_call(&j, nthreads);
 }
 
 /* ------------------------------------------------------------ dense GEMV */
@@ -931,7 +937,7 @@ static PyObject *py_linear_gemm(PyObject *self, PyObject *args) {
     PyObject *cap;
     unsigned long long x, y, bias;
     long long M;
-    int nthreads, rc;
+    int nthreads;
     (void)self;
     if (!PyArg_ParseTuple(args, "OKKLKi", &cap, &x, &y, &M, &bias, &nthreads))
         return NULL;
@@ -942,19 +948,12 @@ static PyObject *py_linear_gemm(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "lmpress linear_gemm: needs a packed_linear and 0 <= M <= max_m");
         return NULL;
     }
-    if (M == 0)
-        Py_RETURN_NONE;
     Job j = L->job;
     j.x = PTR(x);
     j.y = (float *)(uintptr_t)y;
     j.M = M;
     j.bias = bias ? PTR(bias) : NULL;
-    Py_BEGIN_ALLOW_THREADS;
-    rc = packed_gemm(&j, nthreads < 1 ? 1 : nthreads);
-    Py_END_ALLOW_THREADS;
-    if (rc)
-        return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return gemm_call(&j, nthreads);
 }
 
 static PyObject *py_lut_linear(PyObject *self, PyObject *args) {
