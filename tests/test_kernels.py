@@ -78,16 +78,20 @@ def test_gemm_and_dequant_match_reference(simd, monkeypatch, name):
 
 
 def test_tiled_code_layout_interleaves_pieces_of_128_codes():
-    # 3 bits: a piece is 48 bytes; rows of 1000 codes (375 bytes) pad to 8 pieces.
+    # 3 bits: a piece is 48 bytes; rows of 1000 codes (375 bytes) are 7 whole pieces
+    # and a last piece of 39 bytes, which the tile packs without padding.
     qw = torch.randint(0, 256, (7, 375), dtype=torch.uint8)
     flat = K.tile_codes(qw, 3, 4)
-    assert flat.numel() == 2 * 4 * 8 * 48  # 2 tiles of 4 rows (one row of padding)
+    assert flat.numel() == 2 * 4 * 375  # 2 tiles of 4 rows (one row of padding)
     assert flat.untyped_storage().nbytes() >= flat.numel() + 16  # the vector loads' tail
-    t = flat.view(2, 8, 4, 48)  # tile, piece, row in tile, byte
+    t = flat.view(2, 4 * 375)
+    head = t[:, : 4 * 7 * 48].reshape(2, 7, 4, 48)  # tile, piece, row in tile, byte
+    tail = t[:, 4 * 7 * 48 :].reshape(2, 4, 39)  # tile, row in tile, byte
     for n in range(7):
-        for c in range(8):
-            piece = qw[n, 48 * c : 48 * (c + 1)]
-            assert torch.equal(t[n // 4, c, n % 4, : piece.numel()], piece)
+        for c in range(7):
+            assert torch.equal(head[n // 4, c, n % 4], qw[n, 48 * c : 48 * (c + 1)])
+        assert torch.equal(tail[n // 4, n % 4], qw[n, 7 * 48 :])
+    assert (head[1, :, 3] == 0).all() and (tail[1, 3] == 0).all()  # the padding row
     assert torch.equal(K.tile_codes(qw, 3, 0), qw.reshape(-1))
 
 
@@ -111,6 +115,30 @@ def test_partial_last_group_of_the_default_model():
     st = K.prepare_cpu_state(pw)
     x = torch.randn(1, 576)
     assert_close_to_reference(K.cpu_gemm(x, st, None), x, pw.dequantize())
+
+
+@built
+@pytest.mark.parametrize("name", ["w4g128", "w4g256s", "w4", "w4g128:fz", "w4g128:bf16"])
+def test_word_plane_path_matches_reference_and_differs_from_byte_planes(monkeypatch, name):
+    """4 bits on AVX-512: whole 64-byte pieces (128 codes) per load, a partial last piece
+    (576 = 4 x 128 + 64, 700 = 5 x 128 + 60, 100 < 128) through the byte planes."""
+    if not K._cpu.info()["avx512"]:
+        pytest.skip("the word-plane path is AVX-512 only")
+    monkeypatch.setenv("LMPRESS_GEMV", "fma")
+    differs = False
+    for st, w in states_and_weights(name, [(37, 576), (19, 700), (16, 100), (24, 1024)]):
+        for m in (1, 2, 3, 5):
+            x = torch.randn(m, w.shape[1])
+            y_words = K.cpu_gemm(x, st, None)
+            K._cpu.set_word_planes(False)
+            try:
+                y_bytes = K.cpu_gemm(x, st, None)
+            finally:
+                K._cpu.set_word_planes(True)
+            assert_close_to_reference(y_words, x, w)
+            assert_close_to_reference(y_bytes, x, w)
+            differs |= not torch.equal(y_words, y_bytes)  # another summation order
+    assert differs, "the word-plane path was not taken"
 
 
 @built

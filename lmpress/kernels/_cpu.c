@@ -52,6 +52,9 @@ typedef struct {
     int bits;
     int tile_rows;   /* 0: row-major [N, row_bytes]; T: tiled, see row_codes */
     int64_t cstride; /* bytes from one piece (16 * bits bytes, 128 codes) of a row to its next */
+    int64_t last_col;   /* index of a row's last piece (see row_codes) */
+    int64_t tail_bytes; /* bytes of a row's last piece: row_bytes - last_col * 16 * bits */
+    int64_t tile_bytes; /* bytes of one tile of tile_rows rows (tiled layout) */
     const uint16_t *scales; /* raw fp16/bf16 bits, [P, G] */
     int scale_kind;         /* 0 fp16, 1 bf16 */
     int64_t p_stride;       /* G, or 0 when one parameter row serves every row (per tensor) */
@@ -103,22 +106,35 @@ static inline float job_zero(const Job *j, int64_t n, int64_t g) {
     }
 }
 
-/* Code layout. A row's codes are pieces of 128 codes (16 * bits bytes). Row-major
- * (tile_rows 0): a row's pieces follow each other, rows follow each other. Tiled
- * (tile_rows T): rows in tiles of T; piece c of the T rows of a tile in turn, then
- * piece c + 1, so that a kernel working on T rows at once reads one sequential
- * stream rather than T strided ones (which ran at half speed from memory). */
+/* Code layout. A row's codes are pieces of 128 codes (16 * bits bytes), the last
+ * one possibly shorter (tail_bytes). Row-major (tile_rows 0): a row's pieces follow
+ * each other, rows follow each other. Tiled (tile_rows T): rows in tiles of T; piece
+ * c of the T rows of a tile in turn, then piece c + 1, so that a kernel working on T
+ * rows at once reads one sequential stream rather than T strided ones (which ran at
+ * half speed from memory); the last pieces of the T rows are packed tail_bytes apart,
+ * so that a partial one (576 = 4 x 128 + 64 codes) is not read with its padding. */
 static inline const uint8_t *row_codes(const Job *j, int64_t n) {
     if (!j->tile_rows)
         return j->codes + n * j->row_bytes;
-    const int64_t T = j->tile_rows, piece = 16 * j->bits;
-    const int64_t padded = (j->row_bytes + piece - 1) / piece * piece;
-    return j->codes + (n / T) * T * padded + (n % T) * piece;
+    const int64_t T = j->tile_rows;
+    return j->codes + (n / T) * j->tile_bytes + (n % T) * 16 * j->bits;
 }
 
-/* The run of 8 codes holding code k of a row that starts at `row` (row_codes). */
-static inline const uint8_t *run_at(const Job *j, const uint8_t *row, int64_t k) {
-    return row + (k >> 7) * j->cstride + ((k & 127) >> 3) * j->bits;
+/* The start of row n's last piece. */
+static inline const uint8_t *tail_codes(const Job *j, int64_t n) {
+    if (!j->tile_rows)
+        return j->codes + n * j->row_bytes + j->last_col * 16 * j->bits;
+    const int64_t T = j->tile_rows;
+    return j->codes + (n / T) * j->tile_bytes + j->last_col * T * 16 * j->bits +
+           (n % T) * j->tail_bytes;
+}
+
+/* The run of 8 codes holding code k of the row whose pieces start at `row` (row_codes)
+ * and whose last piece starts at `tail` (tail_codes). */
+static inline const uint8_t *run_at(const Job *j, const uint8_t *row, const uint8_t *tail,
+                                    int64_t k) {
+    const int64_t c = k >> 7;
+    return (c == j->last_col ? tail : row + c * j->cstride) + ((k & 127) >> 3) * j->bits;
 }
 
 /* Bytes ahead of the codes being read that the vector paths ask for (0: none). A
@@ -138,9 +154,10 @@ static inline void prefetch_ahead(const Job *j, const uint8_t *row, int64_t k) {
         __builtin_prefetch(p + l, 0, 3);
 }
 
-static inline uint32_t get_code(const Job *j, const uint8_t *row, int64_t k) {
+static inline uint32_t get_code(const Job *j, const uint8_t *row, const uint8_t *tail,
+                                int64_t k) {
     const int bits = j->bits;
-    const uint8_t *chunk = run_at(j, row, k);
+    const uint8_t *chunk = run_at(j, row, tail, k);
     int off = (int)(k & 7) * bits, byte = off >> 3, sh = off & 7;
     uint32_t v = chunk[byte];
     if (sh + bits > 8) /* the code straddles two bytes, both inside this chunk */
@@ -153,7 +170,7 @@ static inline uint32_t get_code(const Job *j, const uint8_t *row, int64_t k) {
 static void rows_scalar(const Job *j, int64_t n0, int64_t n1) {
     float acc[MAX_M], racc[MAX_M];
     for (int64_t n = n0; n < n1; n++) {
-        const uint8_t *row = row_codes(j, n);
+        const uint8_t *row = row_codes(j, n), *tail = tail_codes(j, n);
         for (int64_t m = 0; m < j->M; m++)
             racc[m] = 0.f;
         for (int64_t g = 0; g < j->G; g++) {
@@ -164,7 +181,7 @@ static void rows_scalar(const Job *j, int64_t n0, int64_t n1) {
             for (int64_t m = 0; m < j->M; m++)
                 acc[m] = 0.f;
             for (int64_t k = k0; k < k1; k++) {
-                float w = (float)get_code(j, row, k) - z;
+                float w = (float)get_code(j, row, tail, k) - z;
                 for (int64_t m = 0; m < j->M; m++)
                     acc[m] += w * j->x[m * j->Kp + k];
             }
@@ -252,10 +269,11 @@ AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const in
     /* never read codes past the row's last run (plane path: past its last 8 bytes) */
     const int64_t kend = (j->K + step - 1) / step * step;
     const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
-    const uint8_t *rows[4];
+    const uint8_t *rows[4], *tails[4];
     __m256 racc[4][2], acc[4][2];
     for (int r = 0; r < R; r++) {
         rows[r] = row_codes(j, n0 + r);
+        tails[r] = tail_codes(j, n0 + r);
         for (int m = 0; m < MT; m++)
             racc[r][m] = _mm256_setzero_ps();
     }
@@ -277,7 +295,7 @@ AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const in
                 for (int p = 0; p < P; p++)
                     xv[m][p] = _mm256_loadu_ps(xb + m * Kp + k + 8 * p);
             for (int r = 0; r < R; r++) {
-                const uint8_t *c = run_at(j, rows[r], k);
+                const uint8_t *c = run_at(j, rows[r], tails[r], k);
                 if (PL) {
                     const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c));
                     for (int p = 0; p < P; p++) {
@@ -447,6 +465,35 @@ AVX512_INLINE __m512 minus_zero(__m512i masked_or_magic, __m512 zm, const int FZ
     return _mm512_sub_ps(f, zm);
 }
 
+/* The parts the AVX-512 tiles share around their inner loops: each row's code
+ * pointers and zeroed accumulators; a group's sums scaled into the row accumulators;
+ * the row results. */
+AVX512_INLINE void tile512_start(const Job *j, int64_t n0, const int R, const int MT,
+                                 const uint8_t **rows, const uint8_t **tails,
+                                 __m512 (*racc)[2]) {
+    for (int r = 0; r < R; r++) {
+        rows[r] = row_codes(j, n0 + r);
+        tails[r] = tail_codes(j, n0 + r);
+        for (int m = 0; m < MT; m++)
+            racc[r][m] = _mm512_setzero_ps();
+    }
+}
+
+AVX512_INLINE void tile512_scale_group(const Job *j, int64_t n0, int64_t g, const int R,
+                                       const int MT, __m512 (*acc)[2], __m512 (*racc)[2]) {
+    for (int r = 0; r < R; r++) {
+        const __m512 sv = _mm512_set1_ps(scale_f16c(j, n0 + r, g));
+        for (int m = 0; m < MT; m++)
+            racc[r][m] = _mm512_fmadd_ps(acc[r][m], sv, racc[r][m]);
+    }
+}
+
+AVX512_INLINE void tile512_finish(const int R, const int MT, __m512 (*racc)[2], float *out) {
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < MT; m++)
+            out[r * MT + m] = _mm512_reduce_add_ps(racc[r][m]);
+}
+
 /* As the AVX2 tile, 16 lanes, up to 8 weight rows at once (32 vector registers).
  * PL: the plane path for B = 2 or 4 (16 bytes of codes give 8/B planes of 16 codes
  * each; x was permuted to match, see permute_planes); otherwise 16-code chunks. */
@@ -458,13 +505,9 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
     const int64_t step = 16 * P;
     const int64_t kend = (j->K + step - 1) / step * step; /* reads stay within 16 bytes */
     const __m512i magic = _mm512_set1_epi32(LMP_MAGIC);
-    const uint8_t *rows[8];
+    const uint8_t *rows[8], *tails[8];
     __m512 racc[8][2], acc[8][2];
-    for (int r = 0; r < R; r++) {
-        rows[r] = row_codes(j, n0 + r);
-        for (int m = 0; m < MT; m++)
-            racc[r][m] = _mm512_setzero_ps();
-    }
+    tile512_start(j, n0, R, MT, rows, tails, racc);
     for (int64_t g = 0; g < G; g++) {
         int64_t k0 = g * L, k1 = k0 + L;
         if (k1 > kend)
@@ -483,7 +526,7 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
                 for (int p = 0; p < P; p++)
                     xv[m][p] = _mm512_loadu_ps(xb + m * Kp + k + 16 * p);
             for (int r = 0; r < R; r++) {
-                const uint8_t *c = run_at(j, rows[r], k);
+                const uint8_t *c = run_at(j, rows[r], tails[r], k);
                 if (PL) {
                     const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
                     for (int p = 0; p < P; p++) {
@@ -501,15 +544,9 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
                 }
             }
         }
-        for (int r = 0; r < R; r++) {
-            const __m512 sv = _mm512_set1_ps(scale_f16c(j, n0 + r, g));
-            for (int m = 0; m < MT; m++)
-                racc[r][m] = _mm512_fmadd_ps(acc[r][m], sv, racc[r][m]);
-        }
+        tile512_scale_group(j, n0, g, R, MT, acc, racc);
     }
-    for (int r = 0; r < R; r++)
-        for (int m = 0; m < MT; m++)
-            out[r * MT + m] = _mm512_reduce_add_ps(racc[r][m]);
+    tile512_finish(R, MT, racc, out);
 }
 
 /* Why the codes are tiled (row_codes): on a 2-vCPU EPYC, 4 bits, 576 x 1536, an
@@ -520,6 +557,89 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
  * (measured on the AVX2 path of a Zen 3 EPYC: 70 -> 46 us at 576 x 1536, 1055 ->
  * 881 us at 4096 x 4096, cold, side by side). */
 LMP_ROWS_FN(rows_avx512_b, AVX512_INLINE, tile512, 8, 4)
+
+/* The word-plane path for 4 bits (xp_planes 2): one 64-byte load is a whole piece of
+ * 128 codes, lane i holding codes 8i..8i+7; plane p (codes 8i + p, x permuted to match)
+ * is one shift and the table permute, which reads only the low 4 bits of a lane. Per 16
+ * codes that is a shift, a permute and an FMA, where the 16-byte plane path also
+ * zero-extends bytes to lanes. On a 2-vCPU Zen 4 (one thread, cache-resident 240 x 4096,
+ * a standalone loop, side by side) 31-33 against 27-28 G codes/s; the lane zero-extension
+ * is what the 16-byte path spends more on, the arithmetic (shift, mask, magic bits) in
+ * place of the permute ran slower still (23 G codes/s). Eight rows: the tile's whole
+ * piece is one 512-byte run of memory, read in order. */
+AVX512_INLINE void tile512_w4(const Job *j, int64_t n0, int64_t m0, float *out, const int R,
+                              const int MT, const int B, const int PL, const int FZ) {
+    const float *xb = j->x + m0 * j->Kp;
+    const int64_t Kp = j->Kp, L = j->group_len, G = j->G;
+    const int64_t kfull = j->K / 128 * 128, kend = (j->K + 31) / 32 * 32;
+    const uint8_t *rows[8], *tails[8];
+    __m512 racc[8][2], acc[8][2], tb[8];
+    (void)B, (void)PL, (void)FZ;
+    tile512_start(j, n0, R, MT, rows, tails, racc);
+    for (int64_t g = 0; g < G; g++) {
+        const int64_t k0 = g * L, k1 = k0 + L < kend ? k0 + L : kend;
+        for (int r = 0; r < R; r++) {
+            tb[r] = level_table(zero_f16c(j, n0 + r, g), 4);
+            for (int m = 0; m < MT; m++)
+                acc[r][m] = _mm512_setzero_ps();
+        }
+        int64_t k = k0;
+        for (; k + 128 <= k1 && k < kfull; k += 128) {
+            prefetch_ahead(j, rows[0], k);
+            __m512i v[8];
+            for (int r = 0; r < R; r++)
+                v[r] = _mm512_loadu_si512((const void *)(rows[r] + (k >> 7) * j->cstride));
+            /* unrolled, so that the shifts take immediates (a loop over p shifted by a
+             * register count and ran at the speed of the 16-byte path) */
+#pragma GCC unroll 8
+            for (int p = 0; p < 8; p++) {
+                __m512 xv[2];
+                for (int m = 0; m < MT; m++)
+                    xv[m] = _mm512_loadu_ps(xb + m * Kp + k + 16 * p);
+                for (int r = 0; r < R; r++) {
+                    const __m512i t = p ? _mm512_srli_epi32(v[r], 4 * p) : v[r];
+                    const __m512 w = _mm512_permutexvar_ps(t, tb[r]);
+                    for (int m = 0; m < MT; m++)
+                        acc[r][m] = _mm512_fmadd_ps(w, xv[m], acc[r][m]);
+                }
+            }
+        }
+        /* A partial last piece (576 = 4 x 128 + 64) in 32-code byte planes, as the
+         * 16-byte path: a whole-piece load would spend the work of 128 codes on 64. */
+        for (; k < k1; k += 32) {
+            __m512 xv[2][2];
+            for (int m = 0; m < MT; m++)
+                for (int p = 0; p < 2; p++)
+                    xv[m][p] = _mm512_loadu_ps(xb + m * Kp + k + 16 * p);
+            for (int r = 0; r < R; r++) {
+                const __m128i c = _mm_loadu_si128((const __m128i *)run_at(j, rows[r], tails[r], k));
+                const __m512i v = _mm512_cvtepu8_epi32(c);
+                for (int p = 0; p < 2; p++) {
+                    const __m512i t = p ? _mm512_srli_epi32(v, 4) : v;
+                    const __m512 w = _mm512_permutexvar_ps(t, tb[r]);
+                    for (int m = 0; m < MT; m++)
+                        acc[r][m] = _mm512_fmadd_ps(w, xv[m][p], acc[r][m]);
+                }
+            }
+        }
+        tile512_scale_group(j, n0, g, R, MT, acc, racc);
+    }
+    tile512_finish(R, MT, racc, out);
+}
+
+LMP_ROWS_FN(rows_avx512_w4_b, AVX512_INLINE, tile512_w4, 8, 4)
+
+AVX512 static void rows_avx512_w4(const Job *j, int64_t n0, int64_t n1) {
+    rows_avx512_w4_b(j, n0, n1, 4, 0, 0);
+}
+
+/* Whether the word-plane path applies: 4 bits, a tiled layout (whole 64-byte pieces
+ * are readable), groups made of whole pieces; set_word_planes(0) turns it off. */
+static int word_planes = 1;
+static int use_word_planes(const Job *j) {
+    return word_planes && j->bits == 4 && j->tile_rows > 0 &&
+           (j->G == 1 || j->group_len % 128 == 0);
+}
 
 /* Whether the plane path applies to a vector path of `lanes` float lanes: 2 or 4
  * bits, groups made of whole blocks of lanes * 8/B codes. */
@@ -532,18 +652,6 @@ static int use_planes(const Job *j, int lanes) {
 
 AVX512 static void rows_avx512(const Job *j, int64_t n0, int64_t n1) {
     LMP_DISPATCH(rows_avx512_b)
-}
-
-/* x rows [M, Kp] reordered so that plane p of each block of lanes*(8/B) codes reads
- * its `lanes` activations contiguously: xp[blk + lanes*p + i] = x[blk + i*(8/B) + p]. */
-static void permute_planes(const Job *j, const float *x, float *xp, int lanes) {
-    const int P = 8 / j->bits;
-    const int64_t blk = lanes * P;
-    for (int64_t m = 0; m < j->M; m++)
-        for (int64_t k0 = 0; k0 < j->Kp; k0 += blk)
-            for (int p = 0; p < P; p++)
-                for (int i = 0; i < lanes; i++)
-                    xp[m * j->Kp + k0 + lanes * p + i] = x[m * j->Kp + k0 + i * P + p];
 }
 
 static int have_avx512(void) {
@@ -564,6 +672,33 @@ static int have_avx512(void) { return 0; }
 #endif
 
 /* ----------------------------------------------------------------- dispatch */
+
+/* x rows [M, Kp] reordered so that plane p of each block of lanes*P codes reads its
+ * `lanes` activations contiguously: xp[blk + lanes*p + i] = x[blk + i*P + p]. P is the
+ * codes a lane holds: 8/B for the byte planes, 32/B for the word planes. */
+static void permute_block(const float *x, float *xp, int lanes, int P) {
+    for (int p = 0; p < P; p++)
+        for (int i = 0; i < lanes; i++)
+            xp[lanes * p + i] = x[i * P + p];
+}
+
+static void permute_planes(const Job *j, const float *x, float *xp, int lanes, int P) {
+    const int64_t blk = lanes * P;
+    for (int64_t m = 0; m < j->M; m++)
+        for (int64_t k0 = 0; k0 < j->Kp; k0 += blk)
+            permute_block(x + m * j->Kp + k0, xp + m * j->Kp + k0, lanes, P);
+}
+
+/* As permute_planes for the word-plane path (tile512_w4): whole pieces of 128 codes in
+ * 8 planes of 16, a partial last piece in blocks of 32 codes in 2 planes of 16. */
+static void permute_word_planes(const Job *j, const float *x, float *xp) {
+    for (int64_t m = 0; m < j->M; m++)
+        for (int64_t k0 = 0; k0 < j->Kp; k0 += 128)
+            for (int64_t b = k0; b < k0 + 128; b += k0 + 128 <= j->K ? 128 : 32)
+                permute_block(x + m * j->Kp + b, xp + m * j->Kp + b, 16,
+                              k0 + 128 <= j->K ? 8 : 2);
+}
+
 
 typedef void (*rows_fn)(const Job *, int64_t, int64_t);
 
@@ -592,8 +727,8 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
                           &bits, &tile_rows, &scales, &scale_kind, &p_stride, &zeros, &zero_kind, &mid,
                           &group_len, &G, &bias, nthreads))
         return 0;
-    if (bits < 1 || bits > 8 || M < 0 || K <= 0 || N <= 0 || group_len <= 0 || G <= 0 ||
-        M > MAX_M || (G - 1) * group_len >= K || tile_rows < 0 || tile_rows > 16) {
+    if (bits < 1 || bits > 8 || M < 0 || K <= 0 || N <= 0 || row_bytes <= 0 || group_len <= 0 ||
+        G <= 0 || M > MAX_M || (G - 1) * group_len >= K || tile_rows < 0 || tile_rows > 16) {
         PyErr_SetString(PyExc_ValueError, "lmpress kernel: invalid shape or bit width");
         return 0;
     }
@@ -608,6 +743,9 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
     j->bits = bits;
     j->tile_rows = tile_rows;
     j->cstride = (int64_t)(tile_rows ? tile_rows : 1) * 16 * bits;
+    j->last_col = (row_bytes - 1) / (16 * bits);
+    j->tail_bytes = row_bytes - j->last_col * 16 * bits;
+    j->tile_bytes = (int64_t)tile_rows * row_bytes;
     j->scales = (const uint16_t *)(uintptr_t)scales;
     j->scale_kind = scale_kind;
     j->p_stride = p_stride;
@@ -637,16 +775,19 @@ static int packed_gemm(Job *j, int nthreads) {
     float stack_pad[LMP_STACK_X], stack_perm[LMP_STACK_X];
     float *pad = NULL, *perm = NULL, *heap_pad = NULL, *heap_perm = NULL;
     const float *x = j->x;
-    const size_t n = (size_t)(j->M * j->Kp);
 #ifdef LMP_X86
     const int fits16 = j->G == 1 || j->group_len % 16 == 0,
               fits8 = j->G == 1 || j->group_len % 8 == 0;
     const int avx512 = have_avx512() && fits16, avx2 = !avx512 && have_avx2() && fits8;
+    const int words = avx512 && use_word_planes(j);
     const int lanes = avx512 ? 16 : 8, planes = (avx512 || avx2) && use_planes(j, lanes);
 #else
-    const int avx512 = 0, avx2 = 0, lanes = 0, planes = 0;
+    const int lanes = 0, planes = 0, words = 0;
 #endif
     j->xp_planes = 0;
+    if (words) /* whole pieces of 128 codes per load: x padded to match */
+        j->Kp = (j->K + 127) / 128 * 128;
+    const size_t n = (size_t)(j->M * j->Kp);
     if (j->Kp != j->K) {
         pad = n <= LMP_STACK_X ? stack_pad : (heap_pad = (float *)malloc(n * sizeof(float)));
         if (!pad)
@@ -657,16 +798,21 @@ static int packed_gemm(Job *j, int nthreads) {
         }
         j->x = pad;
     }
-    if (planes) {
+    if (planes || words) {
         perm = n <= LMP_STACK_X ? stack_perm : (heap_perm = (float *)malloc(n * sizeof(float)));
         if (perm) { /* without it the 16-code path below serves */
-            permute_planes(j, j->x, perm, lanes);
+            if (words)
+                permute_word_planes(j, j->x, perm);
+            else
+                permute_planes(j, j->x, perm, lanes, 8 / j->bits);
             j->x = perm;
-            j->xp_planes = 1;
+            j->xp_planes = words ? 2 : 1;
         }
     }
 #ifdef LMP_X86
-    if (avx512)
+    if (j->xp_planes == 2)
+        run_rows(j, rows_avx512_w4, nthreads);
+    else if (avx512)
         run_rows(j, rows_avx512, nthreads);
     else if (avx2)
         run_rows(j, rows_avx2, nthreads);
@@ -1090,7 +1236,7 @@ static PyObject *py_dequant(PyObject *self, PyObject *args) {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && j.N * j.K > 65536)
 #endif
     for (int64_t n = 0; n < j.N; n++) {
-        const uint8_t *row = row_codes(&j, n);
+        const uint8_t *row = row_codes(&j, n), *tail = tail_codes(&j, n);
         float *out = w + n * j.K;
         for (int64_t g = 0; g < j.G; g++) {
             int64_t k0 = g * j.group_len, k1 = k0 + j.group_len;
@@ -1098,7 +1244,7 @@ static PyObject *py_dequant(PyObject *self, PyObject *args) {
                 k1 = j.K;
             float s = job_scale(&j, n, g), z = job_zero(&j, n, g);
             for (int64_t k = k0; k < k1; k++)
-                out[k] = ((float)get_code(&j, row, k) - z) * s;
+                out[k] = ((float)get_code(&j, row, tail, k) - z) * s;
         }
     }
     Py_END_ALLOW_THREADS;
@@ -1219,6 +1365,17 @@ static PyObject *py_set_prefetch(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(old);
 }
 
+static PyObject *py_set_word_planes(PyObject *self, PyObject *args) {
+    int on;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "p", &on))
+        return NULL;
+#ifdef LMP_X86
+    word_planes = on;
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_set_simd(PyObject *self, PyObject *args) {
     int level;
     (void)self;
@@ -1232,6 +1389,8 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"set_simd", py_set_simd, METH_VARARGS, "highest vector path: 2 AVX-512, 1 AVX2, 0 scalar"},
     {"evict", py_evict, METH_VARARGS, "flush a byte range from the caches (evict(ptr, nbytes))"},
+    {"set_word_planes", py_set_word_planes, METH_VARARGS,
+     "use the 4-bit word-plane path where it applies (1) or not (0)"},
     {"set_prefetch", py_set_prefetch, METH_VARARGS, "bytes the vector GEMV paths prefetch ahead (0 off); returns the old value"},
     {"gemm", py_gemm, METH_VARARGS, "y = x @ dequant(W).T (+ bias) from packed codes"},
     {"dequant", py_dequant, METH_VARARGS, "float32 weights from packed codes"},

@@ -170,20 +170,25 @@ def tile_codes(qw: torch.Tensor, bits: int, tile_rows: int) -> torch.Tensor:
     codes of ``bits`` bits): flat uint8 with 16 bytes of zero tail, because the vector
     paths load whole 16-byte words.
 
-    ``tile_rows`` 0 keeps rows in order. ``T > 0`` pads the rows to whole pieces of 128
-    codes (``16 * bits`` bytes) and the row count to a multiple of ``T``, then stores
-    piece 0 of rows 0..T-1, piece 1 of rows 0..T-1, ..., then the next tile of rows:
-    a kernel tile of T rows then streams through memory in order, where row-major codes
-    would be read as T strided streams (measured at about half speed from memory).
+    ``tile_rows`` 0 keeps rows in order. ``T > 0`` pads the row count to a multiple of
+    ``T`` and cuts rows into pieces of 128 codes (``16 * bits`` bytes, the last one
+    ``row_bytes - 16 * bits * (pieces - 1)`` bytes), then stores piece 0 of rows 0..T-1,
+    piece 1 of rows 0..T-1, ..., the last pieces of rows 0..T-1 (packed, without
+    padding), then the next tile of rows: a kernel tile of T rows streams through memory
+    in order, where row-major codes would be read as T strided streams (measured at
+    about half speed from memory), and a partial last piece (rows of 576 codes) is read
+    without padding. A tile takes ``T * row_bytes`` bytes.
     """
     n, rb = qw.shape
     if tile_rows:
         piece = 16 * bits
-        pieces = -(-rb // piece)
+        full = (rb - 1) // piece  # whole pieces before the last one
         tiles = -(-n // tile_rows)
-        pad = torch.zeros(tiles * tile_rows, pieces * piece, dtype=torch.uint8)
-        pad[:n, :rb] = qw
-        qw = pad.view(tiles, tile_rows, pieces, piece).transpose(1, 2)
+        pad = torch.zeros(tiles * tile_rows, rb, dtype=torch.uint8)
+        pad[:n] = qw
+        head = pad[:, : full * piece].reshape(tiles, tile_rows, full, piece).transpose(1, 2)
+        tail = pad[:, full * piece :].reshape(tiles, tile_rows * (rb - full * piece))
+        qw = torch.cat([head.reshape(tiles, -1), tail], dim=1)
     flat = qw.reshape(-1)
     buf = torch.zeros(flat.numel() + 16, dtype=torch.uint8)
     buf[: flat.numel()] = flat
@@ -192,18 +197,21 @@ def tile_codes(qw: torch.Tensor, bits: int, tile_rows: int) -> torch.Tensor:
 
 def cpu_gemm(x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
     """``x [M, K]`` float32 contiguous (M <= 64) -> ``[M, N]`` float32 from packed codes."""
-    if x.shape[0] == 1:
+    # A small layer's product takes a few microseconds: this wrapper's Python is kept
+    # to one shape read, one allocation and no method calls on the common path.
+    m = x.shape[0]
+    if m == 1:
         if st.gemv_path is None:  # decided (and the lookup layout built) at the first GEMV
             st.gemv_path = choose_gemv_path(st)
             if st.gemv_path == "lut":
                 st.lut = lut_layout(st.packed)
         if st.lut is not None:
             return lut_gemv(x, st.lut, bias)
-    y = torch.empty(x.shape[0], st.out_features, dtype=torch.float32)
+    bound = st.bound_args
+    cap = bound[1] if bound is not None and bound[0] is st.weight_args else st.linear()
+    y = torch.empty(m, st.out_features, dtype=torch.float32)
     b = 0 if bias is None else bias.data_ptr()
-    _cpu.linear_gemm(
-        st.linear(), x.data_ptr(), y.data_ptr(), x.shape[0], b, torch.get_num_threads()
-    )
+    _cpu.linear_gemm(cap, x.data_ptr(), y.data_ptr(), m, b, torch.get_num_threads())
     return y
 
 
