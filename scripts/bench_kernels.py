@@ -21,14 +21,21 @@ same machine, measured in the same run. Results: JSON (``--json``) for
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# OpenMP threads bound to cores, for every method alike (torch's kernels and lmpress's
+# share one OpenMP runtime); set before torch loads it. Unbound, on a 2-vCPU VM, the
+# scheduler now and then left both threads on one vCPU for the rest of a run: every
+# 2-thread call at the small shapes then took 2-4 us longer, torch int4 included.
+os.environ.setdefault("OMP_PROC_BIND", "true")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -235,6 +242,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "cpu": cpu_name(),
         "threads": a.threads,
+        "omp_proc_bind": os.environ.get("OMP_PROC_BIND", ""),
         "torch": torch.__version__,
         "kernel_build": build_info(),
         "kernel_source": source_digest(),

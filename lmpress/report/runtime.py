@@ -50,11 +50,13 @@ def kernel_lines(k: dict[str, Any], current: bool = True) -> list[str]:
             "",
         ]
     )
+    bind = k.get("omp_proc_bind")
+    bound = f" bound to cores (OMP_PROC_BIND={bind})" if bind else ""
     out = [
         f"### GEMV from packed codes: {_machine(k)}" + ("" if current else " (earlier kernel)"),
         "",
         *stale,
-        f"`{k['command']}` ({k['date']}; {_machine(k)}, {k['threads']} threads, "
+        f"`{k['command']}` ({k['date']}; {_machine(k)}, {k['threads']} threads{bound}, "
         f"torch {k['torch']}, kernel "
         f"build {k['kernel_build']}). Median of {k['repeats']} timings after warm-up, the methods "
         "taking turns within each repetition; ratios are medians of the per-repetition "
