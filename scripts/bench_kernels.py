@@ -11,7 +11,8 @@ where 128 does not divide K). Two regimes:
   each call reads its weight from memory, as decoding a model does;
 - ``warm``: the same weight every call (it may sit in the cache).
 
-Medians over repeated timings after warm-up; effective GB/s = bytes the method
+Medians over repeated timings after warm-up, in ``--processes`` (3) fresh processes
+run one after another and pooled; effective GB/s = bytes the method
 stores for the weight / time, against a plain large copy (read + write) of the
 same machine, measured in the same run. Results: JSON (``--json``) for
 ``scripts/benchmark.py`` to render.
@@ -24,7 +25,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +55,7 @@ from lmpress.kernels.cpu import (  # noqa: E402
 )
 from lmpress.packing.packed import PackedWeight  # noqa: E402
 from lmpress.report.benchmarks import cpu_name  # noqa: E402
+from lmpress.report.runtime import merge_kernel_runs  # noqa: E402
 
 # SmolLM2-135M's linear shapes (out, in), then two 7B-class layers.
 SHAPES = [
@@ -210,17 +214,8 @@ def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--json", default=str(REPO / "benchmarks" / "kernels.json"))
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", default="1", help="comma-separated activation rows, e.g. 1,4,8")
-    ap.add_argument("--regimes", default="cold,warm")
-    ap.add_argument("--shapes", default=None, help="e.g. 4096x4096,576x576 (out x in)")
-    a = ap.parse_args()
+def measure(a: argparse.Namespace) -> dict:
+    """One process's run of every shape, batch size and regime asked for."""
     torch.set_num_threads(a.threads)
     shapes = SHAPES
     if a.shapes:
@@ -238,7 +233,7 @@ def main() -> None:
                         f"{r['gbs']:6.1f} GB/s",
                         flush=True,
                     )
-    out = {
+    return {
         "machine": platform.processor() or platform.machine(),
         "cpu": cpu_name(),
         "threads": a.threads,
@@ -252,6 +247,51 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rows": rows,
     }
+
+
+def _all_cores() -> None:
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
+def measure_in_processes(a: argparse.Namespace) -> dict:
+    """``measure`` in ``a.processes`` fresh processes one after another, pooled
+    (merge_kernel_runs): on a shared VM a process can spend its whole run in a slower
+    state (every 2-thread call at a small shape twice as long, for torch's kernels and
+    ours alike), which one process's repetitions cannot average out."""
+    flags = ["--repeats", str(a.repeats), "--threads", str(a.threads), "--batch", a.batch]
+    flags += ["--regimes", a.regimes] + (["--shapes", a.shapes] if a.shapes else [])
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(a.processes):
+            print(f"[process {i + 1}/{a.processes}]", flush=True)
+            part = Path(tmp) / f"run{i}.json"
+            cmd = [sys.executable, __file__, *flags, "--processes", "1", "--json", str(part)]
+            # This process's OpenMP runtime bound it to one core (OMP_PROC_BIND), which a
+            # child would inherit: each starts with every core of the machine again.
+            subprocess.run(cmd, check=True, preexec_fn=_all_cores)
+            parts.append(json.loads(part.read_text()))
+    merged = merge_kernel_runs(parts)
+    merged["command"] = "python scripts/bench_kernels.py " + " ".join(sys.argv[1:])
+    return merged
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--json", default=str(REPO / "benchmarks" / "kernels.json"))
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", default="1", help="comma-separated activation rows, e.g. 1,4,8")
+    ap.add_argument("--regimes", default="cold,warm")
+    ap.add_argument("--shapes", default=None, help="e.g. 4096x4096,576x576 (out x in)")
+    ap.add_argument(
+        "--processes", type=int, default=3, help="separate processes to pool (1: this one)"
+    )
+    a = ap.parse_args()
+    if a.processes < 1:
+        ap.error("--processes must be at least 1")
+    out = measure_in_processes(a) if a.processes > 1 else measure(a)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(out, indent=1))
     print(f"wrote {a.json}")

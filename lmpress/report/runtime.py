@@ -36,6 +36,43 @@ def speedup(base: dict[str, Any], ours: dict[str, Any]) -> float:
     return base["seconds"] / ours["seconds"]
 
 
+def merge_kernel_runs(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``kernels.json`` run pooled from runs of the same command in separate
+    processes (``bench_kernels.py --processes N``): each row keeps every repetition of
+    every process (``rep_seconds``, in process order, so that two rows' repetitions still
+    pair up as timed side by side), its median over all of them, and the per-process
+    medians (``process_seconds``); a note that differed between processes (the GEMV path
+    a race chose) lists each. The memory copy is the median of the processes' copies."""
+    if not parts:
+        raise ValueError("merge_kernel_runs needs at least one run")
+
+    def key(r: dict[str, Any]) -> tuple:
+        return (tuple(r["shape"]), r["m"], r["regime"], r["method"])
+
+    by_part = [{key(r): r for r in p["rows"]} for p in parts]
+    rows = []
+    for r0 in parts[0]["rows"]:
+        group = [rows_of[key(r0)] for rows_of in by_part if key(r0) in rows_of]
+        reps = [t for r in group for t in r.get("rep_seconds", [r["seconds"]])]
+        sec = statistics.median(reps)
+        rows.append(
+            {
+                **r0,
+                "seconds": sec,
+                "gbs": r0["bytes"] / sec / 1e9 if "bytes" in r0 else r0.get("gbs"),
+                "note": " / ".join(dict.fromkeys(r["note"] for r in group if "note" in r)),
+                "rep_seconds": reps,
+                "process_seconds": [r["seconds"] for r in group],
+            }
+        )
+    return {
+        **parts[0],
+        "memory_copy_gbs": statistics.median(p["memory_copy_gbs"] for p in parts),
+        "processes": len(parts),
+        "rows": rows,
+    }
+
+
 def kernel_lines(k: dict[str, Any], current: bool = True) -> list[str]:
     rows = k["rows"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -58,9 +95,15 @@ def kernel_lines(k: dict[str, Any], current: bool = True) -> list[str]:
         *stale,
         f"`{k['command']}` ({k['date']}; {_machine(k)}, {k['threads']} threads{bound}, "
         f"torch {k['torch']}, kernel "
-        f"build {k['kernel_build']}). Median of {k['repeats']} timings after warm-up, the methods "
-        "taking turns within each repetition; ratios are medians of the per-repetition "
-        "ratios where the run recorded its repetitions; "
+        f"build {k['kernel_build']}). Median of {k['repeats']} timings after warm-up"
+        + (
+            f" in each of {k['processes']} processes run one after another, pooled (a "
+            "process can land in a slower state of this VM for its whole run)"
+            if k.get("processes", 1) > 1
+            else ""
+        )
+        + ", the methods taking turns within each repetition; ratios are medians of the "
+        "per-repetition ratios where the run recorded its repetitions; "
         f"`cold`: calls cycle through >= 1 GiB of weight copies so each reads from memory "
         f"(as decoding a model does), `warm`: one weight, possibly cache-resident. GB/s = "
         f"stored bytes of the weight / time; the machine's large copy (read + write) "
