@@ -32,9 +32,10 @@ import time
 from pathlib import Path
 
 # OpenMP threads bound to cores, for every method alike (torch's kernels and lmpress's
-# share one OpenMP runtime); set before torch loads it. Unbound, on a 2-vCPU VM, the
-# scheduler now and then left both threads on one vCPU for the rest of a run: every
-# 2-thread call at the small shapes then took 2-4 us longer, torch int4 included.
+# share one OpenMP runtime); set before torch loads it, so that no run depends on where
+# the scheduler put the threads. It does not remove the slower state some processes of
+# this VM run in (2-thread calls at small shapes up to twice as long, torch int4
+# included): that is what pooling processes (measure_in_processes) is for.
 os.environ.setdefault("OMP_PROC_BIND", "true")
 
 import torch  # noqa: E402

@@ -59,8 +59,8 @@ def merge_kernel_runs(parts: list[dict[str, Any]]) -> dict[str, Any]:
             {
                 **r0,
                 "seconds": sec,
-                "gbs": r0["bytes"] / sec / 1e9 if "bytes" in r0 else r0.get("gbs"),
-                "note": " / ".join(dict.fromkeys(r["note"] for r in group if "note" in r)),
+                "gbs": r0["bytes"] / sec / 1e9,
+                "note": " / ".join(dict.fromkeys(r["note"] for r in group)),
                 "rep_seconds": reps,
                 "process_seconds": [r["seconds"] for r in group],
             }
