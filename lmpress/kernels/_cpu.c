@@ -50,11 +50,11 @@ typedef struct {
     const uint8_t *codes; /* see tile_rows; followed by >= 16 readable bytes */
     int64_t row_bytes;
     int bits;
-    int tile_rows;   /* 0: row-major [N, row_bytes]; T: tiled, see row_codes */
+    int tile_rows;   /* 0: row-major [N, row_bytes]; T: tiled, see row_starts */
     int64_t cstride; /* bytes from one piece (16 * bits bytes, 128 codes) of a row to its next */
-    int64_t last_col;   /* index of a row's last piece (see row_codes) */
+    int64_t last_col;   /* index of a row's last piece (see row_starts) */
     int64_t tail_bytes; /* bytes of a row's last piece: row_bytes - last_col * 16 * bits */
-    int64_t tile_bytes; /* bytes of one tile of tile_rows rows (tiled layout) */
+    int64_t tile_bytes; /* bytes of one tile of tile_rows rows (row-major: of one row) */
     const uint16_t *scales; /* raw fp16/bf16 bits, [P, G] */
     int scale_kind;         /* 0 fp16, 1 bf16 */
     int64_t p_stride;       /* G, or 0 when one parameter row serves every row (per tensor) */
@@ -112,35 +112,15 @@ static inline float job_zero(const Job *j, int64_t n, int64_t g) {
  * c of the T rows of a tile in turn, then piece c + 1, so that a kernel working on T
  * rows at once reads one sequential stream rather than T strided ones (which ran at
  * half speed from memory); the last pieces of the T rows are packed tail_bytes apart,
- * so that a partial one (576 = 4 x 128 + 64 codes) is not read with its padding. */
-static inline const uint8_t *row_codes(const Job *j, int64_t n) {
-    if (!j->tile_rows)
-        return j->codes + n * j->row_bytes;
-    const int64_t T = j->tile_rows;
-    return j->codes + (n / T) * j->tile_bytes + (n % T) * 16 * j->bits;
-}
-
-/* The start of row n's last piece. */
-static inline const uint8_t *tail_codes(const Job *j, int64_t n) {
-    if (!j->tile_rows)
-        return j->codes + n * j->row_bytes + j->last_col * 16 * j->bits;
-    const int64_t T = j->tile_rows;
-    return j->codes + (n / T) * j->tile_bytes + j->last_col * T * 16 * j->bits +
-           (n % T) * j->tail_bytes;
-}
-
-/* row_codes and tail_codes of rows n0 .. n0 + R - 1 with one division for the lot (the
- * divisions of row_codes per row were ~2 % of a 4-bit 576 x 576 product's samples). */
-static inline void tile_row_starts(const Job *j, int64_t n0, int R, const uint8_t **rows,
-                                   const uint8_t **tails) {
-    if (!j->tile_rows) {
-        for (int r = 0; r < R; r++) {
-            rows[r] = row_codes(j, n0 + r);
-            tails[r] = tail_codes(j, n0 + r);
-        }
-        return;
-    }
-    const int64_t T = j->tile_rows, piece = 16 * j->bits;
+ * so that a partial one (576 = 4 x 128 + 64 codes) is not read with its padding.
+ * row_starts: where the pieces of rows n0 .. n0 + R - 1 start (rows) and where their
+ * last pieces start (tails). */
+static inline void row_starts(const Job *j, int64_t n0, int R, const uint8_t **rows,
+                              const uint8_t **tails) {
+    /* Row-major is the tiled layout with tiles of one row (tile_bytes = row_bytes). One
+     * division for the R rows: a division per row was ~2 % of a 4-bit 576 x 576
+     * product's samples. */
+    const int64_t T = j->tile_rows ? j->tile_rows : 1, piece = 16 * j->bits;
     int64_t i = n0 % T;
     const uint8_t *tile = j->codes + (n0 / T) * j->tile_bytes;
     for (int r = 0; r < R; r++, i++) {
@@ -153,8 +133,8 @@ static inline void tile_row_starts(const Job *j, int64_t n0, int R, const uint8_
     }
 }
 
-/* The run of 8 codes holding code k of the row whose pieces start at `row` (row_codes)
- * and whose last piece starts at `tail` (tail_codes). */
+/* The run of 8 codes holding code k of the row whose pieces start at `row` and whose
+ * last piece starts at `tail` (row_starts). */
 static inline const uint8_t *run_at(const Job *j, const uint8_t *row, const uint8_t *tail,
                                     int64_t k) {
     const int64_t c = k >> 7;
@@ -194,7 +174,8 @@ static inline uint32_t get_code(const Job *j, const uint8_t *row, const uint8_t 
 static void rows_scalar(const Job *j, int64_t n0, int64_t n1) {
     float acc[MAX_M], racc[MAX_M];
     for (int64_t n = n0; n < n1; n++) {
-        const uint8_t *row = row_codes(j, n), *tail = tail_codes(j, n);
+        const uint8_t *row, *tail;
+        row_starts(j, n, 1, &row, &tail);
         for (int64_t m = 0; m < j->M; m++)
             racc[m] = 0.f;
         for (int64_t g = 0; g < j->G; g++) {
@@ -295,7 +276,7 @@ AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const in
     const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
     const uint8_t *rows[4], *tails[4];
     __m256 racc[4][2], acc[4][2];
-    tile_row_starts(j, n0, R, rows, tails);
+    row_starts(j, n0, R, rows, tails);
     for (int r = 0; r < R; r++)
         for (int m = 0; m < MT; m++)
             racc[r][m] = _mm256_setzero_ps();
@@ -488,24 +469,14 @@ AVX512_INLINE __m512 minus_zero(__m512i masked_or_magic, __m512 zm, const int FZ
 }
 
 /* The parts the AVX-512 tiles share around their inner loops: each row's code
- * pointers and zeroed accumulators; a group's sums scaled into the row accumulators;
- * the row results. */
+ * pointers and zeroed accumulators; the row results. */
 AVX512_INLINE void tile512_start(const Job *j, int64_t n0, const int R, const int MT,
                                  const uint8_t **rows, const uint8_t **tails,
                                  __m512 (*racc)[2]) {
-    tile_row_starts(j, n0, R, rows, tails);
+    row_starts(j, n0, R, rows, tails);
     for (int r = 0; r < R; r++)
         for (int m = 0; m < MT; m++)
             racc[r][m] = _mm512_setzero_ps();
-}
-
-AVX512_INLINE void tile512_scale_group(const Job *j, int64_t n0, int64_t g, const int R,
-                                       const int MT, __m512 (*acc)[2], __m512 (*racc)[2]) {
-    for (int r = 0; r < R; r++) {
-        const __m512 sv = _mm512_set1_ps(scale_f16c(j, n0 + r, g));
-        for (int m = 0; m < MT; m++)
-            racc[r][m] = _mm512_fmadd_ps(acc[r][m], sv, racc[r][m]);
-    }
 }
 
 AVX512_INLINE void tile512_finish(const int R, const int MT, __m512 (*racc)[2], float *out) {
@@ -564,12 +535,16 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
                 }
             }
         }
-        tile512_scale_group(j, n0, g, R, MT, acc, racc);
+        for (int r = 0; r < R; r++) {
+            const __m512 sv = _mm512_set1_ps(scale_f16c(j, n0 + r, g));
+            for (int m = 0; m < MT; m++)
+                racc[r][m] = _mm512_fmadd_ps(acc[r][m], sv, racc[r][m]);
+        }
     }
     tile512_finish(R, MT, racc, out);
 }
 
-/* Why the codes are tiled (row_codes): on a 2-vCPU EPYC, 4 bits, 576 x 1536, an
+/* Why the codes are tiled (row_starts): on a 2-vCPU EPYC, 4 bits, 576 x 1536, an
  * 8-row tile over row-major codes read 8 strided streams and from memory ran at
  * twice its cache-resident time (45 against 21 us), behind torch's int4 kernel;
  * software prefetching did not help, one row at a time lost the shared x loads.
@@ -766,7 +741,7 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
     j->cstride = (int64_t)(tile_rows ? tile_rows : 1) * 16 * bits;
     j->last_col = (row_bytes - 1) / (16 * bits);
     j->tail_bytes = row_bytes - j->last_col * 16 * bits;
-    j->tile_bytes = (int64_t)tile_rows * row_bytes;
+    j->tile_bytes = (int64_t)(tile_rows ? tile_rows : 1) * row_bytes;
     j->scales = (const uint16_t *)(uintptr_t)scales;
     j->scale_kind = scale_kind;
     j->p_stride = p_stride;
@@ -1257,7 +1232,8 @@ static PyObject *py_dequant(PyObject *self, PyObject *args) {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && j.N * j.K > 65536)
 #endif
     for (int64_t n = 0; n < j.N; n++) {
-        const uint8_t *row = row_codes(&j, n), *tail = tail_codes(&j, n);
+        const uint8_t *row, *tail;
+        row_starts(&j, n, 1, &row, &tail);
         float *out = w + n * j.K;
         for (int64_t g = 0; g < j.G; g++) {
             int64_t k0 = g * j.group_len, k1 = k0 + j.group_len;
