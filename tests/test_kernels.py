@@ -108,6 +108,27 @@ def test_every_code_layout_gives_the_same_products(simd, monkeypatch, tile_rows,
 
 
 @built
+@pytest.mark.parametrize(
+    "name, k",
+    [
+        ("w4g128", 4736),  # 37 groups: the word-plane tile (AVX-512), a 5-group second chunk
+        ("w4g128:bf16", 4736),
+        ("w4g128:fz", 4736),
+        ("w2g32", 1120),  # 35 groups
+        ("w3g32:fz", 2080),  # 65 groups: three chunks, the last of one group
+        ("w8g32s", 1056),  # 33 groups, symmetric (a constant zero point)
+        ("w4g20", 1000),  # 50 groups, a partial last one
+    ],
+)
+def test_rows_with_more_groups_than_a_tile_converts_at_once(simd, name, k):
+    """The vector tiles convert scales and zero points 32 groups at a time (LMP_GC)."""
+    for st, w in states_and_weights(name, [(19, k)]):
+        for m in (1, 2):
+            x = torch.randn(m, k)
+            assert_close_to_reference(K.cpu_gemm(x, st, None), x, w)
+
+
+@built
 def test_partial_last_group_of_the_default_model():
     """576 = 4 x 128 + 64: the last group of every row is partial."""
     pw = packed_random("w4g128", 64, 576)
@@ -162,19 +183,20 @@ def test_threads_do_not_change_results():
 @built
 @pytest.mark.parametrize("name", ["w4g128", "w3g64", "w8", "w2g32"])
 def test_prefetching_does_not_change_results(simd, monkeypatch, name):
-    # 64 rows of 4096 codes span many prefetch distances and tiles.
+    # 1040 rows of 4096 codes span many prefetch distances and tiles, and hold enough
+    # codes (>= 1 MiB at 2 bits) for the far (L2) requests.
     monkeypatch.setenv("LMPRESS_GEMV", "fma")
-    st, _ = next(states_and_weights(name, [(64, 4096)]))
+    st, _ = next(states_and_weights(name, [(1040, 4096)]))
     x = torch.randn(2, 4096)
-    default = K._cpu.set_prefetch(0)
+    default = K._cpu.set_prefetch(0, 0)
     try:
         off = [K.cpu_gemm(x[:m], st, None) for m in (1, 2)]
+        K._cpu.set_prefetch(2048, 16384)  # the far requests on, whatever the CPU
+        on = [K.cpu_gemm(x[:m], st, None) for m in (1, 2)]
     finally:
-        K._cpu.set_prefetch(default)
-    assert default > 0
-    assert all(
-        torch.equal(K.cpu_gemm(x[:m], st, None), y) for m, y in zip((1, 2), off, strict=True)
-    )
+        K._cpu.set_prefetch(*default)
+    assert default[0] > 0
+    assert all(torch.equal(a, b) for a, b in zip(on, off, strict=True))
 
 
 @built

@@ -64,6 +64,7 @@ typedef struct {
     int64_t group_len, G;
     const float *bias; /* [N] or NULL */
     int xp_planes;     /* x has been permuted for a plane path (permute_planes) */
+    int64_t far;       /* bytes ahead of the stream prefetched into L2 (0 none) */
 } Job;
 
 static float half_to_float(uint16_t h) {
@@ -148,14 +149,43 @@ static inline const uint8_t *run_at(const Job *j, const uint8_t *row, const uint
  * to 567 us (side by side, 2 threads). Settable through _cpu.set_prefetch. */
 static int64_t prefetch_dist = 2048;
 
+/* Bytes ahead of the codes being read that the vector paths also ask for into L2 (0:
+ * none; -1: not yet chosen, see far_prefetch). On the same Xeon the L1 requests alone
+ * kept a core's stream at about 7 GB/s, as if bound by the L1's miss buffers (one
+ * stream, its hardware prefetch restarting at every 4 KiB page): adding L2 requests
+ * 16 KiB ahead took a cold 4-bit 4096 x 4096 product from 600 to 530 us (2 threads,
+ * side by side; 8 KiB 529, 32 KiB 534; in place of the L1 requests, 553). At the
+ * 576-wide shapes it cost 1-3 %: the requests run past the end of the weight, hence
+ * FAR_MIN_BYTES. Not measured on AMD, so off there: the EPYC this was tuned on lost
+ * 5-15 % to L2 requests in place of L1 ones at 576 x 576. */
+static int64_t prefetch_far = -1;
+#define FAR_MIN_BYTES (1 << 20) /* codes in a weight below which there is no far prefetch */
+
+static int64_t far_prefetch(void) {
+    if (prefetch_far < 0) {
+#ifdef LMP_X86
+        __builtin_cpu_init();
+        prefetch_far = __builtin_cpu_is("intel") ? 16384 : 0;
+#else
+        prefetch_far = 0;
+#endif
+    }
+    return prefetch_far;
+}
+
 /* At the first code of each piece (128 codes), the piece of the tile's stream
- * prefetch_dist bytes ahead: about one request per cache line read. */
+ * prefetch_dist bytes ahead (and j->far bytes ahead into L2): about one request per
+ * cache line read. */
 static inline void prefetch_ahead(const Job *j, const uint8_t *row, int64_t k) {
-    if (!prefetch_dist || (k & 127))
+    if (k & 127)
         return;
-    const uint8_t *p = row + (k >> 7) * j->cstride + prefetch_dist;
-    for (int64_t l = 0; l < j->cstride; l += 64)
-        __builtin_prefetch(p + l, 0, 3);
+    const uint8_t *p = row + (k >> 7) * j->cstride;
+    if (prefetch_dist)
+        for (int64_t l = 0; l < j->cstride; l += 64)
+            __builtin_prefetch(p + prefetch_dist + l, 0, 3);
+    if (j->far)
+        for (int64_t l = 0; l < j->cstride; l += 64)
+            __builtin_prefetch(p + j->far + l, 0, 2);
 }
 
 static inline uint32_t get_code(const Job *j, const uint8_t *row, const uint8_t *tail,
@@ -468,6 +498,41 @@ AVX512_INLINE __m512 minus_zero(__m512i masked_or_magic, __m512 zm, const int FZ
     return _mm512_sub_ps(f, zm);
 }
 
+/* Groups whose scales and zero points a tile converts at once (group_params). */
+#define LMP_GC 32
+
+/* Rows n0..n0+R-1, groups g0..g0+gn-1 (gn <= LMP_GC): scales into sg and zero points
+ * into zg as float32, 16 groups per conversion, so that a group's table takes a
+ * subtract and a multiply from memory broadcasts. Converting each row's scalars at
+ * every group (a load, a conversion and a broadcast each, two of them on the shuffle
+ * port the table permutes need) was a third of the 4-bit GEMV's time on a Xeon
+ * (family 6 model 167). The values are the same floats the scalar conversions gave. */
+AVX512_INLINE void group_params(const Job *j, int64_t n0, const int R, int64_t g0, int gn,
+                                float (*sg)[LMP_GC], float (*zg)[LMP_GC]) {
+    for (int r = 0; r < R; r++) {
+        const int64_t off = (n0 + r) * j->p_stride + g0;
+        for (int b = 0; b < gn; b += 16) {
+            const int cnt = gn - b < 16 ? gn - b : 16;
+            const __mmask32 m = (__mmask32)((1u << cnt) - 1);
+            const __m256i h =
+                _mm512_castsi512_si256(_mm512_maskz_loadu_epi16(m, j->scales + off + b));
+            _mm512_storeu_ps(sg[r] + b, j->scale_kind ? _mm512_castsi512_ps(_mm512_slli_epi32(
+                                                            _mm512_cvtepu16_epi32(h), 16))
+                                                      : _mm512_cvtph_ps(h));
+            __m512 z;
+            if (j->zero_kind == 1)
+                z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(
+                    _mm512_maskz_loadu_epi8(m, (const uint8_t *)j->zeros + off + b))));
+            else if (j->zero_kind == 2)
+                z = _mm512_cvtph_ps(_mm512_castsi512_si256(
+                    _mm512_maskz_loadu_epi16(m, (const uint16_t *)j->zeros + off + b)));
+            else
+                z = _mm512_set1_ps(j->mid);
+            _mm512_storeu_ps(zg[r] + b, z);
+        }
+    }
+}
+
 /* The parts the AVX-512 tiles share around their inner loops: each row's code
  * pointers and zeroed accumulators; the row results. */
 AVX512_INLINE void tile512_start(const Job *j, int64_t n0, const int R, const int MT,
@@ -498,14 +563,18 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
     const __m512i magic = _mm512_set1_epi32(LMP_MAGIC);
     const uint8_t *rows[8], *tails[8];
     __m512 racc[8][2], acc[8][2];
+    float sg[8][LMP_GC], zg[8][LMP_GC];
     tile512_start(j, n0, R, MT, rows, tails, racc);
     for (int64_t g = 0; g < G; g++) {
         int64_t k0 = g * L, k1 = k0 + L;
         if (k1 > kend)
             k1 = kend;
+        const int gi = (int)(g % LMP_GC);
+        if (!gi)
+            group_params(j, n0, R, g, G - g < LMP_GC ? (int)(G - g) : LMP_GC, sg, zg);
         __m512 zm[8];
         for (int r = 0; r < R; r++) {
-            const float z = zero_f16c(j, n0 + r, g);
+            const float z = zg[r][gi];
             zm[r] = B <= 4 ? level_table(z, B) : _mm512_set1_ps(FZ ? z : LMP_TWO23 + z);
             for (int m = 0; m < MT; m++)
                 acc[r][m] = _mm512_setzero_ps();
@@ -536,7 +605,7 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
             }
         }
         for (int r = 0; r < R; r++) {
-            const __m512 sv = _mm512_set1_ps(scale_f16c(j, n0 + r, g));
+            const __m512 sv = _mm512_set1_ps(sg[r][gi]);
             for (int m = 0; m < MT; m++)
                 racc[r][m] = _mm512_fmadd_ps(acc[r][m], sv, racc[r][m]);
         }
@@ -569,17 +638,20 @@ AVX512_INLINE void tile512_w4(const Job *j, int64_t n0, int64_t m0, float *out, 
     const int64_t kfull = j->K / 128 * 128, kend = (j->K + 31) / 32 * 32;
     const uint8_t *rows[8], *tails[8];
     __m512 racc[8][2], tb[8];
+    float sg[8][LMP_GC], zg[8][LMP_GC];
     (void)B, (void)PL, (void)FZ;
     tile512_start(j, n0, R, MT, rows, tails, racc);
     for (int64_t g = 0; g < G; g++) {
         const int64_t k0 = g * L, k1 = k0 + L < kend ? k0 + L : kend;
+        const int gi = (int)(g % LMP_GC);
+        if (!gi)
+            group_params(j, n0, R, g, G - g < LMP_GC ? (int)(G - g) : LMP_GC, sg, zg);
         /* The group's 16 weights (q - z) * s, rounded as the reference dequantizes them,
          * accumulate straight into racc: per-group sums scaled at the group's end took a
          * zeroing and an FMA per row and group and 8 more zmm registers, which spilled.
          * Side by side on the Zen 4: 3-5 % at the 576-wide shapes, 4096^2 unchanged. */
         for (int r = 0; r < R; r++)
-            tb[r] = _mm512_mul_ps(level_table(zero_f16c(j, n0 + r, g), 4),
-                                  _mm512_set1_ps(scale_f16c(j, n0 + r, g)));
+            tb[r] = _mm512_mul_ps(level_table(zg[r][gi], 4), _mm512_set1_ps(sg[r][gi]));
         int64_t k = k0;
         for (; k + 128 <= k1 && k < kfull; k += 128) {
             prefetch_ahead(j, rows[0], k);
@@ -781,6 +853,7 @@ static int packed_gemm(Job *j, int nthreads) {
     const int lanes = 0, planes = 0, words = 0;
 #endif
     j->xp_planes = 0;
+    j->far = j->N * j->row_bytes >= FAR_MIN_BYTES ? far_prefetch() : 0;
     if (words) /* whole pieces of 128 codes per load: x padded to match */
         j->Kp = (j->K + 127) / 128 * 128;
     const size_t n = (size_t)(j->M * j->Kp);
@@ -1353,13 +1426,15 @@ static PyObject *py_evict(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_set_prefetch(PyObject *self, PyObject *args) {
-    long long bytes;
+    long long bytes, far = -2;
     (void)self;
-    if (!PyArg_ParseTuple(args, "L", &bytes))
+    if (!PyArg_ParseTuple(args, "L|L", &bytes, &far))
         return NULL;
-    const long long old = prefetch_dist;
+    PyObject *old = Py_BuildValue("(LL)", (long long)prefetch_dist, (long long)far_prefetch());
     prefetch_dist = bytes < 0 ? 0 : bytes;
-    return PyLong_FromLongLong(old);
+    if (far != -2)
+        prefetch_far = far < 0 ? 0 : far;
+    return old;
 }
 
 static PyObject *py_set_word_planes(PyObject *self, PyObject *args) {
@@ -1388,7 +1463,8 @@ static PyMethodDef methods[] = {
     {"evict", py_evict, METH_VARARGS, "flush a byte range from the caches (evict(ptr, nbytes))"},
     {"set_word_planes", py_set_word_planes, METH_VARARGS,
      "use the 4-bit word-plane path where it applies (1) or not (0)"},
-    {"set_prefetch", py_set_prefetch, METH_VARARGS, "bytes the vector GEMV paths prefetch ahead (0 off); returns the old value"},
+    {"set_prefetch", py_set_prefetch, METH_VARARGS,
+     "set_prefetch(near[, far]): bytes the vector GEMV paths prefetch ahead into L1 (and L2, far; 0 off); returns the old (near, far)"},
     {"gemm", py_gemm, METH_VARARGS, "y = x @ dequant(W).T (+ bias) from packed codes"},
     {"dequant", py_dequant, METH_VARARGS, "float32 weights from packed codes"},
     {"info", py_info, METH_NOARGS, "which paths this build and CPU have"},
