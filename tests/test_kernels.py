@@ -117,7 +117,7 @@ def test_every_code_layout_gives_the_same_products(simd, monkeypatch, tile_rows,
         ("w2g32", 1120),  # 35 groups
         ("w3g32:fz", 2080),  # 65 groups: three chunks, the last of one group
         ("w8g32s", 1056),  # 33 groups, symmetric (a constant zero point)
-        ("w4g20", 1000),  # 50 groups, a partial last one
+        ("w4g32", 1100),  # 35 groups, the last of 12 codes
     ],
 )
 def test_rows_with_more_groups_than_a_tile_converts_at_once(simd, name, k):

@@ -501,14 +501,15 @@ AVX512_INLINE __m512 minus_zero(__m512i masked_or_magic, __m512 zm, const int FZ
 /* Groups whose scales and zero points a tile converts at once (group_params). */
 #define LMP_GC 32
 
-/* Rows n0..n0+R-1, groups g0..g0+gn-1 (gn <= LMP_GC): scales into sg and zero points
- * into zg as float32, 16 groups per conversion, so that a group's table takes a
+/* Rows n0..n0+R-1, groups g0..g0+LMP_GC-1 (fewer at the row's end): scales into sg and
+ * zero points into zg as float32, 16 groups per conversion, so that a group's table takes a
  * subtract and a multiply from memory broadcasts. Converting each row's scalars at
  * every group (a load, a conversion and a broadcast each, two of them on the shuffle
  * port the table permutes need) was a third of the 4-bit GEMV's time on a Xeon
  * (family 6 model 167). The values are the same floats the scalar conversions gave. */
-AVX512_INLINE void group_params(const Job *j, int64_t n0, const int R, int64_t g0, int gn,
+AVX512_INLINE void group_params(const Job *j, int64_t n0, const int R, int64_t g0,
                                 float (*sg)[LMP_GC], float (*zg)[LMP_GC]) {
+    const int gn = j->G - g0 < LMP_GC ? (int)(j->G - g0) : LMP_GC;
     for (int r = 0; r < R; r++) {
         const int64_t off = (n0 + r) * j->p_stride + g0;
         for (int b = 0; b < gn; b += 16) {
@@ -571,7 +572,7 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
             k1 = kend;
         const int gi = (int)(g % LMP_GC);
         if (!gi)
-            group_params(j, n0, R, g, G - g < LMP_GC ? (int)(G - g) : LMP_GC, sg, zg);
+            group_params(j, n0, R, g, sg, zg);
         __m512 zm[8];
         for (int r = 0; r < R; r++) {
             const float z = zg[r][gi];
@@ -645,7 +646,7 @@ AVX512_INLINE void tile512_w4(const Job *j, int64_t n0, int64_t m0, float *out, 
         const int64_t k0 = g * L, k1 = k0 + L < kend ? k0 + L : kend;
         const int gi = (int)(g % LMP_GC);
         if (!gi)
-            group_params(j, n0, R, g, G - g < LMP_GC ? (int)(G - g) : LMP_GC, sg, zg);
+            group_params(j, n0, R, g, sg, zg);
         /* The group's 16 weights (q - z) * s, rounded as the reference dequantizes them,
          * accumulate straight into racc: per-group sums scaled at the group's end took a
          * zeroing and an FMA per row and group and 8 more zmm registers, which spilled.
@@ -1426,13 +1427,18 @@ static PyObject *py_evict(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_set_prefetch(PyObject *self, PyObject *args) {
-    long long bytes, far = -2;
+    long long bytes, far = 0;
+    PyObject *far_arg = Py_None;
     (void)self;
-    if (!PyArg_ParseTuple(args, "L|L", &bytes, &far))
+    if (!PyArg_ParseTuple(args, "L|O", &bytes, &far_arg))
+        return NULL;
+    if (far_arg != Py_None && (far = PyLong_AsLongLong(far_arg)) == -1 && PyErr_Occurred())
         return NULL;
     PyObject *old = Py_BuildValue("(LL)", (long long)prefetch_dist, (long long)far_prefetch());
+    if (!old)
+        return NULL;
     prefetch_dist = bytes < 0 ? 0 : bytes;
-    if (far != -2)
+    if (far_arg != Py_None)
         prefetch_far = far < 0 ? 0 : far;
     return old;
 }
