@@ -2,9 +2,15 @@
 
 ``config.json`` carries ``quantization_config``::
 
-    {"quant_method": "lmpress", "format_version": 1 (2 with float zero points), ...
-     "modules": {"model.layers.0.self_attn.q_proj": {"method": "gptq", "scheme": {...}}},
+    {"quant_method": "lmpress", "format_version": 3, ...
+     "modules": {"model.layers.0.self_attn.q_proj": {"method": "gptq", "scheme": {...},
+                 "components": {"qweight": {"shape": [576, 288], "dtype": "uint8"}, ...}}},
      "recipe": {...}, "calibration": {...}, "source_model": "..."}
+
+``components`` lists every tensor a module stores (its format's and any optional
+ones, :mod:`lmpress.packing.components`); the loader checks each against the scheme
+and the file. Checkpoints of format 1 and 2 have no such list: their modules hold
+exactly their format's tensors.
 
 Writes go to a temporary sibling directory that is renamed into place at the
 end, so an interrupted save never leaves a directory that looks complete.
@@ -27,7 +33,8 @@ from lmpress.formats.scheme import Scheme
 from lmpress.models.arch import linear_weight
 from lmpress.nn.qlinear import QLinear
 from lmpress.outputs import atomic_output
-from lmpress.packing.packed import PACKED_FORMAT_VERSION
+from lmpress.packing.components import optional_component_of
+from lmpress.packing.packed import PACKED_FORMAT_VERSION, PackedWeight
 from lmpress.pipeline import _set_module
 
 WEIGHTS_FILE = "model.safetensors"
@@ -66,15 +73,17 @@ def save_checkpoint(
         extra_modules = extra.pop("modules", {})
         run = {k: extra.pop(k) for k in RUN_KEYS if k in extra}
         modules = {
-            name: {**extra_modules.get(name, {}), "scheme": m.scheme.to_dict()}
+            name: {
+                **extra_modules.get(name, {}),
+                "scheme": m.scheme.to_dict(),
+                "components": _describe(m.packed().expected()),
+            }
             for name, m in model.named_modules()
             if isinstance(m, QLinear)
         }
         qc = {
             "quant_method": "lmpress",
-            "format_version": 2
-            if any(m.scheme.float_zero for m in model.modules() if isinstance(m, QLinear))
-            else 1,
+            "format_version": PACKED_FORMAT_VERSION,
             "lmpress_version": __version__,
             **extra,
             "modules": modules,
@@ -90,6 +99,62 @@ def save_checkpoint(
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     return out
+
+
+def _describe(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> dict[str, Any]:
+    return {
+        n: {"shape": list(sh), "dtype": str(dt).removeprefix("torch.")}
+        for n, (sh, dt) in shapes.items()
+    }
+
+
+def _module_components(
+    name: str, spec: dict[str, Any], scheme: Scheme, out_f: int, in_f: int, path: Path
+) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Every tensor module ``name`` stores, by the checkpoint's list (format 3) or, for
+    older checkpoints, by its scheme; a list that contradicts the scheme is an error."""
+    expected = PackedWeight.expected_shapes(scheme, out_f, in_f)
+    listed = spec.get("components")
+    if listed is None:
+        return expected
+    out: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+    for t, d in listed.items():
+        dtype = getattr(torch, str(d.get("dtype")), None)
+        shape = tuple(d.get("shape", ()))
+        if not isinstance(dtype, torch.dtype):
+            raise LmpressError(f"{path}: {name}.{t} declares an unknown dtype {d.get('dtype')!r}")
+        if t in expected:
+            if (shape, dtype) != expected[t]:
+                raise LmpressError(
+                    f"{path}: {name}.{t} is declared {list(shape)} {d.get('dtype')}, but scheme "
+                    f"{scheme.name} stores {list(expected[t][0])} {expected[t][1]}"
+                )
+        elif optional_component_of(t) is None:
+            raise LmpressError(f"{path}: {name} lists an unknown component {t!r}")
+        out[t] = (shape, dtype)
+    missing = sorted(set(expected) - set(out))
+    if missing:
+        raise LmpressError(f"{path}: {name} lacks the component(s) {missing} of {scheme.name}")
+    return out
+
+
+def _check_stored(
+    state: dict[str, torch.Tensor],
+    declared: dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]],
+    path: Path,
+) -> None:
+    """Each quantized module's stored tensors have the shapes and dtypes it declares."""
+    for module, comps in declared.items():
+        for t, (shape, dtype) in comps.items():
+            key = f"{module}.{t}"
+            got = state.get(key)
+            if got is None:
+                raise LmpressError(f"{path}: {WEIGHTS_FILE} lacks {key}")
+            if tuple(got.shape) != shape or got.dtype != dtype:
+                raise LmpressError(
+                    f"{path}: {key} is stored as {list(got.shape)} {got.dtype}, but its module "
+                    f"declares {list(shape)} {dtype}; the checkpoint is damaged or mislabelled"
+                )
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -165,14 +230,19 @@ def load_checkpoint(path: str | Path, with_tokenizer: bool = True):
     model = empty_model(cfg_dict)
     state = load_file(str(path / WEIGHTS_FILE))
     schemes: dict[str, Scheme] = {}
+    declared: dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]] = {}
     for name, spec in qc["modules"].items():
         old = model.get_submodule(name)
         out_f, in_f = linear_weight(old).shape
         key = json.dumps(spec["scheme"], sort_keys=True)
         scheme = schemes.setdefault(key, Scheme.from_dict(spec["scheme"]))
+        declared[name] = _module_components(name, spec, scheme, out_f, in_f, path)
         # Buffers start on the meta device; the state dict supplies them (assign=True).
-        q = QLinear(in_f, out_f, scheme, old.bias is not None, device="meta")
+        q = QLinear(
+            in_f, out_f, scheme, old.bias is not None, device="meta", components=declared[name]
+        )
         _set_module(model, name, q)
+    _check_stored(state, declared, path)
     fill_model(model, state, path)
     model.config.quantization_config = qc
     tok = None

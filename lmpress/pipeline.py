@@ -15,9 +15,9 @@ block's outputs on the float model's inputs; for those the pipeline carries a
 second, float stream of hidden states through the blocks.
 """
 
-import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +41,8 @@ class _Stop(Exception):
 
 @dataclass
 class QuantizeResult:
+    """A quantized model and what the run found out about it."""
+
     model: nn.Module
     packed: dict[str, PackedWeight]
     plans: dict[str, ModulePlan]
@@ -53,6 +55,10 @@ class QuantizeResult:
     transforms: list[dict] = field(default_factory=list)
     # relative weight error ||dW||^2 / ||W||^2 of every quantized module (needs no data)
     weight_errors: dict[str, float] = field(default_factory=dict)
+    # set by lmpress.quantize: the tokenizer to save beside the model, and what the
+    # checkpoint's quantization_config records of the run (recipe, calibration, ...)
+    tokenizer: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 Batch = tuple[torch.Tensor, dict]
@@ -189,7 +195,7 @@ def _group_hessian(
         x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
         _add_gram_upper(H, x)
         for n, s in saliency.items():
-            # the saliency may cover only the first calibration samples (guided_samples)
+            # the saliency may cover only the first calibration samples
             w = s[count : count + x.shape[0]].sqrt()
             for k in range(s.shape[1]):
                 if w.shape[0]:
@@ -293,7 +299,7 @@ def _quantize_one(
     spec = get_method(plan.method)
     given = hessian if method_hessian is None else method_hessian
     res = spec.fn(w, plan.scheme, given if plan.needs_hessian else None, **plan.method_args)
-    packed = PackedWeight.from_codes(res.codes, res.scale, res.zero, plan.scheme)
+    packed = res.packed(plan.scheme)
     dq = packed.dequantize()
     err = None
     d = w - dq
@@ -315,9 +321,9 @@ def quantize_model(
     """Quantize ``model`` in place by ``recipe``; its planned linears become ``QLinear``.
 
     ``calib_ids`` is ``int64 [n_samples, seq_len]``; required when a planned
-    method needs calibration statistics.
+    method needs calibration statistics. Runs on torch's current thread settings (the
+    CLI sets them; the library leaves them to its caller).
     """
-    torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
     layout = find_layout(model)
     recipe.check_overrides_match(
@@ -356,11 +362,10 @@ def quantize_model(
                 "it is not supported yet"
             ) from e
     # GuidedQuant: end-loss weights from the float model, before any block changes
-    guided_groups = {n: p.method_args.get("guided", 0) for n, p in plans.items()}
-    guided_groups = {n: g for n, g in guided_groups.items() if g and plans[n].needs_hessian}
+    guided_groups = {n: p.needs.guided_groups for n, p in plans.items() if p.needs.guided_groups}
     saliency: dict[str, torch.Tensor] = {}
     if guided_groups:
-        n_s = max(plans[n].method_args.get("guided_samples", 0) for n in guided_groups)
+        n_s = max(plans[n].needs.guided_samples for n in guided_groups)
         ids = calib_ids if n_s == 0 else calib_ids[:n_s]
         saliency = output_saliency(model, guided_groups, ids, progress=progress)
     # Block-level refinement (learned rounding) fits each block to the float block's

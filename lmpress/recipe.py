@@ -22,6 +22,7 @@ import yaml
 from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme, parse_scheme
 from lmpress.methods import get_method
+from lmpress.methods.base import Needs
 from lmpress.transforms import get_transform
 
 _RECIPE_KEYS = {"method", "scheme", "method_args", "overrides", "transforms"}
@@ -37,8 +38,14 @@ class ModulePlan:
     method_args: dict[str, Any]
 
     @property
+    def needs(self) -> Needs:
+        """What the pipeline must provide this module's method."""
+        return get_method(self.method).needs(self.method_args)
+
+    @property
     def needs_hessian(self) -> bool:
-        return get_method(self.method).uses_hessian(self.method_args)
+        """Whether the method needs calibration statistics for this module."""
+        return self.needs.data
 
 
 @dataclass
@@ -182,7 +189,9 @@ class Recipe:
                 elif o.method_args:
                     args = {**args, **o.method_args}
                 scheme = o.scheme or scheme
-        return ModulePlan(method, scheme, get_method(method).options(args, method))
+        spec = get_method(method)
+        spec.check_format(scheme, method)
+        return ModulePlan(method, scheme, spec.options(args, method))
 
     def check_overrides_match(self, names: list[str]) -> None:
         """Every override must match at least one quantizable module: typos are errors."""

@@ -34,6 +34,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def names_in_order(self) -> list[str]:
+        """Names in the order they were registered (where that order means something)."""
+        return list(self._items)
+
     def __contains__(self, name: str) -> bool:
         return name in self._items
 

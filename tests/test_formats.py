@@ -48,11 +48,11 @@ def test_error_bounded_by_half_step(spec, cols):
     if s.granularity == "group" and s.group_size > cols:
         pytest.skip("group larger than width")
     r = get_method("rtn").fn(w, s)
-    dq = PackedWeight.from_codes(r.codes, r.scale, r.zero, s).dequantize()
-    assert torch.allclose(dq, fake_quantize(w, r.scale, r.zero, s))
+    dq = r.packed(s).dequantize()
+    assert torch.allclose(dq, fake_quantize(w, r.params["scale"], r.params["zero"], s))
     from lmpress.formats.affine import expand_to_columns
 
-    step = expand_to_columns(r.scale, cols, s)
+    step = expand_to_columns(r.params["scale"], cols, s)
     err = (w - dq).abs()
     # Inside the grid the error is at most half a step; the integer zero point
     # (or the symmetric grid's one-sided range) can push a row's extreme values
@@ -65,11 +65,11 @@ def test_partial_last_group_is_stored_and_counted():
     s = parse_scheme("w4g128")
     w = torch.randn(8, 576)
     r = get_method("rtn").fn(w, s)
-    assert r.scale.shape == (8, 5)  # 4 full groups + one of 64
+    assert r.params["scale"].shape == (8, 5)  # 4 full groups + one of 64
     # the partial group's scale depends only on its own 64 columns
     sc, _ = minmax_qparams(w[:, 512:], parse_scheme("w4"))
-    assert torch.equal(r.scale[:, 4:], sc)
-    pw = PackedWeight.from_codes(r.codes, r.scale, r.zero, s)
+    assert torch.equal(r.params["scale"][:, 4:], sc)
+    pw = r.packed(s)
     bits = pw.stored_bits() / w.numel()
     # codes + 5 fp16 scales per row + 5 four-bit zeros per row (packed across rows)
     expected = 4 + (5 * 16) / 576 + (5 * 4) / 576

@@ -73,7 +73,7 @@ def test_guided_gptq_cuts_the_end_loss_weighted_error_on_a_real_layer(smollm2, m
     fn = get_method(method).fn
 
     def dq(r):
-        return PackedWeight.from_codes(r.codes, r.scale, r.zero, scheme).dequantize()
+        return r.packed(scheme).dequantize()
 
     plain = _guided_error(w, x, s, dq(fn(w, scheme, H)))
     guided = _guided_error(w, x, s, dq(fn(w, scheme, Hg, guided=g)))

@@ -48,7 +48,7 @@ def _rtn_layers(block, names, scheme):
                 block.get_submodule(n),
                 n,
                 w,
-                PackedWeight.from_codes(r.codes, r.scale, r.zero, scheme),
+                r.packed(scheme),
             )
         )
     return layers

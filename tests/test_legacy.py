@@ -64,7 +64,7 @@ def test_methods_reproduce_the_legacy_outputs(cell):
     recipe = Recipe.from_dict(legacy.METHOD_CELLS[cell])
     res = quantize_model(model, recipe, legacy.calibration_tokens(), progress=False)
     new = {
-        f"{name}.{suffix}": t for name, p in res.packed.items() for suffix, t in p.tensors().items()
+        f"{name}.{suffix}": t for name, p in res.packed.items() for suffix, t in p.tensors.items()
     }
     assert sorted(new) == sorted(old)
     exact = cell.split("@")[0].split(":")[0] in EXACT

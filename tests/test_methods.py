@@ -12,7 +12,7 @@ from lmpress.packing import PackedWeight
 def _out_err(w, x, method, scheme, **kw):
     H = x.T @ x / x.shape[0]
     r = get_method(method).fn(w, scheme, H, **kw)
-    dq = PackedWeight.from_codes(r.codes, r.scale, r.zero, scheme).dequantize()
+    dq = r.packed(scheme).dequantize()
     return ((x @ (w - dq).T) ** 2).mean().item()
 
 
@@ -40,7 +40,7 @@ def test_gptq_codes_decode_with_their_stored_parameters():
     s = parse_scheme("w4g64")
     H = x.T @ x / x.shape[0]
     r = get_method("gptq").fn(w, s, H, act_order=True)
-    assert r.scale.shape == (48, 4)
+    assert r.params["scale"].shape == (48, 4)
     assert r.codes.min() >= 0 and r.codes.max() <= 15
     assert torch.equal(r.codes, r.codes.round())
 
@@ -65,7 +65,7 @@ def test_gptq_lazy_blocks_match_unblocked_with_groups_across_blocks():
     s = parse_scheme("w3g48")
     a = get_method("gptq").fn(w, s, H, act_order=False, block_size=32)
     b = get_method("gptq").fn(w, s, H, act_order=False, block_size=144)
-    assert torch.allclose(a.scale, b.scale, rtol=1e-3)
+    assert torch.allclose(a.params["scale"], b.params["scale"], rtol=1e-3)
     assert (a.codes == b.codes).float().mean() > 0.995
 
 
@@ -99,7 +99,7 @@ def test_mse_qparams_partial_group_and_tensor():
 
 def _weight_err(w, method, scheme, hessian=None, **kw):
     r = get_method(method).fn(w, scheme, hessian, **kw)
-    dq = PackedWeight.from_codes(r.codes, r.scale, r.zero, scheme).dequantize()
+    dq = r.packed(scheme).dequantize()
     return ((w - dq) ** 2).mean().item()
 
 
@@ -131,7 +131,7 @@ def test_hqq_zero_step_shrinks_the_mean_error_of_a_group(smollm2):
 
     def mean_abs_group_bias(method):
         r = get_method(method).fn(w, s)
-        dq = PackedWeight.from_codes(r.codes, r.scale, r.zero, s).dequantize()
+        dq = r.packed(s).dequantize()
         return (dq - w).reshape(w.shape[0], -1, 64).mean(-1).abs().mean().item()
 
     assert mean_abs_group_bias("hqq") < 0.8 * mean_abs_group_bias("rtn")
@@ -178,7 +178,7 @@ def test_hqq_handles_every_granularity_and_symmetry():
     for spec in ("w4g64", "w3gt", "w3", "w4g32s", "w2g48:fz", "w8g16:bf16:fz", "w3gt:fz"):
         s = parse_scheme(spec)
         r = get_method("hqq").fn(w, s, fit_scale=not s.float_zero)
-        p = PackedWeight.from_codes(r.codes, r.scale, r.zero, s)
+        p = r.packed(s)
         assert r.codes.shape == w.shape and r.codes.min() >= 0 and r.codes.max() <= s.fmt.qmax
         err = ((p.dequantize() - w) ** 2).mean()
         assert err < 0.5 * w.var() / 2 ** (s.bits - 2), (spec, err)

@@ -91,10 +91,10 @@ def test_float_zero_points_pack_save_load(tmp_path):
     from lmpress.methods import get_method
 
     r = get_method("hqq").fn(w, s)
-    assert not torch.equal(r.zero, r.zero.round())  # really fractional
-    p = PackedWeight.from_codes(r.codes, r.scale, r.zero, s)
-    assert p.qzeros.dtype == torch.float16 and p.qzeros.shape == r.scale.shape
-    assert torch.equal(p.zeros(), r.zero)
+    assert not torch.equal(r.params["zero"], r.params["zero"].round())  # really fractional
+    p = r.packed(s)
+    assert p.qzeros.dtype == torch.float16 and p.qzeros.shape == r.params["scale"].shape
+    assert torch.equal(p.zeros(), r.params["zero"])
     model = tiny_model("llama")
     quantize_model(model, Recipe(method="hqq", scheme="w4g32:fz"), progress=False)
     ids = torch.randint(0, 512, (1, 16))
@@ -212,6 +212,6 @@ def test_learned_round_with_float_zero_points():
     s = parse_scheme("w3g16:fz")
     r = get_method("learned-round").fn(w, s, x.T @ x / 512, objective="layer", iters=10)
     assert torch.equal(r.codes, r.codes.round())
-    dq = PackedWeight.from_codes(r.codes, r.scale, r.zero, s).dequantize()
-    step = r.scale.max()
+    dq = r.packed(s).dequantize()
+    step = r.params["scale"].max()
     assert (dq - w).abs().max() < 2 * step

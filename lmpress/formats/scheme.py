@@ -1,29 +1,24 @@
 """A scheme: number format + granularity + scale storage + symmetry.
 
-Shorthand names: ``w<bits>[g<group>][a|s][:bf16][:fz]``. ``w8`` is per output
-channel, ``w4g128`` is groups of 128 along the input dimension, ``w4gt`` one
-scale per tensor. The letter picks asymmetric (``a``, the default) or symmetric
-(``s``); ``:bf16`` stores scales in bfloat16 instead of float16; ``:fz`` stores
-float zero points (in the scale dtype, as HQQ does) instead of integers packed at
-the code width. The full form is a dict, e.g. ``{"bits": 4, "group_size": 128,
-"symmetric": false, "scale_dtype": "float16", "zero_format": "int"}``.
+Each format parses its own shorthand spellings (the integer format's are
+``w<bits>[g<group>][a|s][:bf16][:fz]``: ``w8`` per output channel, ``w4g128`` groups
+of 128 along the input dimension, ``w4gt`` one scale per tensor; see
+:mod:`lmpress.formats.integer`). The full form is a dict, e.g. ``{"bits": 4,
+"group_size": 128, "symmetric": false, "scale_dtype": "float16", "zero_format":
+"int"}``, with ``"format"`` naming a registered format (default ``int``).
 """
 
-import re
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import torch
 
 from lmpress.errors import LmpressError
-from lmpress.formats.integer import IntFormat
+from lmpress.formats.base import FORMATS, Format
 
 Granularity = Literal["tensor", "channel", "group"]
 SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-_SHORT = re.compile(
-    r"^w(?P<bits>\d+)(?:g(?P<group>t|-?\d+))?(?P<sym>[as])?(?::(?P<dt>fp16|bf16))?(?P<fz>:fz)?$"
-)
-_SHORT_DTYPES = {"fp16": "float16", "bf16": "bfloat16", None: "float16"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +36,10 @@ class Scheme:
     zero_format: str = "int"
 
     def __post_init__(self) -> None:
-        IntFormat(self.bits)  # validates bits
+        if self.format not in FORMATS:
+            raise LmpressError(
+                f"format {self.format!r} unknown; known: {', '.join(FORMATS.names())}"
+            )
         if self.granularity not in ("tensor", "channel", "group"):
             raise LmpressError(
                 f"granularity {self.granularity!r} unknown; use tensor, channel or group"
@@ -57,16 +55,12 @@ class Scheme:
             raise LmpressError(
                 f"scale_dtype {self.scale_dtype!r} unknown; use {', '.join(SCALE_DTYPES)}"
             )
-        if self.zero_format not in ("int", "float"):
-            raise LmpressError(f"zero_format {self.zero_format!r} unknown; use int or float")
-        if self.zero_format == "float" and self.symmetric:
-            raise LmpressError("float zero points need an asymmetric scheme (drop the 's')")
-        if self.format != "int":
-            raise LmpressError(f"format {self.format!r} is not supported yet; use 'int'")
+        FORMATS.get(self.format).check_scheme(self)
 
-    @property
-    def fmt(self) -> IntFormat:
-        return IntFormat(self.bits)
+    @cached_property
+    def fmt(self) -> Format:
+        """The scheme's number format, bound to it (see :class:`lmpress.formats.base.Format`)."""
+        return FORMATS.get(self.format)(self)
 
     @property
     def torch_scale_dtype(self) -> torch.dtype:
@@ -88,11 +82,7 @@ class Scheme:
 
     @property
     def name(self) -> str:
-        g = {"tensor": "gt", "channel": ""}.get(self.granularity, f"g{self.group_size}")
-        suffix = "s" if self.symmetric else ""
-        dt = "" if self.scale_dtype == "float16" else ":bf16"
-        fz = ":fz" if self.float_zero else ""
-        return f"w{self.bits}{g}{suffix}{dt}{fz}"
+        return self.fmt.scheme_name()
 
     @property
     def float_zero(self) -> bool:
@@ -131,23 +121,12 @@ def parse_scheme(spec: "str | dict[str, Any] | Scheme") -> Scheme:
         return spec
     if isinstance(spec, dict):
         return Scheme.from_dict(spec)
-    m = _SHORT.match(str(spec).strip().lower())
-    if not m:
-        raise LmpressError(
-            f"cannot parse scheme {spec!r}; expected e.g. w8, w4g128, w3g64a, w4g128s, w8gt, "
-            "w4g64:fz"
-        )
-    common = {
-        "bits": int(m["bits"]),
-        "symmetric": m["sym"] == "s",
-        "scale_dtype": _SHORT_DTYPES[m["dt"]],
-        "zero_format": "float" if m["fz"] else "int",
-    }
-    group = m["group"]
-    if group is None:
-        return Scheme(granularity="channel", **common)
-    if group == "t":
-        return Scheme(granularity="tensor", **common)
-    if int(group) <= 0:
-        raise LmpressError(f"group size must be a positive integer in {spec!r}, e.g. w4g128")
-    return Scheme(granularity="group", group_size=int(group), **common)
+    text = str(spec).strip().lower()
+    for name in FORMATS.names():
+        scheme = FORMATS.get(name).parse(text)
+        if scheme is not None:
+            return scheme
+    examples = "; ".join(
+        f"{n}: {FORMATS.get(n).spellings()}" for n in FORMATS.names() if FORMATS.get(n).spellings()
+    )
+    raise LmpressError(f"cannot parse scheme {spec!r}; expected e.g. {examples}")

@@ -3,8 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from lmpress.formats.scheme import Scheme
-from lmpress.kernels.base import KERNELS
+from lmpress.kernels.base import KERNELS, YES, Support
 from lmpress.packing.packed import PackedWeight
 
 
@@ -25,8 +24,8 @@ class TorchKernel:
     def available(self) -> bool:
         return True
 
-    def supports(self, scheme: Scheme) -> bool:
-        return True
+    def supports(self, packed: PackedWeight, device: torch.device) -> Support:
+        return YES
 
     def prepare(self, packed: PackedWeight) -> torch.Tensor:
         return packed.dequantize().to(packed.qweight.device)

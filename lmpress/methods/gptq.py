@@ -15,10 +15,10 @@ import dataclasses
 import torch
 
 from lmpress.errors import LmpressError
-from lmpress.formats.affine import expand_to_columns, minmax_qparams, mse_qparams, num_groups
+from lmpress.formats.affine import num_groups
 from lmpress.formats.scheme import Scheme
 from lmpress.guidance import output_row_groups
-from lmpress.methods.base import QuantResult, register_method
+from lmpress.methods.base import Needs, QuantResult, register_method
 
 
 def _inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
@@ -69,14 +69,23 @@ def _guided(
     ]
     return QuantResult(
         torch.cat([p.codes for p in parts]),
-        torch.cat([p.scale for p in parts]),
-        torch.cat([p.zero for p in parts]),
+        {k: torch.cat([p.params[k] for p in parts]) for k in parts[0].params},
     )
+
+
+def guided_needs(o: dict) -> Needs:
+    """The Hessian, and GuidedQuant's weighted ones when ``guided`` asks for them."""
+    return Needs(hessian=True, guided_groups=o["guided"], guided_samples=o["guided_samples"])
+
+
+# every format operation GPTQ rounds through
+GPTQ_FORMAT_OPS = ("choose_params", "encode", "decode")
 
 
 @register_method(
     "gptq",
-    needs_hessian=True,
+    needs=guided_needs,
+    format_ops=GPTQ_FORMAT_OPS,
     limits={
         "damp": (lambda v: 0 <= v <= 10, "0 <= damp <= 10 (fraction of the mean Hessian diagonal)"),
         "block_size": (lambda v: v >= 1, "block_size >= 1"),
@@ -85,14 +94,6 @@ def _guided(
         "guided": GUIDED_LIMIT,
         "guided_samples": GUIDED_SAMPLES_LIMIT,
     },
-    damp=0.01,
-    act_order=True,
-    block_size=128,
-    mse=True,
-    grid_weight="hdiag",
-    grid_power=1.0,
-    guided=0,
-    guided_samples=32,
 )
 def gptq(
     w: torch.Tensor,
@@ -137,7 +138,7 @@ def gptq(
             "activations on the calibration text); check the model in float32"
         )
     n_out, n_in = W.shape
-    qmax = scheme.fmt.qmax
+    fmt = scheme.fmt
 
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
@@ -146,16 +147,12 @@ def gptq(
     dynamic = scheme.granularity == "group" and not act_order
     g = scheme.group_len(n_in)
     if dynamic:
-        rows = n_out
-        scale = torch.zeros(rows, num_groups(n_in, scheme))
-        zero = torch.zeros_like(scale)
-        s_cols = torch.zeros(rows, n_in)
-        z_cols = torch.zeros(rows, n_in)
-        col_scheme = dataclasses.replace(scheme, granularity="channel", group_size=0)
+        params = {k: torch.zeros(n_out, num_groups(n_in, scheme)) for k in fmt.param_names}
+        cols_p = {k: torch.zeros(n_out, n_in) for k in fmt.param_names}
+        col_fmt = dataclasses.replace(scheme, granularity="channel", group_size=0).fmt
     elif not (mse and grid_weight == "hinv"):  # (hinv: chosen below, after the factor)
-        scale, zero = mse_qparams(W, scheme, H.diagonal()) if mse else minmax_qparams(W, scheme)
-        s_cols = expand_to_columns(scale, n_in, scheme).clone()
-        z_cols = expand_to_columns(zero, n_in, scheme).clone()
+        params = fmt.choose_params(W, H.diagonal() if mse else None, search=mse)
+        cols_p = {k: v.clone() for k, v in fmt.expand(params, n_in).items()}
 
     perm = torch.arange(n_in)
     if act_order:
@@ -165,12 +162,11 @@ def gptq(
         # LeanQuant: quantizing column j costs err^2 / U_jj^2 in GPTQ's sequential loss
         imp = torch.empty(n_in)
         imp[perm] = hinv.diagonal().pow(-2.0 * grid_power)
-        scale, zero = mse_qparams(W, scheme, imp)
-        s_cols = expand_to_columns(scale, n_in, scheme).clone()
-        z_cols = expand_to_columns(zero, n_in, scheme).clone()
+        params = fmt.choose_params(W, imp, search=True)
+        cols_p = {k: v.clone() for k, v in fmt.expand(params, n_in).items()}
     if act_order:
         W, H = W[:, perm], H[perm][:, perm]
-        s_cols, z_cols = s_cols[:, perm], z_cols[:, perm]
+        cols_p = {k: v[:, perm] for k, v in cols_p.items()}
     codes = torch.zeros_like(W)
 
     for i1 in range(0, n_in, block_size):
@@ -188,21 +184,19 @@ def gptq(
                     # Columns past this block have not yet received its pending errors.
                     later = W[:, i2:end] - err1[:, :i] @ hinv[i1:j, i2:end]
                     cols = torch.cat([cols, later], dim=1)
-                if mse:
-                    s, z = mse_qparams(cols, col_scheme, H.diagonal()[j : j + cols.shape[1]])
-                else:
-                    s, z = minmax_qparams(cols, col_scheme)
-                scale[:, j // g], zero[:, j // g] = s[:, 0], z[:, 0]
-                s_cols[:, j:end], z_cols[:, j:end] = s, z
+                imp = H.diagonal()[j : j + cols.shape[1]] if mse else None
+                for k, v in col_fmt.choose_params(cols, imp, search=mse).items():
+                    params[k][:, j // g] = v[:, 0]
+                    cols_p[k][:, j:end] = v
             col = W1[:, i]
-            s, z = s_cols[:, j], z_cols[:, j]
-            q = torch.clamp(torch.round(col / s + z), 0, qmax)
+            pj = {k: v[:, j] for k, v in cols_p.items()}
+            q = fmt.encode(col, pj)
             codes[:, j] = q
-            e = (col - (q - z) * s) / hinv1[i, i]
+            e = (col - fmt.decode(q, pj)) / hinv1[i, i]
             W1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
             err1[:, i] = e
         W[:, i2:] -= err1 @ hinv[i1:i2, i2:]
 
     if act_order:
         codes = codes[:, torch.argsort(perm)]
-    return QuantResult(codes, scale, zero)
+    return QuantResult(codes, params)

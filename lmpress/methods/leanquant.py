@@ -13,23 +13,25 @@ import torch
 
 from lmpress.formats.scheme import Scheme
 from lmpress.methods.base import QuantResult, register_method
-from lmpress.methods.gptq import GUIDED_LIMIT, GUIDED_SAMPLES_LIMIT, gptq
+from lmpress.methods.gptq import (
+    GPTQ_FORMAT_OPS,
+    GUIDED_LIMIT,
+    GUIDED_SAMPLES_LIMIT,
+    gptq,
+    guided_needs,
+)
 
 
 @register_method(
     "leanquant",
-    needs_hessian=True,
+    needs=guided_needs,
+    format_ops=GPTQ_FORMAT_OPS,
     limits={
         "damp": (lambda v: 0 <= v <= 10, "0 <= damp <= 10 (fraction of the mean Hessian diagonal)"),
         "power": (lambda v: 0 < v <= 4, "0 < power <= 4"),
         "guided": GUIDED_LIMIT,
         "guided_samples": GUIDED_SAMPLES_LIMIT,
     },
-    damp=0.01,
-    act_order=True,
-    power=1.0,
-    guided=0,
-    guided_samples=32,
 )
 def leanquant(
     w: torch.Tensor,

@@ -92,7 +92,7 @@ def _packed_or_dense(
     mid = 2 ** (bits - 1)
     symmetric = bool((zero == mid).all())
     scheme = _scheme(bits, group, k, symmetric, sdt)
-    return PackedWeight.from_codes(codes, scale.float(), zero.float(), scheme)
+    return PackedWeight.from_codes(codes, {"scale": scale.float(), "zero": zero.float()}, scheme)
 
 
 def read_gptq(path: Path, qc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -9,12 +9,16 @@ from lmpress.packing.packed import PackedWeight
 
 
 class QLinear(nn.Module):
-    """Holds packed tensors as buffers; forward equals dequantize-then-``F.linear``.
+    """Holds every component of a packed weight as a buffer; forward equals
+    dequantize-then-``F.linear``.
 
-    ``kernel`` names a backend of :mod:`lmpress.kernels` (``auto``: the C kernels
-    that read packed codes when built, else the torch reference). The kernel's
-    state (for the reference, the dequantized weight) is prepared at the first
-    forward and dropped when the buffers change; the packed buffers stay the
+    The buffers are the scheme's format's tensors plus any optional components
+    (``components``: name -> (shape, dtype), e.g. a sparsity mask), so that
+    ``state_dict`` and the checkpoint carry all of them. ``kernel`` names a backend of
+    :mod:`lmpress.kernels` (``auto``: the fastest one that supports this weight, else
+    the torch reference; ``kernel_reason`` says why a kernel was passed over). The
+    kernel's state (for the reference, the dequantized weight) is prepared at the
+    first forward and dropped when the buffers change; the packed buffers stay the
     source of truth and are what the checkpoint stores.
     """
 
@@ -27,6 +31,7 @@ class QLinear(nn.Module):
         kernel: str = "auto",
         cache_weight: bool = True,
         device: "torch.device | str | None" = None,
+        components: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -36,7 +41,10 @@ class QLinear(nn.Module):
         self.cache_weight = cache_weight
         self._weight_cache: torch.Tensor | None = None
         self._kernel_state: tuple[object, object] | None = None  # (kernel, its state)
+        self.kernel_reason = ""
         expected = PackedWeight.expected_shapes(scheme, out_features, in_features)
+        expected.update(components or {})
+        self.component_names = tuple(expected)
         for name, (shape, dtype) in expected.items():
             self.register_buffer(name, torch.zeros(shape, dtype=dtype, device=device))
         if bias:
@@ -46,22 +54,22 @@ class QLinear(nn.Module):
 
     @classmethod
     def from_packed(cls, packed: PackedWeight, bias: torch.Tensor | None) -> "QLinear":
-        m = cls(packed.in_features, packed.out_features, packed.scheme, bias is not None)
-        for name, t in packed.tensors().items():
+        m = cls(
+            packed.in_features,
+            packed.out_features,
+            packed.scheme,
+            bias is not None,
+            components=packed.expected(),
+        )
+        for name, t in packed.tensors.items():
             setattr(m, name, t.clone())
         if bias is not None:
             m.bias = bias.detach().to(torch.float32).clone()
         return m
 
     def packed(self) -> PackedWeight:
-        return PackedWeight(
-            self.scheme,
-            self.out_features,
-            self.in_features,
-            self.qweight,
-            self.scales,
-            getattr(self, "qzeros", None),
-        )
+        tensors = {n: self._buffers[n] for n in self.component_names}
+        return PackedWeight(self.scheme, self.out_features, self.in_features, tensors)
 
     def dequantized_weight(self) -> torch.Tensor:
         if self._weight_cache is not None:
@@ -91,15 +99,16 @@ class QLinear(nn.Module):
 
     def set_kernel(self, name: str) -> None:
         """Run through kernel ``name`` (``auto``, ``cpu``, ``torch``) from the next call."""
-        select_kernel(name, self.scheme, self.qweight.device)  # fails now on a bad name
+        select_kernel(name, self.packed(), self.qweight.device)  # fails now on a bad name
         self.kernel_name = name
         self._kernel_state = None
 
     def kernel(self) -> tuple[object, object]:
         """The kernel this module runs on its device, and the state prepared for it."""
         if self._kernel_state is None:
-            k = select_kernel(self.kernel_name, self.scheme, self.qweight.device)
-            state = self.dequantized_weight() if k.name == "torch" else k.prepare(self.packed())
+            packed = self.packed()
+            k, self.kernel_reason = select_kernel(self.kernel_name, packed, self.qweight.device)
+            state = self.dequantized_weight() if k.name == "torch" else k.prepare(packed)
             self._kernel_state = (k, state)
         return self._kernel_state
 

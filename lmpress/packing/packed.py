@@ -1,29 +1,25 @@
-"""The packed weight: codes, scales and zero points of one matrix, as stored.
+"""The packed weight: one matrix as stored, a set of named components.
 
-Tensors (names are the safetensors suffixes under the module's prefix):
-
-- ``qweight``  uint8 ``[out, packed_row_bytes(in, bits)]``: bit-packed codes.
-- ``scales``   float16/bfloat16 ``[P, G]``: per-group scales (``P`` = out, or 1 per tensor).
-- ``qzeros``   uint8 ``[1, packed_row_bytes(P * G, bits)]``: bit-packed integer zero
-  points, flattened row-major so that per-channel zeros are not padded row by
-  row; absent for symmetric schemes (implicit zero ``2**(bits-1)``). With float
-  zero points (``scheme.float_zero``, format version 2) it is ``[P, G]`` float16.
-
-Anything else (low-rank factors, sparsity masks, codebooks) goes in ``extras``
-and bumps ``PACKED_FORMAT_VERSION`` when it changes how weights decode.
+The components are the scheme's format's own tensors (for ``int``: bit-packed codes
+``qweight``, ``scales`` and, for asymmetric schemes, ``qzeros``; see
+:meth:`lmpress.formats.integer.IntFormat.components`) and any optional components
+(:mod:`lmpress.packing.components`: a sparsity mask, low-rank factors, ...). The names
+are the safetensors suffixes under the module's prefix. Every component is stored,
+moved, counted in the bits and decoded; code that cannot handle one refuses the weight.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from lmpress.formats.affine import dequantize_codes, expand_to_columns, num_groups
+from lmpress.errors import LmpressError
+from lmpress.formats.base import Params
 from lmpress.formats.scheme import Scheme
-from lmpress.packing.bits import pack_codes, packed_row_bytes, unpack_codes
+from lmpress.packing.components import OPTIONAL_COMPONENTS, Component, optional_component_of
 
-# 2: float zero points (schemes with zero_format='float'); checkpoints without them
-# are written as 1 so that older readers still load them.
-PACKED_FORMAT_VERSION = 2
+# 3: every module lists its stored tensors ("components") in quantization_config and may
+# hold optional components; 2: float zero points; 1: integer zero points only.
+PACKED_FORMAT_VERSION = 3
 
 
 @dataclass
@@ -33,102 +29,126 @@ class PackedWeight:
     scheme: Scheme
     out_features: int
     in_features: int
-    qweight: torch.Tensor
-    scales: torch.Tensor
-    qzeros: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        unknown = [
+            n
+            for n in self.tensors
+            if n not in self.format_components() and optional_component_of(n) is None
+        ]
+        if unknown:
+            raise LmpressError(
+                f"packed weight of scheme {self.scheme.name} has unknown component(s) "
+                f"{unknown}; known: {sorted(self.format_components())} and the optional "
+                "components of lmpress.packing.components"
+            )
 
     @classmethod
     def from_codes(
-        cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, scheme: Scheme
+        cls,
+        codes: torch.Tensor,
+        params: Params,
+        scheme: Scheme,
+        extra: dict[str, torch.Tensor] | None = None,
     ) -> "PackedWeight":
-        """Pack float/int codes ``[out, in]``, scales ``[P, G]`` and zeros ``[P, G]``."""
+        """Pack codes ``[out, in]`` and per-group ``params`` (``{name: [P, G]}``), plus
+        optional component tensors ``extra``."""
         out_f, in_f = codes.shape
-        bits = scheme.bits
-        qweight = pack_codes(codes.to(torch.int64), bits)
-        scales = scale.to(scheme.torch_scale_dtype).contiguous()
-        if scheme.symmetric:
-            qzeros = None
-        elif scheme.float_zero:
-            qzeros = zero.to(torch.float16).contiguous()
-        else:
-            qzeros = pack_codes(zero.to(torch.int64).reshape(1, -1), bits)
-        return cls(scheme, out_f, in_f, qweight, scales, qzeros)
+        tensors = scheme.fmt.pack(codes, params)
+        tensors.update(extra or {})
+        return cls(scheme, out_f, in_f, tensors)
+
+    # -- the format's view -----------------------------------------------------------
+    def format_components(self) -> dict[str, Component]:
+        return self.scheme.fmt.components(self.out_features, self.in_features)
 
     def codes(self) -> torch.Tensor:
         """Unpacked codes, uint8 ``[out, in]``."""
-        return unpack_codes(self.qweight, self.scheme.bits, self.in_features)
+        return self.scheme.fmt.unpack_codes(self.tensors, self.in_features)
+
+    def params(self) -> Params:
+        """Per-group parameters ``{name: [P, G]}`` float32, as stored."""
+        return self.scheme.fmt.unpack_params(self.tensors)
+
+    @property
+    def qweight(self) -> torch.Tensor:
+        return self.tensors["qweight"]
+
+    @property
+    def scales(self) -> torch.Tensor:
+        return self.tensors["scales"]
+
+    @property
+    def qzeros(self) -> torch.Tensor | None:
+        return self.tensors.get("qzeros")
 
     def zeros(self) -> torch.Tensor:
-        """Zero points as float32 ``[P, G]``."""
-        if self.qzeros is None:
-            return torch.full(self.scales.shape, float(self.scheme.fmt.mid))
-        if self.scheme.float_zero:
-            return self.qzeros.float()
-        p, g = self.scales.shape
-        return unpack_codes(self.qzeros, self.scheme.bits, p * g).reshape(p, g).float()
+        """Zero points as float32 ``[P, G]`` (formats with a ``zero`` parameter)."""
+        return self.params()["zero"]
 
+    # -- optional components -----------------------------------------------------------
+    def optional_components(self) -> list[str]:
+        """Names of the optional components this weight holds, in decoding order."""
+        held = {c.name for n in self.tensors if (c := optional_component_of(n)) is not None}
+        return [n for n in OPTIONAL_COMPONENTS.names_in_order() if n in held]
+
+    def component_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        return {t: self.tensors[t] for t in OPTIONAL_COMPONENTS.get(name).tensors}
+
+    # -- decoding and accounting ----------------------------------------------------------
     def dequantize(self) -> torch.Tensor:
         """Float32 weight ``[out, in]`` exactly as the stored tensors define it."""
-        s = expand_to_columns(self.scales.float(), self.in_features, self.scheme)
-        z = expand_to_columns(self.zeros(), self.in_features, self.scheme)
-        return dequantize_codes(self.codes(), s, z)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Stored tensors by suffix name."""
-        t = {"qweight": self.qweight, "scales": self.scales}
-        if self.qzeros is not None:
-            t["qzeros"] = self.qzeros
-        t.update(self.extras)
-        return t
+        fmt = self.scheme.fmt
+        w = fmt.decode(self.codes(), fmt.expand(self.params(), self.in_features))
+        for name in self.optional_components():
+            w = OPTIONAL_COMPONENTS.get(name).apply(w, self.component_tensors(name))
+        return w
 
     def stored_bits(self) -> int:
-        """Every bit this weight occupies on disk (codes, scales, zeros, extras, padding)."""
-        return sum(t.numel() * t.element_size() * 8 for t in self.tensors().values())
+        """Every bit this weight occupies on disk (all components, padding included)."""
+        return sum(t.numel() * t.element_size() * 8 for t in self.tensors.values())
+
+    def expected(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Shape and dtype of every tensor this weight holds (format's and optional)."""
+        shapes = {n: (c.shape, c.dtype) for n, c in self.format_components().items()}
+        for n, t in self.tensors.items():
+            if n not in shapes:
+                shapes[n] = (tuple(t.shape), t.dtype)
+        return shapes
 
     @staticmethod
     def expected_shapes(
         scheme: Scheme, out_f: int, in_f: int
     ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """Shape and dtype of each stored tensor for a matrix of this size (for empty modules)."""
-        rows = 1 if scheme.granularity == "tensor" else out_f
-        g = num_groups(in_f, scheme)
-        sdt = scheme.torch_scale_dtype
-        shapes = {
-            "qweight": ((out_f, packed_row_bytes(in_f, scheme.bits)), torch.uint8),
-            "scales": ((rows, g), sdt),
-        }
-        if scheme.float_zero:
-            shapes["qzeros"] = ((rows, g), torch.float16)
-        elif not scheme.symmetric:
-            shapes["qzeros"] = ((1, packed_row_bytes(rows * g, scheme.bits)), torch.uint8)
-        return shapes
+        """Shape and dtype of each tensor the format stores for a matrix of this size."""
+        return {n: (c.shape, c.dtype) for n, c in scheme.fmt.components(out_f, in_f).items()}
 
 
 def concat_rows(parts: list[PackedWeight]) -> PackedWeight:
     """Several packed weights of one scheme (not per-tensor) stacked along their rows.
 
     The result decodes to ``torch.cat([p.dequantize() for p in parts])``: codes and
-    per-row parameters move with their rows; zero points are re-packed because they
-    are stored as one flat stream.
+    per-row parameters move with their rows; the format re-packs what it stores as one
+    stream; each optional component stacks its tensors or refuses.
     """
     s = parts[0].scheme
     if any(p.scheme != s or p.in_features != parts[0].in_features for p in parts):
         raise ValueError("concat_rows needs one scheme and one input width")
     if s.granularity == "tensor":
         raise ValueError("per-tensor weights have one scale each; they cannot share rows")
-    qzeros = None
-    if parts[0].qzeros is not None:
-        if s.float_zero:
-            qzeros = torch.cat([p.qzeros for p in parts])
-        else:
-            z = torch.cat([p.zeros() for p in parts]).to(torch.int64)
-            qzeros = pack_codes(z.reshape(1, -1), s.bits)
-    return PackedWeight(
-        s,
-        sum(p.out_features for p in parts),
-        parts[0].in_features,
-        torch.cat([p.qweight for p in parts]),
-        torch.cat([p.scales for p in parts]),
-        qzeros,
-    )
+    held = [p.optional_components() for p in parts]
+    if any(h != held[0] for h in held):
+        raise LmpressError(
+            f"cannot stack weights with different components {held}; keep them apart"
+        )
+    comps = parts[0].format_components()
+    codes = [n for n, c in comps.items() if c.role == "codes"]
+    tensors = {n: torch.cat([p.tensors[n] for p in parts]) for n in codes}
+    params = [{n: p.tensors[n] for n in comps if n not in codes and n in p.tensors} for p in parts]
+    tensors.update(s.fmt.concat_params(params))
+    for name in held[0]:
+        tensors.update(
+            OPTIONAL_COMPONENTS.get(name).concat([p.component_tensors(name) for p in parts])
+        )
+    return PackedWeight(s, sum(p.out_features for p in parts), parts[0].in_features, tensors)

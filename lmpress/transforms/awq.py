@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from lmpress.errors import LmpressError
-from lmpress.formats.affine import fake_quantize, minmax_qparams
 from lmpress.formats.scheme import Scheme
 from lmpress.models.arch import is_linear, linear_weight
 from lmpress.transforms.base import Batch, register_transform, run_block, slice_batch
@@ -52,8 +51,8 @@ def scaled_output_error(
     total = 0.0
     for w, sch in zip(weights, scheme, strict=True):
         ws = w * s
-        scale, zero = minmax_qparams(ws, sch)
-        dw = fake_quantize(ws, scale, zero, sch) / s - w
+        fmt = sch.fmt
+        dw = fmt.fake_quantize(ws, fmt.choose_params(ws)) / s - w
         total += float(((dw @ hessian) * dw).sum())
     return total
 
