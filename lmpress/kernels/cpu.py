@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lmpress.formats.scheme import Scheme
-from lmpress.kernels.base import KERNELS
+from lmpress.kernels.base import KERNELS, YES, Support
 from lmpress.kernels.lut import LutState, lut_gemv, lut_layout, lut_supported
 from lmpress.packing.bits import unpack_codes
 from lmpress.packing.packed import PackedWeight
@@ -342,8 +341,16 @@ class CpuKernel:
             )
         return _cpu is not None
 
-    def supports(self, scheme: Scheme) -> bool:
-        return scheme.format == "int" and 1 <= scheme.bits <= 8
+    def supports(self, packed: PackedWeight, device: torch.device) -> Support:
+        scheme = packed.scheme
+        if device.type != "cpu":
+            return Support(False, f"runs on the CPU, the weight is on {device.type}")
+        if scheme.format != "int" or not 1 <= scheme.bits <= 8:
+            return Support(False, f"reads integer codes of 1-8 bits, not {scheme.name}")
+        extra = packed.optional_components()
+        if extra:
+            return Support(False, f"does not decode the {', '.join(extra)} component(s)")
+        return YES
 
     def prepare(self, packed: PackedWeight) -> CpuState:
         # The lookup layout is built lazily at the first batch-1 call: workloads with
