@@ -1,5 +1,6 @@
 """One small registry class, instantiated once per kind (formats, methods, kernels, ...)."""
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -43,6 +44,21 @@ class Registry(Generic[T]):
 
 
 Limits = dict[str, tuple[Callable[[Any], bool], str]]
+
+
+def keyword_defaults(fn: Callable[..., Any], positional: tuple[str, ...]) -> dict[str, Any]:
+    """The options of a registered function: its parameters after ``positional`` and
+    their defaults, so that a method's or transform's defaults are stated once, in its
+    signature. Every option must have a default."""
+    params = list(inspect.signature(fn).parameters.values())
+    if tuple(p.name for p in params[: len(positional)]) != positional:
+        raise TypeError(f"{fn.__name__} must start with ({', '.join(positional)})")
+    defaults = {}
+    for p in params[len(positional) :]:
+        if p.default is inspect.Parameter.empty:
+            raise TypeError(f"option {p.name!r} of {fn.__name__} needs a default")
+        defaults[p.name] = p.default
+    return defaults
 
 
 def validate_options(

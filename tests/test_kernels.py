@@ -22,7 +22,7 @@ def packed_random(name: str, n: int, k: int, seed: int = 0) -> PackedWeight:
     w = torch.randn(n, k)
     sc, z = minmax_qparams(w, s)
     q = quantize_codes(w, expand_to_columns(sc, k, s), expand_to_columns(z, k, s), s.fmt.qmax)
-    return PackedWeight.from_codes(q, sc, z, s)
+    return PackedWeight.from_codes(q, {"scale": sc, "zero": z}, s)
 
 
 @pytest.fixture(params=[2, 1, 0], ids=["avx512", "avx2", "scalar"])
@@ -219,17 +219,26 @@ def test_unbuilt_extension_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(K, "_cpu", None)
     monkeypatch.setattr(K, "_IMPORT_ERROR", "not built")
     monkeypatch.setattr(K, "_warned", False)
+    packed = packed_random("w4g128", 8, 256)
     with pytest.warns(UserWarning, match="not built"):
-        k = select_kernel("auto", parse_scheme("w4g128"), torch.device("cpu"))
-    assert k.name == "torch"
+        k, reason = select_kernel("auto", packed, torch.device("cpu"))
+    assert k.name == "torch" and reason == "cpu: not available"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert select_kernel("auto", parse_scheme("w4"), torch.device("cpu")).name == "torch"
+        assert select_kernel("auto", packed, torch.device("cpu"))[0].name == "torch"
 
 
 def test_cuda_tensors_use_the_reference_kernel():
-    k = select_kernel("auto", parse_scheme("w4g128"), torch.device("cuda"))
-    assert k.name == "torch"
+    packed = packed_random("w4g128", 8, 256)
+    k, reason = select_kernel("auto", packed, torch.device("cuda"))
+    assert k.name == "torch" and "CPU" in reason
+
+
+def test_a_named_kernel_that_cannot_run_a_weight_falls_back_with_a_warning():
+    packed = packed_random("w4g128", 8, 256)
+    with pytest.warns(UserWarning, match="cannot run w4g128"):
+        k, reason = select_kernel("cpu", packed, torch.device("cuda"))
+    assert k.name == "torch" and reason.startswith("cpu: ")
 
 
 def test_unknown_kernel_is_a_clear_error():

@@ -12,7 +12,6 @@ A method is registered with :func:`register_method`. It declares
   refused with a one-line error before any work starts.
 """
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from torch import nn
 from lmpress.formats.base import Params, require_ops
 from lmpress.formats.scheme import Scheme
 from lmpress.packing.packed import PackedWeight
-from lmpress.registry import Limits, Registry, validate_options
+from lmpress.registry import Limits, Registry, keyword_defaults, validate_options
 
 
 @dataclass
@@ -120,20 +119,6 @@ METHODS: Registry[MethodSpec] = Registry("method")
 _POSITIONAL = ("w", "scheme", "hessian")
 
 
-def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
-    """The options of a method function: its keyword parameters after ``w, scheme,
-    hessian`` and their defaults (every option must have one)."""
-    params = list(inspect.signature(fn).parameters.values())
-    if tuple(p.name for p in params[:3]) != _POSITIONAL:
-        raise TypeError(f"method function {fn.__name__} must start with (w, scheme, hessian)")
-    defaults = {}
-    for p in params[3:]:
-        if p.default is inspect.Parameter.empty:
-            raise TypeError(f"option {p.name!r} of {fn.__name__} needs a default")
-        defaults[p.name] = p.default
-    return defaults
-
-
 def register_method(
     name: str,
     needs: "Needs | Callable[[dict[str, Any]], Needs]",
@@ -146,7 +131,9 @@ def register_method(
     def deco(fn: Callable[..., QuantResult]) -> Callable[..., QuantResult]:
         needs_fn = needs if callable(needs) else (lambda _o, n=needs: n)
         METHODS.register(name)(
-            MethodSpec(fn, needs_fn, option_defaults(fn), limits or {}, format_ops, refine)
+            MethodSpec(
+                fn, needs_fn, keyword_defaults(fn, _POSITIONAL), limits or {}, format_ops, refine
+            )
         )
         return fn
 

@@ -167,8 +167,6 @@ def _snapshot(mods: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
         "grid": (lambda v: v >= 2, "grid >= 2"),
         "max_tokens": (lambda v: v >= 1, "max_tokens >= 1"),
     },
-    grid=20,
-    max_tokens=16384,
 )
 @torch.no_grad()
 def awq(

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lmpress.formats.scheme import Scheme
-from lmpress.registry import Limits, Registry, validate_options
+from lmpress.registry import Limits, Registry, keyword_defaults, validate_options
 
 # (hidden states [batch, seq, hidden], the block's keyword arguments)
 Batch = tuple[torch.Tensor, dict]
@@ -41,8 +41,12 @@ class TransformSpec:
 TRANSFORMS: Registry[TransformSpec] = Registry("transform")
 
 
-def register_transform(name: str, limits: Limits | None = None, **defaults: Any):
+def register_transform(name: str, limits: Limits | None = None):
+    """Register ``fn(block, batches, groups, schemes, **options)``; its options are its
+    keyword defaults."""
+
     def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        defaults = keyword_defaults(fn, ("block", "batches", "groups", "schemes"))
         TRANSFORMS.register(name)(TransformSpec(fn, defaults, limits or {}))
         return fn
 
