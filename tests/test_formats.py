@@ -5,7 +5,6 @@ from lmpress.errors import LmpressError
 from lmpress.formats.affine import fake_quantize, minmax_qparams
 from lmpress.formats.scheme import Scheme, parse_scheme
 from lmpress.methods import get_method
-from lmpress.packing import PackedWeight
 
 
 def test_shorthand():

@@ -9,7 +9,6 @@ from lmpress.errors import LmpressError
 from lmpress.formats.scheme import parse_scheme
 from lmpress.guidance import output_row_groups, output_saliency
 from lmpress.methods import get_method
-from lmpress.packing import PackedWeight
 from lmpress.pipeline import quantize_model
 from lmpress.recipe import Recipe
 

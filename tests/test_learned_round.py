@@ -11,7 +11,6 @@ from lmpress.methods import get_method
 from lmpress.methods.base import BlockLayer
 from lmpress.methods.learned_round import refine_block
 from lmpress.models.arch import find_layout, linear_weight
-from lmpress.packing import PackedWeight
 from lmpress.pipeline import quantize_model
 from lmpress.recipe import Recipe
 from lmpress.transforms.base import run_block

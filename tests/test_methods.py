@@ -6,7 +6,6 @@ from conftest import layer_inputs, needs_data, needs_smollm2
 
 from lmpress.formats.scheme import parse_scheme
 from lmpress.methods import get_method
-from lmpress.packing import PackedWeight
 
 
 def _out_err(w, x, method, scheme, **kw):
