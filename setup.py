@@ -36,6 +36,7 @@ setup(
             ],
             depends=[
                 "lmpress/kernels/decode_ops.h",
+                "lmpress/kernels/linear.h",
                 "lmpress/kernels/lut.h",
                 "lmpress/kernels/simd.h",
             ],

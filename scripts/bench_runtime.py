@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 import lmpress  # noqa: E402
 from lmpress.eval.perplexity import eval_ids  # noqa: E402
 from lmpress.eval.speed import median_rate  # noqa: E402
-from lmpress.generate import Decoder, generate_ids  # noqa: E402
 from lmpress.models.load import load_model  # noqa: E402
-from lmpress.report.benchmarks import cpu_name  # noqa: E402
+from lmpress.report.machine import cpu_name  # noqa: E402
+from lmpress.runtime import Decoder, generate_ids  # noqa: E402
 
 MODEL = "smollm2-135m"
 DECODE_SCHEMES = ["w4g128", "w3g128", "w2g128", "w4g32s", "w8s"]

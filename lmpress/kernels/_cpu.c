@@ -18,6 +18,11 @@
  * An AVX2/FMA path is chosen at run time where the CPU has it (the file itself is
  * compiled for the baseline ISA), with a portable scalar path otherwise; rows are
  * split over OpenMP threads when the build has OpenMP.
+ *
+ * This file holds the products (packed-code GEMM/GEMV, dense GEMV, dequant), the
+ * prepared linear layers the decode step runs (linear.h), and the Python module
+ * glue of the whole extension. The decode step itself and its small float32 ops
+ * are in decode_ops.c, the table-lookup GEMV in lut.c.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,6 +42,7 @@
 #endif
 
 #include "decode_ops.h"
+#include "linear.h"
 #include "lut.h"
 #include "simd.h"
 
@@ -111,16 +117,16 @@ static inline float job_zero(const Job *j, int64_t n, int64_t g) {
  * one possibly shorter (tail_bytes). Row-major (tile_rows 0): a row's pieces follow
  * each other, rows follow each other. Tiled (tile_rows T): rows in tiles of T; piece
  * c of the T rows of a tile in turn, then piece c + 1, so that a kernel working on T
- * rows at once reads one sequential stream rather than T strided ones (which ran at
- * half speed from memory); the last pieces of the T rows are packed tail_bytes apart,
+ * rows at once reads one sequential stream rather than T strided ones (which memory
+ * serves more slowly); the last pieces of the T rows are packed tail_bytes apart,
  * so that a partial one (576 = 4 x 128 + 64 codes) is not read with its padding.
  * row_starts: where the pieces of rows n0 .. n0 + R - 1 start (rows) and where their
  * last pieces start (tails). */
 static inline void row_starts(const Job *j, int64_t n0, int R, const uint8_t **rows,
                               const uint8_t **tails) {
     /* Row-major is the tiled layout with tiles of one row (tile_bytes = row_bytes). One
-     * division for the R rows: a division per row was ~2 % of a 4-bit 576 x 576
-     * product's samples. */
+     * division for the R rows, not one per row: this runs for every tile, and integer
+     * division is slow next to a small product's arithmetic. */
     const int64_t T = j->tile_rows ? j->tile_rows : 1, piece = 16 * j->bits;
     int64_t i = n0 % T;
     const uint8_t *tile = j->codes + (n0 / T) * j->tile_bytes;
@@ -143,21 +149,19 @@ static inline const uint8_t *run_at(const Job *j, const uint8_t *row, const uint
 }
 
 /* Bytes ahead of the codes being read that the vector paths ask for (0: none). A
- * tile reads one sequential stream, yet the hardware prefetchers of a virtualised
- * Xeon (AVX-512, family 6 model 167) left it waiting on memory: asking 2 KiB ahead
- * took a cold 4-bit 576 x 576 product from 19.8 to 13.8 us and 4096 x 4096 from 764
- * to 567 us (side by side, 2 threads). Settable through _cpu.set_prefetch. */
+ * tile reads one sequential stream, yet hardware prefetchers can fall behind it and
+ * leave the kernel waiting on memory; asking 2 KiB ahead keeps the stream fed
+ * (measured by scripts/bench_kernels.py, BENCHMARKS.md). Settable through
+ * _cpu.set_prefetch. */
 static int64_t prefetch_dist = 2048;
 
 /* Bytes ahead of the codes being read that the vector paths also ask for into L2 (0:
- * none; -1: not yet chosen, see far_prefetch). On the same Xeon the L1 requests alone
- * kept a core's stream at about 7 GB/s, as if bound by the L1's miss buffers (one
- * stream, its hardware prefetch restarting at every 4 KiB page): adding L2 requests
- * 16 KiB ahead took a cold 4-bit 4096 x 4096 product from 600 to 530 us (2 threads,
- * side by side; 8 KiB 529, 32 KiB 534; in place of the L1 requests, 553). At the
- * 576-wide shapes it cost 1-3 %: the requests run past the end of the weight, hence
- * FAR_MIN_BYTES. Not measured on AMD, so off there: the EPYC this was tuned on lost
- * 5-15 % to L2 requests in place of L1 ones at 576 x 576. */
+ * none; -1: not yet chosen, see far_prefetch). L1 requests alone can leave a core's
+ * one stream bound by the L1's miss buffers (its hardware prefetch restarts at every
+ * 4 KiB page); L2 requests 16 KiB ahead, in addition, lift that on Intel cores. In a
+ * small weight they mostly run past its end and cost more than they give, hence
+ * FAR_MIN_BYTES. Off on other vendors, where they have not been shown to help
+ * (measured by scripts/bench_kernels.py, BENCHMARKS.md). */
 static int64_t prefetch_far = -1;
 #define FAR_MIN_BYTES (1 << 20) /* codes in a weight below which there is no far prefetch */
 
@@ -340,7 +344,7 @@ AVX2_INLINE void tile(const Job *j, int64_t n0, int64_t m0, float *out, const in
                             acc[r][m] = _mm256_fmadd_ps(w, xv[m][p], acc[r][m]);
                     }
                 } else {
-                    /* conversion measured faster than the magic bits here (8 bits) */
+                    /* a conversion, not the magic bits: the faster of the two here */
                     const __m256 w = minus_zero8(codes8(c, B), zm[r], 1);
                     for (int m = 0; m < MT; m++)
                         acc[r][m] = _mm256_fmadd_ps(w, xv[m][0], acc[r][m]);
@@ -504,9 +508,9 @@ AVX512_INLINE __m512 minus_zero(__m512i masked_or_magic, __m512 zm, const int FZ
 /* Rows n0..n0+R-1, groups g0..g0+LMP_GC-1 (fewer at the row's end): scales into sg and
  * zero points into zg as float32, 16 groups per conversion, so that a group's table takes a
  * subtract and a multiply from memory broadcasts. Converting each row's scalars at
- * every group (a load, a conversion and a broadcast each, two of them on the shuffle
- * port the table permutes need) was a third of the 4-bit GEMV's time on a Xeon
- * (family 6 model 167). The values are the same floats the scalar conversions gave. */
+ * every group takes a load, a conversion and a broadcast each, two of them on the
+ * shuffle port the table permutes need, so the inner loop would compete with itself.
+ * The values are the same floats the scalar conversions gave. */
 AVX512_INLINE void group_params(const Job *j, int64_t n0, const int R, int64_t g0,
                                 float (*sg)[LMP_GC], float (*zg)[LMP_GC]) {
     const int gn = j->G - g0 < LMP_GC ? (int)(j->G - g0) : LMP_GC;
@@ -614,24 +618,20 @@ AVX512_INLINE void tile512(const Job *j, int64_t n0, int64_t m0, float *out, con
     tile512_finish(R, MT, racc, out);
 }
 
-/* Why the codes are tiled (row_starts): on a 2-vCPU EPYC, 4 bits, 576 x 1536, an
- * 8-row tile over row-major codes read 8 strided streams and from memory ran at
- * twice its cache-resident time (45 against 21 us), behind torch's int4 kernel;
- * software prefetching did not help, one row at a time lost the shared x loads.
+/* Why the codes are tiled (row_starts): an 8-row tile over row-major codes reads 8
+ * strided streams, which memory serves far more slowly than the cache does; software
+ * prefetching does not make up for it, and one row at a time loses the shared x loads.
  * With the rows of a tile interleaved in 128-code pieces a tile reads one stream
- * (measured on the AVX2 path of a Zen 3 EPYC: 70 -> 46 us at 576 x 1536, 1055 ->
- * 881 us at 4096 x 4096, cold, side by side). */
+ * (measured by scripts/bench_kernels.py, BENCHMARKS.md). */
 LMP_ROWS_FN(rows_avx512_b, AVX512_INLINE, tile512, 8, 4)
 
 /* The word-plane path for 4 bits (xp_planes 2): one 64-byte load is a whole piece of
  * 128 codes, lane i holding codes 8i..8i+7; plane p (codes 8i + p, x permuted to match)
  * is one shift and the table permute, which reads only the low 4 bits of a lane. Per 16
  * codes that is a shift, a permute and an FMA, where the 16-byte plane path also
- * zero-extends bytes to lanes. On a 2-vCPU Zen 4 (one thread, cache-resident 240 x 4096,
- * a standalone loop, side by side) 31-33 against 27-28 G codes/s; the lane zero-extension
- * is what the 16-byte path spends more on, the arithmetic (shift, mask, magic bits) in
- * place of the permute ran slower still (23 G codes/s). Eight rows: the tile's whole
- * piece is one 512-byte run of memory, read in order. */
+ * zero-extends bytes to lanes, which is what it spends more on; arithmetic (shift,
+ * mask, magic bits) in place of the permute is slower still. Eight rows: the tile's
+ * whole piece is one 512-byte run of memory, read in order. */
 AVX512_INLINE void tile512_w4(const Job *j, int64_t n0, int64_t m0, float *out, const int R,
                               const int MT, const int B, const int PL, const int FZ) {
     const float *xb = j->x + m0 * j->Kp;
@@ -649,8 +649,8 @@ AVX512_INLINE void tile512_w4(const Job *j, int64_t n0, int64_t m0, float *out, 
             group_params(j, n0, R, g, sg, zg);
         /* The group's 16 weights (q - z) * s, rounded as the reference dequantizes them,
          * accumulate straight into racc: per-group sums scaled at the group's end took a
-         * zeroing and an FMA per row and group and 8 more zmm registers, which spilled.
-         * Side by side on the Zen 4: 3-5 % at the 576-wide shapes, 4096^2 unchanged. */
+         * zeroing and an FMA per row and group and 8 more zmm registers, which spilled;
+         * that shows at small shapes (measured by scripts/bench_kernels.py, BENCHMARKS.md). */
         for (int r = 0; r < R; r++)
             tb[r] = _mm512_mul_ps(level_table(zg[r][gi], 4), _mm512_set1_ps(sg[r][gi]));
         int64_t k = k0;
@@ -659,8 +659,8 @@ AVX512_INLINE void tile512_w4(const Job *j, int64_t n0, int64_t m0, float *out, 
             __m512i v[8];
             for (int r = 0; r < R; r++)
                 v[r] = _mm512_loadu_si512((const void *)(rows[r] + (k >> 7) * j->cstride));
-            /* unrolled, so that the shifts take immediates (a loop over p shifted by a
-             * register count and ran at the speed of the 16-byte path) */
+            /* unrolled, so that the shifts take immediates: shifts by a register count
+             * would cost this path its lead over the 16-byte one */
 #pragma GCC unroll 8
             for (int p = 0; p < 8; p++) {
                 __m512 xv[2];
@@ -834,7 +834,7 @@ static int parse_job(PyObject *args, Job *j, unsigned long long *x_ptr, int *nth
  *      zero_kind, mid, group_len, G, bias, nthreads); pointers are addresses of
  * contiguous tensors (x float32 [M, K], y float32 [M, N], bias float32 [N] or 0). */
 /* Activation copies up to this many floats live on the stack: a decode step's
- * products are a few microseconds, and two heap round trips are a visible part. */
+ * products are small, and two heap round trips would be a visible part of them. */
 #define LMP_STACK_X 4096
 
 /* y = x @ W.T (+ bias) for the job's M rows of x (j->x unpadded [M, K], j->y [M, N]);
@@ -925,9 +925,9 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
 
 /* y[n] = W[n, :] . x for W [N, K] (row-major) float32, or bfloat16 (BF: its raw 16-bit
  * words, half the bytes of a head that a bf16 checkpoint stored) and x [K] float32.
- * BLAS's single-row product is slow on some CPUs (8 GB/s on a 2-vCPU EPYC against 42
- * GB/s of copy bandwidth), and the tied output head of a small model is its largest
- * matrix; four rows per pass share every load of x. */
+ * BLAS's single-row product runs well below memory bandwidth on some CPUs (measured
+ * by scripts/bench_kernels.py, BENCHMARKS.md), and the tied output head of a small
+ * model is its largest matrix; four rows per pass share every load of x. */
 static inline float dense_at(const void *w, int64_t i, const int BF) {
     return BF ? bf16_to_float(((const uint16_t *)w)[i]) : ((const float *)w)[i];
 }
@@ -1067,11 +1067,11 @@ static PyObject *py_dense_gemv(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* ------------------------------------------------------------ decode step */
+/* ------------------------------------------------------- prepared linears */
 
-/* One linear layer of the decoder, as a capsule: packed codes, lookup tables, or a
- * dense float32 matrix; y = W x + bias for one activation row. */
-typedef struct {
+/* One linear layer for the decode step (linear.h), held by a Python capsule: packed
+ * codes, lookup tables, or a dense float32 matrix; y = W x + bias for one row. */
+typedef struct LmpLinear {
     int kind; /* 0 packed, 1 lookup, 2 dense */
     Job job;  /* kind 0: every field but x, y, M, bias */
     LutJob lut;
@@ -1081,10 +1081,9 @@ typedef struct {
     const float *bias; /* [n] or NULL */
 } Linear;
 
-static int linear_run(const Linear *L, const float *x, float *y_out, const float *residual,
-                      int nthreads) {
-    /* y_out = W x + bias (+ residual, which may alias y_out: the product goes to a
-     * temporary first) */
+int lmp_linear_run(const Linear *L, const float *x, float *y_out, const float *residual,
+                   int nthreads) {
+    /* With a residual (which may alias y_out) the product goes to a temporary first. */
     float *y = residual ? (float *)malloc((size_t)L->n * sizeof(float)) : y_out;
     if (!y)
         return -1;
@@ -1148,7 +1147,7 @@ static PyObject *py_packed_linear(PyObject *self, PyObject *args) {
 
 /* linear_gemm(linear, x, y, M, bias, nthreads): y = x @ W.T (+ bias) for M rows through a
  * packed_linear capsule, whose weight arguments were parsed once: a small layer's call
- * is bound by its overhead (parsing the 19 arguments of gemm was part of it). */
+ * is bound by its overhead, and parsing gemm's 19 arguments is part of it. */
 static PyObject *py_linear_gemm(PyObject *self, PyObject *args) {
     PyObject *cap;
     unsigned long long x, y, bias;
@@ -1207,24 +1206,17 @@ static PyObject *py_dense_linear(PyObject *self, PyObject *args) {
     return new_linear(&L);
 }
 
-/* One Llama-style block for one token (see lmpress/generate.py). */
-typedef struct {
-    const float *ln1, *ln2;
-    const Linear *qkv, *o, *gu, *down;
-    float *kcache, *vcache; /* [n_kv, max_len, hd] */
-    const float *qnorm, *knorm; /* [hd] RMSNorm of each head before rotary (Qwen3), or NULL */
-} Block;
-
-/* decode_step(blocks, x, pos, cos, sin, scratch, dims, eps, scale, nthreads):
- * blocks: tuple of (ln1, ln2, qkv, o, gu, down, kcache, vcache[, qnorm, knorm]) with
- * capsules for the linears and 0 for an absent per-head norm; dims: (hidden, n_head, n_kv, hd, inter, max_len); scratch: (h, qkv, att,
- * gu, act) float32 buffers. Updates x [hidden] in place and the caches at pos. */
+/* decode_step(blocks, x, pos, cos, sin, scratch, dims, eps, scale, nthreads): glue for
+ * lmp_decode_step (decode_ops.c). blocks: tuple of (ln1, ln2, qkv, o, gu, down, kcache,
+ * vcache[, qnorm, knorm]) with capsules for the linears and 0 for an absent per-head
+ * norm; dims: (hidden, n_head, n_kv, hd, inter, max_len); scratch: (h, qkv, att, gu,
+ * act) float32 buffers. Updates x [hidden] in place and the caches at pos. */
 static PyObject *py_decode_step(PyObject *self, PyObject *args) {
     PyObject *blocks;
     unsigned long long x, cosp, sinp, h, qkvb, att, gub, act;
     long long pos, hidden, n_head, n_kv, hd, inter, max_len;
     float eps, scale;
-    int nthreads, rc = 0;
+    int nthreads, rc;
     (void)self;
     if (!PyArg_ParseTuple(args, "O!KLKK(KKKKK)(LLLLLL)ffi", &PyTuple_Type, &blocks, &x, &pos,
                           &cosp, &sinp, &h, &qkvb, &att, &gub, &act, &hidden, &n_head, &n_kv,
@@ -1235,7 +1227,7 @@ static PyObject *py_decode_step(PyObject *self, PyObject *args) {
         return NULL;
     }
     const Py_ssize_t nb = PyTuple_GET_SIZE(blocks);
-    Block *bl = (Block *)malloc((size_t)(nb ? nb : 1) * sizeof(Block));
+    LmpBlock *bl = (LmpBlock *)malloc((size_t)(nb ? nb : 1) * sizeof(LmpBlock));
     if (!bl)
         return PyErr_NoMemory();
     for (Py_ssize_t i = 0; i < nb; i++) {
@@ -1255,36 +1247,14 @@ static PyObject *py_decode_step(PyObject *self, PyObject *args) {
                 return NULL;
             }
         }
-        bl[i] = (Block){PTR(ln1), PTR(ln2), lin[0], lin[1], lin[2], lin[3], PTR(kc), PTR(vc),
-                        qn ? PTR(qn) : NULL, kn ? PTR(kn) : NULL};
+        bl[i] = (LmpBlock){PTR(ln1), PTR(ln2), lin[0], lin[1], lin[2], lin[3], PTR(kc), PTR(vc),
+                           qn ? PTR(qn) : NULL, kn ? PTR(kn) : NULL};
     }
-    float *X = PTR(x), *H = PTR(h), *QKV = PTR(qkvb), *ATT = PTR(att), *GU = PTR(gub),
-          *ACT = PTR(act);
-    const float *cs = PTR(cosp), *sn = PTR(sinp);
-    const int64_t qn = n_head * hd, kn = n_kv * hd;
+    const LmpDecodeScratch sc = {PTR(h), PTR(qkvb), PTR(att), PTR(gub), PTR(act)};
+    const LmpDecodeDims dims = {hidden, n_head, n_kv, hd, inter, max_len};
     Py_BEGIN_ALLOW_THREADS;
-    for (Py_ssize_t i = 0; i < nb && !rc; i++) {
-        const Block *b = &bl[i];
-        lmp_rmsnorm(X, b->ln1, H, 1, hidden, eps);
-        rc |= linear_run(b->qkv, H, QKV, NULL, nthreads);
-        float *q = QKV, *k = QKV + qn, *v = QKV + qn + kn;
-        if (b->qnorm) /* row by row, so in place is safe */
-            lmp_rmsnorm(q, b->qnorm, q, n_head, hd, eps);
-        if (b->knorm)
-            lmp_rmsnorm(k, b->knorm, k, n_kv, hd, eps);
-        lmp_rope(q, cs, sn, n_head, hd);
-        lmp_rope(k, cs, sn, n_kv, hd);
-        for (int64_t g = 0; g < n_kv; g++) {
-            memcpy(b->kcache + (g * max_len + pos) * hd, k + g * hd, (size_t)hd * sizeof(float));
-            memcpy(b->vcache + (g * max_len + pos) * hd, v + g * hd, (size_t)hd * sizeof(float));
-        }
-        lmp_attend(q, b->kcache, b->vcache, ATT, n_head, n_kv, hd, pos + 1, max_len, scale);
-        rc |= linear_run(b->o, ATT, X, X, nthreads);
-        lmp_rmsnorm(X, b->ln2, H, 1, hidden, eps);
-        rc |= linear_run(b->gu, H, GU, NULL, nthreads);
-        lmp_silu_mul(GU, ACT, inter);
-        rc |= linear_run(b->down, ACT, X, X, nthreads);
-    }
+    rc = lmp_decode_step(bl, nb, PTR(x), pos, PTR(cosp), PTR(sinp), &sc, &dims, eps, scale,
+                         nthreads < 1 ? 1 : nthreads);
     Py_END_ALLOW_THREADS;
     free(bl);
     if (rc)
@@ -1369,9 +1339,12 @@ static PyObject *py_attend(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "lmpress attend: invalid head counts or length");
         return NULL;
     }
+    int rc;
     Py_BEGIN_ALLOW_THREADS;
-    lmp_attend(PTR(q), PTR(k), PTR(v), PTR(out), n_head, n_kv, hd, t, t_stride, scale);
+    rc = lmp_attend(PTR(q), PTR(k), PTR(v), PTR(out), n_head, n_kv, hd, t, t_stride, scale);
     Py_END_ALLOW_THREADS;
+    if (rc)
+        return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 

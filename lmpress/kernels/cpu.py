@@ -174,8 +174,8 @@ def tile_codes(qw: torch.Tensor, bits: int, tile_rows: int) -> torch.Tensor:
     ``row_bytes - 16 * bits * (pieces - 1)`` bytes), then stores piece 0 of rows 0..T-1,
     piece 1 of rows 0..T-1, ..., the last pieces of rows 0..T-1 (packed, without
     padding), then the next tile of rows: a kernel tile of T rows streams through memory
-    in order, where row-major codes would be read as T strided streams (measured at
-    about half speed from memory), and a partial last piece (rows of 576 codes) is read
+    in order, where row-major codes would be read as T strided streams (which memory
+    serves more slowly), and a partial last piece (rows of 576 codes) is read
     without padding. A tile takes ``T * row_bytes`` bytes.
     """
     n, rb = qw.shape
@@ -196,8 +196,8 @@ def tile_codes(qw: torch.Tensor, bits: int, tile_rows: int) -> torch.Tensor:
 
 def cpu_gemm(x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
     """``x [M, K]`` float32 contiguous (M <= 64) -> ``[M, N]`` float32 from packed codes."""
-    # A small layer's product takes a few microseconds: this wrapper's Python is kept
-    # to one shape read, one allocation and no method calls on the common path.
+    # A small layer's product is bound by the call: this wrapper's Python is kept to
+    # one shape read, one allocation and no method calls on the common path.
     m = x.shape[0]
     if m == 1:
         if st.gemv_path is None:  # decided (and the lookup layout built) at the first GEMV
@@ -256,9 +256,8 @@ def evict(tensors: list[torch.Tensor | None]) -> None:
     """Flush ``tensors``' bytes from the caches (needs the built extension).
 
     The path race times each call on evicted weights because decoding reads every
-    weight from memory: on an AVX-512 Zen 4 (2 vCPU, 4 bits, 4096 x 4096) lookup won
-    with the weight cached (385 against 381 us, a tie) but lost from memory (464
-    against 398 us cycling through 1 GiB of copies; 419 against 380 us evicted)."""
+    weight from memory, and the winner can differ between a cached weight and one read
+    from memory (measured by scripts/bench_kernels.py, BENCHMARKS.md)."""
     for t in tensors:
         if t is not None:
             _cpu.evict(t.data_ptr(), t.numel() * t.element_size())
@@ -358,10 +357,9 @@ class CpuKernel:
         return prepare_cpu_state(packed)
 
     def __call__(self, x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
-        # A decode step calls this ~200 times for a 135M model, each on a few microseconds
-        # of arithmetic, and every torch call costs one: tensor operations that would be
-        # no-ops (a reshape to the same shape, a cast to the same dtype) are skipped.
-        # Measured: 13.5 -> 8.5 us per call on a 192 x 576 layer (4-bit, one token).
+        # A decode step calls this once per linear layer, each on little arithmetic, so
+        # every torch call shows: tensor operations that would be no-ops (a reshape to
+        # the same shape, a cast to the same dtype) are skipped.
         x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
         if x2.dtype != torch.float32:
             x2 = x2.to(torch.float32)

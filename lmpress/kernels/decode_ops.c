@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* out[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * w; x, out [rows, n], w [n]. */
 void lmp_rmsnorm(const float *x, const float *w, float *out, int64_t rows, int64_t n, float eps) {
@@ -227,11 +228,11 @@ V8 static int64_t silu_mul_avx2(const float *gu, float *out, int64_t n) {
 static int use_avx2(void) { return 0; }
 #endif
 
-void lmp_attend(const float *q, const float *k, const float *v, float *out, int64_t n_head,
-                int64_t n_kv, int64_t hd, int64_t t, int64_t t_stride, float scale) {
+int lmp_attend(const float *q, const float *k, const float *v, float *out, int64_t n_head,
+               int64_t n_kv, int64_t hd, int64_t t, int64_t t_stride, float scale) {
     float *p = (float *)malloc((size_t)(t + 8) * sizeof(float));
     if (!p)
-        return;
+        return -1;
 #if defined(__x86_64__) || defined(__i386__)
     if (use_avx2())
         attend_avx2(q, k, v, out, n_head, n_kv, hd, t, t_stride, scale, p);
@@ -239,6 +240,7 @@ void lmp_attend(const float *q, const float *k, const float *v, float *out, int6
 #endif
         attend_scalar(q, k, v, out, n_head, n_kv, hd, t, t_stride, scale, p);
     free(p);
+    return 0;
 }
 
 /* gu [2n] = [gate, up]; out [n] = silu(gate) * up. */
@@ -249,4 +251,39 @@ void lmp_silu_mul(const float *gu, float *out, int64_t n) {
         i = silu_mul_avx2(gu, out, n);
 #endif
     silu_mul_scalar(gu, out, i, n);
+}
+
+/* ------------------------------------------------------------ decode step */
+
+int lmp_decode_step(const LmpBlock *blocks, int64_t n_blocks, float *x, int64_t pos,
+                    const float *cos, const float *sin, const LmpDecodeScratch *s,
+                    const LmpDecodeDims *d, float eps, float scale, int nthreads) {
+    const int64_t hidden = d->hidden, n_head = d->n_head, n_kv = d->n_kv, hd = d->hd,
+                  max_len = d->max_len;
+    const int64_t qn = n_head * hd, kn = n_kv * hd;
+    int rc = 0;
+    for (int64_t i = 0; i < n_blocks && !rc; i++) {
+        const LmpBlock *b = &blocks[i];
+        lmp_rmsnorm(x, b->ln1, s->h, 1, hidden, eps);
+        rc |= lmp_linear_run(b->qkv, s->h, s->qkv, NULL, nthreads);
+        float *q = s->qkv, *k = s->qkv + qn, *v = s->qkv + qn + kn;
+        if (b->qnorm) /* row by row, so in place is safe */
+            lmp_rmsnorm(q, b->qnorm, q, n_head, hd, eps);
+        if (b->knorm)
+            lmp_rmsnorm(k, b->knorm, k, n_kv, hd, eps);
+        lmp_rope(q, cos, sin, n_head, hd);
+        lmp_rope(k, cos, sin, n_kv, hd);
+        for (int64_t g = 0; g < n_kv; g++) {
+            memcpy(b->kcache + (g * max_len + pos) * hd, k + g * hd, (size_t)hd * sizeof(float));
+            memcpy(b->vcache + (g * max_len + pos) * hd, v + g * hd, (size_t)hd * sizeof(float));
+        }
+        rc |= lmp_attend(q, b->kcache, b->vcache, s->att, n_head, n_kv, hd, pos + 1, max_len,
+                         scale);
+        rc |= lmp_linear_run(b->o, s->att, x, x, nthreads);
+        lmp_rmsnorm(x, b->ln2, s->h, 1, hidden, eps);
+        rc |= lmp_linear_run(b->gu, s->h, s->gu, NULL, nthreads);
+        lmp_silu_mul(s->gu, s->act, d->inter);
+        rc |= lmp_linear_run(b->down, s->act, x, x, nthreads);
+    }
+    return rc ? -1 : 0;
 }

@@ -1,8 +1,10 @@
 """Generic discovery of decoder blocks and their linear layers.
 
-No per-family tables: the decoder blocks are the largest ``nn.ModuleList`` of
-the model, and the order in which a block's linears consume their inputs is
-recorded by running the block once (see ``lmpress.pipeline``).
+Quantization needs no per-family layout: the decoder blocks are the largest
+``nn.ModuleList`` of the model, and the order in which a block's linears consume
+their inputs is recorded by running the block once (see ``lmpress.pipeline``), so
+families outside :data:`lmpress.models.families.FAMILIES` are tried too. That
+table names the families the tests exercise and those that are refused.
 """
 
 from dataclasses import dataclass
@@ -12,10 +14,10 @@ from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
 from lmpress.errors import LmpressError
+from lmpress.models.families import FAMILIES, NOT_DECODER_ONLY
 
-# Families exercised by the tests; others are tried generically.
-KNOWN_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "opt")
-_NOT_DECODER = ("t5", "bart", "mbart", "bert", "roberta", "whisper", "marian", "pegasus")
+# Families exercised by the tests (the family table's rows); others are tried generically.
+KNOWN_FAMILIES = tuple(FAMILIES)
 
 
 def is_linear(m: nn.Module) -> bool:
@@ -34,7 +36,7 @@ def arch_name(model: nn.Module) -> str:
 
 def check_supported(config: PretrainedConfig) -> None:
     mt = getattr(config, "model_type", "?")
-    if getattr(config, "is_encoder_decoder", False) or mt in _NOT_DECODER:
+    if getattr(config, "is_encoder_decoder", False) or mt in NOT_DECODER_ONLY:
         raise LmpressError(
             f"architecture {mt!r} is not a decoder-only language model; lmpress "
             f"handles decoder-only families such as {', '.join(KNOWN_FAMILIES)}"
