@@ -29,10 +29,9 @@ PRESETS.register("fast")(
         "no calibration data: min-max round to nearest, 4-bit groups of 64",
     )
 )
-# Chosen by the benchmark (BENCHMARKS.md). AWQ's scales before GPTQ measured 22.45
-# (KL 0.081) against plain GPTQ's 23.01 (KL 0.100) and LeanQuant's 23.44 at w4g64 in
-# about 6 minutes for the whole command; learned rounding may do better at 4 bits but
-# takes about 16 minutes, over best-4bit's 10-minute limit (issue 3).
+# AWQ's scales before GPTQ gave the lowest perplexity and KL at w4g64 of the methods
+# that quantize the default model within best-4bit's time budget; learned rounding does
+# a little better at 4 bits but takes several times as long (measured in BENCHMARKS.md).
 PRESETS.register("best-4bit")(
     Preset(
         {"method": "awq+gptq", "scheme": "w4g64"},
@@ -40,9 +39,9 @@ PRESETS.register("best-4bit")(
         "AWQ's activation-aware scales folded in, then GPTQ, 4-bit groups of 64",
     )
 )
-# Learned rounding fitted block by block from GPTQ's solution measured 26.84 (KL 0.270)
-# at w3g64 against AWQ+GPTQ's 29.41 (KL 0.351), and 51.40 (KL 0.916) at w2g64 against
-# LeanQuant w2g48's 85.16 and GPTQ w2g64's 86.00, for about 18 minutes of quantization.
+# Learned rounding fitted block by block from GPTQ's solution gave the lowest perplexity
+# of every method at 3 and 2 bits, by the widest margin at 2 bits, at the cost of the
+# longest quantization (measured in BENCHMARKS.md, "Methods and combinations").
 PRESETS.register("best-3bit")(
     Preset(
         {"method": "learned-round", "scheme": "w3g64"},

@@ -40,6 +40,7 @@ os.environ.setdefault("OMP_PROC_BIND", "true")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from kernel_runs import merge_kernel_runs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -55,8 +56,7 @@ from lmpress.kernels.cpu import (  # noqa: E402
     source_digest,
 )
 from lmpress.packing.packed import PackedWeight  # noqa: E402
-from lmpress.report.benchmarks import cpu_name  # noqa: E402
-from lmpress.report.runtime import merge_kernel_runs  # noqa: E402
+from lmpress.report.machine import cpu_name  # noqa: E402
 
 # SmolLM2-135M's linear shapes (out, in), then two 7B-class layers.
 SHAPES = [
@@ -112,7 +112,7 @@ def lmpress_packed(w: torch.Tensor, bits: int, group: int) -> PackedWeight:
     q = quantize_codes(
         w, expand_to_columns(s, k, scheme), expand_to_columns(z, k, scheme), 2**bits - 1
     )
-    return PackedWeight.from_codes(q, s, z, scheme)
+    return PackedWeight.from_codes(q, {"scale": s, "zero": z}, scheme)
 
 
 def torch_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:

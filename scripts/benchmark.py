@@ -30,6 +30,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# the page's renderers sit beside this script (its folder is on sys.path when run)
+from benchmark_evaluation import render_evaluation  # noqa: E402
+from benchmark_methods import GRID_METHODS, GRID_SCHEMES  # noqa: E402
+from benchmark_report import render  # noqa: E402
+from benchmark_runtime import render_runtime  # noqa: E402
+
 import lmpress  # noqa: E402
 from lmpress.calibration import calibration_ids  # noqa: E402
 from lmpress.eval.base_cache import BaseLogitsCache, cache_key  # noqa: E402
@@ -41,7 +47,7 @@ from lmpress.models.load import (  # noqa: E402
     save_float_model,
     set_threads,
 )
-from lmpress.report.benchmarks import ISSUE3_METHODS, ISSUE3_SCHEMES, cpu_name  # noqa: E402
+from lmpress.report.machine import cpu_name  # noqa: E402
 from lmpress.sweep import load_results  # noqa: E402
 
 MODEL = "smollm2-135m"
@@ -50,8 +56,8 @@ METHODS = ["rtn", "gptq"]
 # The cell whose cost is compared with a float forward pass (issue 2's bar).
 COST_CELL = ("gptq", "w4g128")
 # Issue 3's grid: every method and combination at these schemes.
-SCHEMES_3 = ISSUE3_SCHEMES
-METHODS_3 = [m for m in ISSUE3_METHODS if m not in METHODS]  # rtn, gptq: issue 2's grid
+SCHEMES_3 = GRID_SCHEMES
+METHODS_3 = [m for m in GRID_METHODS if m not in METHODS]  # rtn, gptq: issue 2's grid
 
 # Benchmark labels beyond plain method names: label -> quantize flags (scheme added).
 VARIANTS = {
@@ -376,7 +382,7 @@ def main() -> None:
         save_float_model(base.model, base.tokenizer, float_dir)
     ref_cell = f"reference|{protocol}"
     if ref_cell not in done or ref_cell in remeasure:
-        r = evaluate_perplexity(base.model, ids, a.ctx, a.windows, cache)
+        r = evaluate_perplexity(base.model, ids, a.ctx, a.windows, cache).to_dict()
         calib = calibration_ids(base.tokenizer, "wikitext2", a.calib_samples, a.calib_seq_len, 0)
         fwd = [float_forward_seconds(base.model, calib, 8) for _ in range(2)]
         row = {
@@ -461,8 +467,8 @@ def main() -> None:
         model = lmpress.load(out)
         qc = model.config.quantization_config
         recipe = qc.get("recipe")
-        r = evaluate_perplexity(model, ids, a.ctx, a.windows, cache)
-        stats = model_size_stats(model, out)
+        r = evaluate_perplexity(model, ids, a.ctx, a.windows, cache).to_dict()
+        stats = model_size_stats(model, out).to_dict()
         row = {
             "cell": cell,
             "method": method,
@@ -551,7 +557,7 @@ def shuffled_error_ratios(
             order = torch.rand(e.shape, generator=g).argsort(dim=1)
             model.get_submodule(name).weight.add_(e.gather(1, order))
         r = evaluate_perplexity(model, ids, ctx, windows, cache)
-        out.append(r["ln_ppl_ratio"])
+        out.append(r.ratio.ln_ppl_ratio)
         del model
     return out
 
@@ -564,9 +570,6 @@ def kernel_runs(folder: Path) -> list[dict]:
 
 def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
     from lmpress.kernels.cpu import source_digest
-    from lmpress.report.benchmarks import render
-    from lmpress.report.evaluation import render_evaluation
-    from lmpress.report.runtime import render_runtime
 
     def read(name: str) -> dict | None:
         f = REPO / "benchmarks" / name

@@ -142,3 +142,6 @@ def layer_inputs(smollm2, module_name: str, n: int = 4, seq: int = 256):
 
 
 sys.path.insert(0, str(REPO / "tests"))
+# The benchmark page's renderers and helpers live in scripts/, outside the package;
+# appended, so that nothing there can shadow an installed module.
+sys.path.append(str(REPO / "scripts"))

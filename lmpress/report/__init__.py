@@ -1,1 +1,1 @@
-"""Reports: tables rendered from benchmark results."""
+"""What a sweep writes for its user: the markdown table, the Pareto plot, the HTML page."""

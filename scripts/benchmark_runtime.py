@@ -1,21 +1,23 @@
-"""The runtime section of BENCHMARKS.md (issue 5): GEMV kernels, decode speed, exports.
+"""BENCHMARKS.md's runtime section: GEMV kernels, decode speed, exports.
 
 Renders ``benchmarks/kernels*.json`` (``scripts/bench_kernels.py``; one file per
 machine: the kernels' standing against torch depends on the CPU) and
 ``benchmarks/runtime.json`` (``scripts/bench_runtime.py``) with the bars they answer.
 """
 
-import statistics
 from typing import Any
 
-from lmpress.report.benchmarks import _mark
+from benchmark_cells import mark
+from kernel_runs import speedup
 
 
 def _us(s: float) -> str:
+    """Seconds as microseconds, one decimal below 100 us."""
     return f"{s * 1e6:,.0f}" if s >= 1e-4 else f"{s * 1e6:.1f}"
 
 
 def _machine(k: dict[str, Any]) -> str:
+    """The CPU a run names (runs recorded before the CPU label: the platform)."""
     return k.get("cpu", k["machine"])
 
 
@@ -25,55 +27,9 @@ def is_current(k: dict[str, Any], source: str | None) -> bool:
     return source is None or k.get("kernel_source") == source
 
 
-def speedup(base: dict[str, Any], ours: dict[str, Any]) -> float:
-    """How many times faster row ``ours`` ran than row ``base`` of one kernel run: the
-    median of the per-repetition ratios where both rows recorded their repetitions
-    (``rep_seconds``, timed side by side, so a slow spell of the machine cancels), else
-    the ratio of their medians (runs made before repetitions were recorded)."""
-    a, b = base.get("rep_seconds"), ours.get("rep_seconds")
-    if a and b and len(a) == len(b):
-        return statistics.median(x / y for x, y in zip(a, b, strict=True))
-    return base["seconds"] / ours["seconds"]
-
-
-def merge_kernel_runs(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One ``kernels.json`` run pooled from runs of the same command in separate
-    processes (``bench_kernels.py --processes N``): each row keeps every repetition of
-    every process (``rep_seconds``, in process order, so that two rows' repetitions still
-    pair up as timed side by side), its median over all of them, and the per-process
-    medians (``process_seconds``); a note that differed between processes (the GEMV path
-    a race chose) lists each. The memory copy is the median of the processes' copies."""
-    if not parts:
-        raise ValueError("merge_kernel_runs needs at least one run")
-
-    def key(r: dict[str, Any]) -> tuple:
-        return (tuple(r["shape"]), r["m"], r["regime"], r["method"])
-
-    by_part = [{key(r): r for r in p["rows"]} for p in parts]
-    rows = []
-    for r0 in parts[0]["rows"]:
-        group = [rows_of[key(r0)] for rows_of in by_part if key(r0) in rows_of]
-        reps = [t for r in group for t in r.get("rep_seconds", [r["seconds"]])]
-        sec = statistics.median(reps)
-        rows.append(
-            {
-                **r0,
-                "seconds": sec,
-                "gbs": r0["bytes"] / sec / 1e9,
-                "note": " / ".join(dict.fromkeys(r["note"] for r in group)),
-                "rep_seconds": reps,
-                "process_seconds": [r["seconds"] for r in group],
-            }
-        )
-    return {
-        **parts[0],
-        "memory_copy_gbs": statistics.median(p["memory_copy_gbs"] for p in parts),
-        "processes": len(parts),
-        "rows": rows,
-    }
-
-
 def kernel_lines(k: dict[str, Any], current: bool = True) -> list[str]:
+    """One GEMV run's tables, by regime and batch; ``current``: whether it measured
+    today's kernel sources (else it is marked as a record of earlier ones)."""
     rows = k["rows"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     stale = (
@@ -151,7 +107,7 @@ def kernel_bars(k: dict[str, Any], on: str = "") -> list[str]:
             ratio = speedup(by[((4096, 4096), "float32 torch")], by[key])
             out.append(
                 f"- 4-bit GEMV at batch 1 at least 4x faster than float32 torch on 4096 x 4096 "
-                f"({regime}{where}): {ratio:.2f}x: {_mark(ratio >= 4)}"
+                f"({regime}{where}): {ratio:.2f}x: {mark(ratio >= 4)}"
             )
         shapes = list(dict.fromkeys(tuple(r["shape"]) for r in sel))
         ratios = [
@@ -163,7 +119,7 @@ def kernel_bars(k: dict[str, Any], on: str = "") -> list[str]:
             r, sh = min(ratios)
             out.append(
                 f"- 4-bit GEMV faster than torch's int4 kernel at every shape ({regime}{where}): "
-                f"slowest ratio {r:.2f}x at {sh[0]} x {sh[1]}: {_mark(r > 1)}"
+                f"slowest ratio {r:.2f}x at {sh[0]} x {sh[1]}: {mark(r > 1)}"
             )
     return out
 
@@ -180,6 +136,8 @@ def _heads(decode: list[dict[str, Any]]) -> str:
 
 
 def runtime_lines(rt: dict[str, Any]) -> list[str]:
+    """Decode speed, llama.cpp agreement of the GGUF exports and compressed-tensors
+    exactness of one ``runtime.json``."""
     p = rt["protocol"]
     out = [
         "### Decoding SmolLM2-135M",
@@ -262,6 +220,7 @@ def runtime_lines(rt: dict[str, Any]) -> list[str]:
 
 
 def runtime_bars(rt: dict[str, Any]) -> list[str]:
+    """The decode-speed and export bars of one ``runtime.json``."""
     out = []
     dec = {r["label"]: r for r in rt.get("decode", [])}
     w4, f32, q40 = (
@@ -272,13 +231,13 @@ def runtime_bars(rt: dict[str, Any]) -> list[str]:
     if w4 and f32:
         r = w4["tokens_per_s"] / f32["tokens_per_s"]
         out.append(
-            f"- w4g128 decode at least 1.5x float32 transformers: {r:.2f}x: {_mark(r >= 1.5)}"
+            f"- w4g128 decode at least 1.5x float32 transformers: {r:.2f}x: {mark(r >= 1.5)}"
         )
     if w4 and q40:
         r = w4["tokens_per_s"] / q40["tokens_per_s"]
         out.append(
             "- w4g128 decode at least 0.5x llama.cpp Q4_0 on the same threads: "
-            f"{r:.2f}x: {_mark(r >= 0.5)}"
+            f"{r:.2f}x: {mark(r >= 0.5)}"
         )
     agr = rt.get("gguf_agreement", [])
 
@@ -309,7 +268,7 @@ def runtime_bars(rt: dict[str, Any]) -> list[str]:
             f"- exported GGUF of {a['scheme']} in llama.cpp ({judged} path) agrees on the next "
             f"token at >= 98% of {a['positions']} positions: "
             f"{a['top1_agreement'] * 100:.2f}%{control_note(a)}: "
-            f"{_mark(a['top1_agreement'] >= 0.98)}"
+            f"{mark(a['top1_agreement'] >= 0.98)}"
         )
         for c in agr:
             if _llamacpp_path(c) != judged and c["label"] == a["label"]:
@@ -321,7 +280,7 @@ def runtime_bars(rt: dict[str, Any]) -> list[str]:
         out.append(
             f"- compressed-tensors {c['scheme']} ({c['scale_dtype']} scales) decompresses bit "
             f"for bit: {c['bit_exact']}/{c['modules']} modules: "
-            f"{_mark(c['bit_exact'] == c['modules'])}"
+            f"{mark(c['bit_exact'] == c['modules'])}"
         )
     return out
 

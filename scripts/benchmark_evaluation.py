@@ -1,4 +1,4 @@
-"""The evaluation section of BENCHMARKS.md (issue 4): lm-eval agreement, sweep, base cache.
+"""BENCHMARKS.md's evaluation section: lm-eval agreement, a sweep, the base cache.
 
 Renders ``benchmarks/lm_eval.json`` (``scripts/bench_lm_eval.py``) and
 ``benchmarks/eval.json`` (``scripts/bench_eval.py``) with the bars they answer.
@@ -6,10 +6,11 @@ Renders ``benchmarks/lm_eval.json`` (``scripts/bench_lm_eval.py``) and
 
 from typing import Any
 
-from lmpress.report.benchmarks import _mark
+from benchmark_cells import mark
 
 
 def lm_eval_lines(r: dict[str, Any]) -> list[str]:
+    """lmpress's zero-shot scorer against lm-evaluation-harness, task by task, and its bar."""
     out = [
         "### Zero-shot scorer against lm-evaluation-harness",
         "",
@@ -40,7 +41,7 @@ def lm_eval_lines(r: dict[str, Any]) -> list[str]:
     out += [
         "",
         f"- Bar (issue 4): identical per-example choices on HellaSwag, PIQA, ARC-Easy and "
-        f"WinoGrande with `--limit 500`: {_mark(ok and have == need and r['limit'] >= 500)}"
+        f"WinoGrande with `--limit 500`: {mark(ok and have == need and r['limit'] >= 500)}"
         + ("" if have == need else f" (measured so far: {', '.join(sorted(have))})"),
         "",
     ]
@@ -48,6 +49,7 @@ def lm_eval_lines(r: dict[str, Any]) -> list[str]:
 
 
 def sweep_lines(s: dict[str, Any]) -> list[str]:
+    """The benchmark's sweep, what the headless browser saw of its page, and its bar."""
     b = s["browser"]
     ok = b["ready"] == "complete" and not b["console_errors"] and not b["broken_images"]
     return [
@@ -61,12 +63,13 @@ def sweep_lines(s: dict[str, Any]) -> list[str]:
         f"screenshot `{b['screenshot']}`.",
         "",
         f"- Bar (issue 4): a 6-cell sweep of the default model finishes and its HTML report "
-        f"opens in a headless browser without errors: {_mark(ok)}",
+        f"opens in a headless browser without errors: {mark(ok)}",
         "",
     ]
 
 
 def cache_lines(c: dict[str, Any]) -> list[str]:
+    """What evaluating variants against one cached base costs, and its bar."""
     first, cached, plain = c["first_with_base_s"], c["cached_median_s"], c["plain_s"]
     total = c["eight_total_s"]
     uncached8 = 8 * first  # each variant paying for its own base pass, as without a cache
@@ -90,7 +93,7 @@ def cache_lines(c: dict[str, Any]) -> list[str]:
         f"evaluations would ({per_variant:.1f} s per variant against {first:.1f} s).",
         f'- Bar (issue 4), read as "per variant, evaluating against the cached base costs '
         f"< 1.5x one variant's own evaluation\" ({cached / plain:.2f}x): "
-        f"{_mark(cached / plain < 1.5)}. Read literally (all 8 under 1.5x of one variant "
+        f"{mark(cached / plain < 1.5)}. Read literally (all 8 under 1.5x of one variant "
         "plus the base) it would ask 8 model forward passes to cost less than 3, which no "
         "cache can do; the reading above is the one a working cache passes and a missing "
         "cache (about 2x) fails.",

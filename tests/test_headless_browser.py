@@ -8,9 +8,8 @@ import os
 import shutil
 
 import pytest
+from headless_browser import browser_available, headless_chromium, open_and_screenshot
 from test_cli import run
-
-from lmpress.report.browser import browser_available, headless_chromium, open_and_screenshot
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""Open a report in headless Chromium and screenshot it (tests and benchmarks).
+"""Open a sweep's HTML report in headless Chromium and screenshot it.
+
+For the tests and ``scripts/bench_eval.py``, which check that the page a sweep
+writes opens without errors; not part of the installed package.
 
 Needs Debian's ``chromium`` and ``chromedriver`` (``scripts/install_browser.sh``)
 and ``selenium`` (dev extra). :func:`browser_available` says whether they are here.
