@@ -14,9 +14,18 @@ from lmpress.checkpoint import load_checkpoint, save_checkpoint
 from lmpress.data import resolve_text
 from lmpress.errors import LmpressError
 from lmpress.eval.base_cache import BaseLogitsCache, cache_key
-from lmpress.eval.perplexity import eval_ids, evaluate_perplexity, fill_base_cache, first_scored
+from lmpress.eval.loglik import TaskResult
+from lmpress.eval.perplexity import (
+    PerplexityResult,
+    eval_ids,
+    evaluate_perplexity,
+    fill_base_cache,
+    first_scored,
+)
+from lmpress.eval.result import EvalResult
+from lmpress.eval.rolling import RollingPerplexityResult, word_byte_perplexity
 from lmpress.eval.size import model_size_stats
-from lmpress.models.load import load_model, set_threads
+from lmpress.models.load import load_model
 from lmpress.pipeline import QuantizeResult, quantize_model
 from lmpress.recipe import Recipe
 
@@ -59,7 +68,6 @@ def quantize(
     Returns a :class:`QuantizeResult` whose ``model`` holds ``QLinear`` modules;
     ``result.tokenizer`` and ``result.metadata`` are set for :func:`save`.
     """
-    set_threads()
     recipe = as_recipe(recipe)
     source = "in-memory model"
     if isinstance(model, str):
@@ -76,8 +84,8 @@ def quantize(
     t0 = time.perf_counter()
     result = quantize_model(model, recipe, ids, batch_size=batch_size, progress=progress)
     result.seconds = time.perf_counter() - t0
-    result.tokenizer = tokenizer  # type: ignore[attr-defined]
-    result.metadata = {  # type: ignore[attr-defined]
+    result.tokenizer = tokenizer
+    result.metadata = {
         "recipe": recipe.to_dict(),
         "calibration": cc.to_dict() if ids is not None else None,
         "source_model": source,
@@ -97,9 +105,9 @@ def save(result: QuantizeResult, out_dir: "str | Path", overwrite: bool = False)
     """Write a quantized model to ``out_dir`` (atomic)."""
     return save_checkpoint(
         result.model,
-        getattr(result, "tokenizer", None),
+        result.tokenizer,
         out_dir,
-        extra_config=getattr(result, "metadata", None),
+        extra_config=result.metadata,
         overwrite=overwrite,
     )
 
@@ -122,7 +130,7 @@ def evaluate(
     base: "str | None" = None,
     progress: bool = True,
     convention: str = "gptq",
-) -> dict[str, Any]:
+) -> EvalResult:
     """Perplexity (and, with ``base``, KL and top-1 agreement) plus size figures.
 
     ``convention`` is ``"gptq"`` (the project's protocol), ``"llamacpp"``
@@ -130,9 +138,9 @@ def evaluate(
     :mod:`lmpress.eval.perplexity`) or ``"lm-eval"`` (lm-evaluation-harness's
     wikitext word/byte perplexity over whole articles, :mod:`lmpress.eval.rolling`;
     there ``ctx`` is the window, ``None`` for the model's positions, ``windows`` the
-    number of articles, and ``base`` is not used).
+    number of articles, and ``base`` is not used). ``result.to_dict()`` is the
+    ``lmpress eval --json`` object.
     """
-    set_threads()
     path = None
     if isinstance(model, str):
         loaded = load_model(model)
@@ -142,17 +150,44 @@ def evaluate(
     max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if max_pos and ctx is not None and ctx > max_pos:
         raise LmpressError(f"--ctx {ctx} exceeds the model's {max_pos} positions; use <= {max_pos}")
+    ppl: PerplexityResult | RollingPerplexityResult
     if convention == "lm-eval":
-        return _evaluate_lm_eval_convention(model, tokenizer, text, ctx, windows, path, progress)
+        source = resolve_text(text, purpose="eval")
+        ppl = word_byte_perplexity(model, tokenizer, source, ctx, windows, progress)
+        version = quantize_seconds = None  # lm-eval rows have never carried the run info
+    else:
+        ppl = _token_perplexity(model, tokenizer, text, ctx, windows, base, progress, convention)
+        version, quantize_seconds = _lmpress_run_info(model, path)
+    return EvalResult(
+        perplexity=ppl,
+        convention=convention,
+        text=text,
+        size=model_size_stats(model, path),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        quantize_seconds=quantize_seconds,
+        lmpress_version=version,
+    )
+
+
+def _token_perplexity(
+    model: nn.Module,
+    tokenizer,
+    text: str,
+    ctx: int,
+    windows: int | None,
+    base: str | None,
+    progress: bool,
+    convention: str,
+) -> PerplexityResult:
+    """Token perplexity by ``convention``, against ``base``'s cached logits when given
+    (filled first where the cache lacks windows)."""
     ids = eval_ids(tokenizer, text, convention, ctx)
     cache = None
     if base is not None:
+        from lmpress.eval.perplexity import n_windows
         from lmpress.models.load import resolve_model_path
 
-        base_path = resolve_model_path(base)
-        cache = BaseLogitsCache(cache_key(base_path, ids, ctx))
-        from lmpress.eval.perplexity import n_windows
-
+        cache = BaseLogitsCache(cache_key(resolve_model_path(base), ids, ctx))
         n = n_windows(ids, ctx, windows)
         if not cache.has(n):
             b = load_model(base)
@@ -162,33 +197,23 @@ def evaluate(
                 )
             fill_base_cache(b.model, ids, ctx, n, cache, progress)
             del b
-    res = evaluate_perplexity(
+    return evaluate_perplexity(
         model, ids, ctx, windows, cache, progress, first_scored(convention, ctx)
     )
-    res["convention"] = convention
-    res["text"] = text
-    res.update(model_size_stats(model, path))
-    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
+
+
+def _lmpress_run_info(model: nn.Module, path: str | None) -> tuple[str | None, float | None]:
+    """``(lmpress version, quantize seconds)`` for an lmpress checkpoint, else ``(None,
+    None)``; the seconds come from the checkpoint's run info, so only from a directory."""
     qc = getattr(model.config, "quantization_config", None)
-    if isinstance(qc, dict) and qc.get("quant_method") == "lmpress":
+    if not (isinstance(qc, dict) and qc.get("quant_method") == "lmpress"):
+        return None, None
+    seconds = None
+    if path is not None and Path(path).is_dir():
         from lmpress.checkpoint import read_run_info
 
-        if path is not None and Path(path).is_dir():
-            res["quantize_seconds"] = read_run_info(path).get("quantize_seconds")
-        res["lmpress_version"] = __version__
-    return res
-
-
-def _evaluate_lm_eval_convention(model, tokenizer, text, ctx, documents, path, progress) -> dict:
-    from lmpress.eval.rolling import word_byte_perplexity
-
-    res = word_byte_perplexity(
-        model, tokenizer, resolve_text(text, purpose="eval"), ctx, documents, progress
-    )
-    res["text"] = text
-    res.update(model_size_stats(model, path))
-    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    return res
+        seconds = read_run_info(path).get("quantize_seconds")
+    return __version__, seconds
 
 
 def evaluate_tasks(
@@ -198,24 +223,24 @@ def evaluate_tasks(
     limit: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, TaskResult]:
     """Zero-shot accuracies scored like lm-evaluation-harness (see :mod:`lmpress.eval.loglik`).
 
     ``tasks`` is ``"piqa,hellaswag"`` (``name=path`` for a file of one's own) or parsed
-    pairs; returns, per task, ``acc`` (and ``acc_norm`` where lm-eval has it, ``ppl`` for
-    LAMBADA), their ``*_stderr``, ``n`` and per-example ``predictions``.
+    pairs; returns a :class:`~lmpress.eval.loglik.TaskResult` per task: ``acc`` (and
+    ``acc_norm`` where lm-eval has it, ``ppl`` for LAMBADA), their standard errors,
+    ``n`` and the per-example ``predictions``.
     """
     from lmpress.eval.loglik import evaluate_task
     from lmpress.eval.tasks import TASKS, load_task, parse_task_list
 
-    set_threads()
     pairs = parse_task_list(tasks) if isinstance(tasks, str) else tasks
     if isinstance(model, str):
         loaded = load_model(model)
         model, tokenizer = loaded.model, loaded.tokenizer
     if tokenizer is None:
         raise LmpressError("task evaluation needs the model's tokenizer")
-    out = {}
+    out: dict[str, TaskResult] = {}
     for name, path in pairs:
         spec = TASKS.get(name)
         examples = load_task(name, path, limit)
@@ -223,9 +248,6 @@ def evaluate_tasks(
             model, tokenizer, examples, spec.metrics, spec.kind, batch_size, progress, name
         )
     return out
-
-
-EXPORT_SUFFIX = {"gguf": ".gguf"}
 
 
 def export_model(
@@ -237,29 +259,30 @@ def export_model(
     **options: Any,
 ) -> dict[str, Any]:
     """Export the model at ``path`` (an lmpress checkpoint, or any model spec lmpress
-    loads: float models export as float) to format ``to`` (``gguf``,
-    ``compressed-tensors``, ``gptq``) at ``out``; returns the exporter's summary.
+    loads: float models export as float) to the format ``to`` (a name of
+    :data:`lmpress.export.EXPORTERS`: ``gguf``, ``compressed-tensors``, ``gptq``) at
+    ``out``; returns the exporter's summary.
 
-    ``gguf`` writes one file, the others a directory; either appears only when
-    complete. Options: ``embed_type`` (gguf: q8_0, f16, f32), ``fallback_type`` (gguf:
-    for grids no ggml type holds), ``scale_dtype`` (compressed-tensors: native, float32).
+    A single-file format (``gguf``) writes one file, the others a directory; either
+    appears only when complete. ``options`` are the exporter's declared ones
+    (``EXPORTERS.get(to).declared``, e.g. ``embed_type`` for gguf, ``scale_dtype`` for
+    compressed-tensors); an unknown name or a wrong value fails before any work.
     """
     from lmpress.export import EXPORTERS, atomic_output
     from lmpress.outputs import check_output_path
 
-    exporter = EXPORTERS.get(to)
-    is_dir = to not in EXPORT_SUFFIX
-    check_output_path(out, overwrite, is_dir)  # before the model load
+    spec = EXPORTERS.get(to)
+    opts = spec.options(options, to)
+    check_output_path(out, overwrite, spec.writes_directory)  # before the model load
     loaded = load_model(str(path))  # an lmpress checkpoint, or any model lmpress loads
     p = Path(loaded.source)
-    opts = {
+    context = {
         "progress": progress,
         "tokenizer_dir": p if p.is_dir() else p.parent,
         "source_model": loaded.source,
-        **options,
     }
-    with atomic_output(Path(out), overwrite, is_dir) as tmp:
-        summary = exporter(loaded.model, loaded.tokenizer, tmp, opts)
+    with atomic_output(Path(out), overwrite, spec.writes_directory) as tmp:
+        summary = spec.fn(loaded.model, loaded.tokenizer, tmp, {**opts, **context})
     summary["path"] = str(out)
     summary["source"] = str(p)
     return summary

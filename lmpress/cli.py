@@ -1,15 +1,29 @@
-"""``lmpress quantize | eval | info``."""
+"""``lmpress quantize | eval | info | sweep | export | generate``.
+
+Names a user picks from (methods, transforms, presets, tasks, export formats and
+their options) are read from their registries when the parser is built, so that a
+method or an exporter added in its own file appears here, in ``--help`` and in the
+choices, without an edit to this file.
+"""
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from lmpress.errors import LmpressError
+
+if TYPE_CHECKING:
+    from lmpress.eval.perplexity import PerplexityResult
+    from lmpress.eval.result import EvalResult
+    from lmpress.export import ExportOption
 
 
 def _positive_int(text: str) -> int:
@@ -26,6 +40,62 @@ def _non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else _positive_int(text)
 
 
+def _listed(names: list[str]) -> str:
+    return ", ".join(names)
+
+
+def _key_value(kv: str, flag: str, example: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` -> ``(key, value)``, the value read as YAML (``true``, ``64``,
+    ``0.1``, a string)."""
+    key, sep, value = kv.partition("=")
+    if not sep or not key.strip():
+        raise LmpressError(f"{flag} {kv!r} must look like KEY=VALUE, e.g. {example}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise LmpressError(f"{flag} {kv!r}: cannot read the value; quote strings") from None
+
+
+def _scheme_examples() -> list[str]:
+    """Scheme names to show as examples: those of the presets, each once."""
+    from lmpress.presets import PRESETS
+
+    schemes = (PRESETS.get(n).recipe.get("scheme") for n in PRESETS.names())
+    return list(dict.fromkeys(s for s in schemes if isinstance(s, str)))
+
+
+def _methods_with(option: str) -> list[str]:
+    """The methods that take ``option``."""
+    from lmpress.methods import METHODS
+
+    return [n for n in METHODS.names() if option in METHODS.get(n).defaults]
+
+
+def _method_help() -> str:
+    """``--method``'s help: the methods, and how transforms go before one."""
+    from lmpress.methods import METHODS
+    from lmpress.recipe import Recipe
+    from lmpress.transforms import TRANSFORMS
+
+    methods, transforms = METHODS.names(), TRANSFORMS.names()
+    text = " | ".join(methods)
+    if transforms:
+        text += (
+            f", optionally after transforms ({_listed(transforms)}) joined by '+', "
+            f"e.g. {transforms[0]}+{methods[0]}"
+        )
+    return f"{text} (default {Recipe().method})"
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (lmpress's, transformers' and huggingface_hub's) and no "
+        "transformers log messages below errors",
+    )
+
+
 def _check_writable_file(path: str | None, flag: str) -> None:
     """Fail before any work if ``path``'s folder is missing (we would fail only at the end)."""
     if path is None:
@@ -36,28 +106,33 @@ def _check_writable_file(path: str | None, flag: str) -> None:
 
 
 def _add_quantize(sub) -> None:
+    from lmpress.methods import METHODS
+    from lmpress.presets import PRESETS
+    from lmpress.recipe import Recipe
+
+    schemes = _scheme_examples()
     p = sub.add_parser("quantize", help="quantize a model and save it")
     p.add_argument("model", help="HF directory, .gguf file, hub id, or the alias smollm2-135m")
     p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument(
-        "--method",
-        default=None,
-        help="rtn | gptq | leanquant | hqq | learned-round, optionally after transforms: "
-        "awq+gptq, awq+rtn (default rtn)",
-    )
+    p.add_argument("--method", default=None, help=_method_help())
     p.add_argument(
         "--preset",
         default=None,
-        help="a named recipe: fast, best-4bit, best-3bit, best-2bit (see README)",
+        help=f"a named recipe: {_listed(PRESETS.names())} (see README)",
     )
-    p.add_argument("--scheme", default=None, help="e.g. w4g128, w8, w3g64s (default w4g128)")
+    p.add_argument(
+        "--scheme",
+        default=None,
+        help=f"e.g. {_listed(schemes)} (default {Recipe().scheme.name})",
+    )
     p.add_argument("--recipe", default=None, help="YAML recipe file (flags given here override it)")
     p.add_argument(
         "--override",
         action="append",
         default=[],
         metavar="REGEX=SCHEME|skip",
-        help="per-module scheme by regex, e.g. 'down_proj=w8' or 'lm_head=skip' (repeatable)",
+        help=f"per-module scheme by regex, e.g. 'down_proj={schemes[-1]}' or 'lm_head=skip' "
+        "(repeatable)",
     )
     p.add_argument(
         "--calib", default="wikitext2", help="calibration text: wikitext2 or a file path"
@@ -65,8 +140,19 @@ def _add_quantize(sub) -> None:
     p.add_argument("--calib-samples", type=_positive_int, default=128)
     p.add_argument("--calib-seq-len", type=_positive_int, default=512)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--damp", type=float, default=None, help="GPTQ Hessian damping (default 0.01)")
-    p.add_argument("--no-act-order", action="store_true", help="GPTQ: natural column order")
+    damped = _methods_with("damp")
+    p.add_argument(
+        "--damp",
+        type=float,
+        default=None,
+        help=f"Hessian damping of {_listed(damped)} "
+        f"(default {METHODS.get(damped[0]).defaults['damp'] if damped else '-'})",
+    )
+    p.add_argument(
+        "--no-act-order",
+        action="store_true",
+        help=f"{_listed(_methods_with('act_order'))}: natural column order",
+    )
     p.add_argument(
         "--method-arg",
         action="append",
@@ -79,10 +165,14 @@ def _add_quantize(sub) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--json", default=None, help="also write a summary JSON here")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet(p)
 
 
 def _add_eval(sub) -> None:
+    from lmpress.eval.perplexity import CONVENTIONS
+    from lmpress.eval.rolling import RollingPerplexityResult
+    from lmpress.eval.tasks import TASKS
+
     p = sub.add_parser("eval", help="perplexity, KL and top-1 agreement against a base model")
     p.add_argument("model", help="lmpress checkpoint, HF directory, .gguf, or alias")
     p.add_argument(
@@ -93,8 +183,8 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--tasks",
         default=None,
-        help="zero-shot tasks, lm-eval style: hellaswag,piqa,arc_easy,arc_challenge,"
-        "winogrande,boolq,lambada_openai (NAME=PATH for your own file)",
+        help=f"zero-shot tasks, lm-eval style: {','.join(TASKS.names())} "
+        "(NAME=PATH for your own file)",
     )
     p.add_argument("--limit", type=_positive_int, default=None, help="first N examples per task")
     p.add_argument(
@@ -105,8 +195,8 @@ def _add_eval(sub) -> None:
     )
     p.add_argument(
         "--ppl-convention",
-        choices=["gptq", "llamacpp", "lm-eval"],
-        default="gptq",
+        choices=[*CONVENTIONS, RollingPerplexityResult.convention],
+        default=CONVENTIONS[0],
         help="gptq: whole windows, rows joined by blank lines (default); llamacpp: "
         "llama-perplexity's (raw file, BOS per window, second half scored); lm-eval: "
         "lm-evaluation-harness's wikitext word/byte perplexity over whole articles "
@@ -120,16 +210,21 @@ def _add_eval(sub) -> None:
     )
     p.add_argument("--base", default=None, help="base model for KL / top-1 (e.g. smollm2-135m)")
     p.add_argument("--json", default=None, help="write results JSON here")
-    p.add_argument("--quiet", action="store_true")
+    _add_quiet(p)
 
 
 def _add_sweep(sub) -> None:
+    from lmpress.eval.tasks import TASKS
+
     p = sub.add_parser("sweep", help="quantize and evaluate a grid of methods x schemes")
     p.add_argument("model", help="HF directory, .gguf file, hub id, or the alias smollm2-135m")
     p.add_argument("-o", "--output", required=True, help="folder for results.jsonl and report")
-    p.add_argument("--schemes", required=True, help="e.g. w4g128,w3g128,w2g64")
+    p.add_argument("--schemes", required=True, help=f"e.g. {','.join(_scheme_examples())}")
     p.add_argument(
-        "--methods", required=True, help="e.g. rtn,gptq,awq+gptq,rtn:imatrix=true (comma list)"
+        "--methods",
+        required=True,
+        help="comma list of METHOD[:KEY=VALUE,...] labels; methods as for quantize --method: "
+        + _method_help(),
     )
     p.add_argument("--calib", default="wikitext2")
     p.add_argument("--calib-samples", type=_positive_int, default=128)
@@ -138,22 +233,34 @@ def _add_sweep(sub) -> None:
     p.add_argument("--ctx", type=_positive_int, default=2048)
     p.add_argument("--windows", type=_non_negative_int, default=16, help="0 = all")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each cell's checkpoint")
-    p.add_argument("--tasks", default=None, help="also score zero-shot tasks, e.g. piqa,arc_easy")
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help=f"also score zero-shot tasks (comma list of {','.join(TASKS.names())})",
+    )
     p.add_argument("--limit", type=_positive_int, default=None, help="first N examples per task")
     p.add_argument(
         "--no-speed",
         action="store_true",
         help="skip the per-cell prefill/decode tokens/s and peak-RSS measurement",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--anchors",
+        default=None,
+        help="JSON list of {label, bits_per_weight, ppl} points (other tools on the same "
+        "model and protocol) to draw in the report's plot",
+    )
+    _add_quiet(p)
 
 
 def cmd_sweep(a) -> int:
-    from lmpress.sweep import run_sweep
-
     # Method labels hold commas inside their options (gptq:damp=0.1,mse=false) only after
     # a colon; split the list on commas that start a new label.
+    from lmpress.report.pareto import read_anchors
+    from lmpress.sweep import run_sweep
+
     methods = _split_labels(a.methods)
+    anchors = read_anchors(a.anchors) if a.anchors else ()
     rows = run_sweep(
         a.model,
         [s for s in a.schemes.split(",") if s],
@@ -171,6 +278,7 @@ def cmd_sweep(a) -> int:
         limit=a.limit,
         speed=not a.no_speed,
         command="lmpress " + shlex.join(a.argv),
+        anchors=anchors,
     )
     print(f"{len(rows)} rows in {Path(a.output) / 'results.jsonl'}; report {a.output}/report.md")
     return 0
@@ -188,42 +296,104 @@ def _split_labels(text: str) -> list[str]:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="write a checkpoint as GGUF, compressed-tensors or GPTQ")
+    from lmpress.export import EXPORTERS
+
+    formats = EXPORTERS.names()
+    p = sub.add_parser(
+        "export", help=f"write a checkpoint in another ecosystem's format: {_listed(formats)}"
+    )
     p.add_argument("path", help="an lmpress checkpoint directory")
-    p.add_argument("--to", required=True, choices=["gguf", "compressed-tensors", "gptq"])
-    p.add_argument("-o", "--output", required=True, help="output file (gguf) or directory")
+    p.add_argument(
+        "--to",
+        required=True,
+        choices=formats,
+        help="; ".join(f"{n}: {EXPORTERS.get(n).description}" for n in formats),
+    )
+    files = [n for n in formats if not EXPORTERS.get(n).writes_directory]
+    p.add_argument(
+        "-o", "--output", required=True, help=f"output file ({_listed(files)}) or directory"
+    )
     p.add_argument("--overwrite", action="store_true")
+    _add_export_option_flags(p)
     p.add_argument(
-        "--embed-type",
-        default="q8_0",
-        choices=["q8_0", "f16", "f32"],
-        help="gguf: type of the token embedding / output head (default q8_0)",
-    )
-    p.add_argument(
-        "--fallback-type",
-        default="q8_0",
-        choices=["q8_0", "q4_1", "q4_0", "f16"],
-        help="gguf: type for modules whose grid no ggml type holds (re-quantized)",
-    )
-    p.add_argument(
-        "--scale-dtype",
-        default="native",
-        choices=["native", "float32"],
-        help="compressed-tensors: scales as stored (fp16/bf16) or float32 (bit-exact float32)",
+        "--export-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the --to format by its declared name (repeatable; the flags "
+        "above are the same options)",
     )
     p.add_argument("--json", default=None, help="write the export summary here")
-    p.add_argument("--quiet", action="store_true")
+    _add_quiet(p)
+
+
+def _export_option_dest(name: str) -> str:
+    return f"export_option_{name}"
+
+
+def _flag_type(default: Any) -> Callable[[str], Any]:
+    """How a generated flag reads its text: as the type of the option's default."""
+    if isinstance(default, bool):
+        return _bool
+    return type(default) if isinstance(default, int | float) else str
+
+
+def _bool(text: str) -> bool:
+    value = yaml.safe_load(text)
+    if not isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return value
+
+
+def _add_export_option_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per option the exporters declare (``embed_type`` -> ``--embed-type``),
+    its choices and help those of every exporter that declares it."""
+    from lmpress.export import EXPORTERS
+
+    owners: dict[str, list[tuple[str, ExportOption]]] = {}
+    for fmt in EXPORTERS.names():
+        for name, opt in EXPORTERS.get(fmt).declared.items():
+            owners.setdefault(name, []).append((fmt, opt))
+    for name, decls in owners.items():
+        choices = [c for _, o in decls for c in (o.choices or ())]
+        helps = "; ".join(f"{fmt}: {o.help} (default {o.default})" for fmt, o in decls)
+        try:
+            p.add_argument(
+                "--" + name.replace("_", "-"),
+                dest=_export_option_dest(name),
+                default=None,  # None: not given, so the exporter's own default applies
+                choices=list(dict.fromkeys(choices)) or None,
+                type=_flag_type(decls[0][1].default),
+                help=helps,
+            )
+        except argparse.ArgumentError:
+            continue  # the name is a flag of the command already: --export-arg reaches it
+
+
+def _export_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The exporter options given as flags or ``--export-arg`` (checked by the exporter)."""
+    from lmpress.export import EXPORTERS
+
+    opts: dict[str, Any] = {}
+    examples = []
+    for fmt in EXPORTERS.names():
+        for name, opt in EXPORTERS.get(fmt).declared.items():
+            examples.append(f"{name}={opt.default}")
+            value = getattr(a, _export_option_dest(name), None)
+            if value is not None:
+                opts[name] = value
+    for kv in a.export_arg:
+        key, value = _key_value(kv, "--export-arg", examples[0] if examples else "KEY=VALUE")
+        opts[key] = value
+    return opts
 
 
 def cmd_export(a) -> int:
     import lmpress
 
     _check_writable_file(a.json, "--json")
-    opts = {"embed_type": a.embed_type, "fallback_type": a.fallback_type}
-    if a.to != "gguf":
-        opts = {"scale_dtype": a.scale_dtype} if a.to == "compressed-tensors" else {}
     s = lmpress.export_model(
-        a.path, a.to, a.output, overwrite=a.overwrite, progress=not a.quiet, **opts
+        a.path, a.to, a.output, overwrite=a.overwrite, progress=not a.quiet, **_export_options(a)
     )
     line = f"wrote {s['path']} ({s['format']}, {s['quantized_modules']} quantized modules"
     if "tensor_types" in s:
@@ -259,13 +429,11 @@ def _add_generate(sub) -> None:
 def cmd_generate(a) -> int:
     import torch
 
-    from lmpress.generate import generate
-    from lmpress.models.load import set_threads
+    from lmpress.runtime import generate
 
     _check_writable_file(a.json, "--json")
     if a.temperature < 0 or not 0 < a.top_p <= 1:
         raise LmpressError("--temperature must be >= 0 and --top-p in (0, 1]")
-    set_threads()
     if a.threads:
         torch.set_num_threads(a.threads)
 
@@ -341,15 +509,8 @@ def _recipe_from_args(a):
     if a.no_act_order:
         args["act_order"] = False
     for kv in a.method_arg:
-        key, sep, value = kv.partition("=")
-        if not sep or not key:
-            raise LmpressError(f"--method-arg {kv!r} must look like KEY=VALUE, e.g. mse=true")
-        try:
-            args[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise LmpressError(
-                f"--method-arg {kv!r}: cannot read the value; quote strings, e.g. init=rtn"
-            ) from None
+        key, value = _key_value(kv, "--method-arg", "mse=true")
+        args[key] = value
     d["method_args"] = args
     for o in a.override:
         if "=" not in o:
@@ -391,12 +552,12 @@ def cmd_quantize(a) -> int:
         "scheme": recipe.scheme.name,
         "quantize_seconds": res.metadata["quantize_seconds"],
         "peak_rss_mb": round(peak_rss_mb(), 1),  # after saving: the whole command
-        **stats,
+        **stats.to_dict(),
     }
     print(
-        f"saved {out}: {stats['quantized_modules']} modules, "
-        f"{stats['bits_per_weight']:.3f} bits/weight (quantized), "
-        f"{stats['bits_per_weight_model']:.3f} (whole model), {stats['size_bytes'] / 1e6:.1f} MB, "
+        f"saved {out}: {stats.quantized_modules} modules, "
+        f"{stats.bits_per_weight:.3f} bits/weight (quantized), "
+        f"{stats.bits_per_weight_model:.3f} (whole model), {stats.size_bytes / 1e6:.1f} MB, "
         f"{summary['quantize_seconds']:.1f} s, peak RSS {summary['peak_rss_mb']:.0f} MiB"
     )
     if a.json:
@@ -405,17 +566,19 @@ def cmd_quantize(a) -> int:
 
 
 def cmd_eval(a) -> int:
+    from dataclasses import replace
+
     import lmpress
+    from lmpress.eval.result import EvalResult
 
     _check_writable_file(a.json, "--json")
-    res: dict = {}
+    res = EvalResult()
     tasks = None
     if a.tasks:
         from lmpress.eval.tasks import parse_task_list
 
         tasks = parse_task_list(a.tasks)  # before loading anything: typos fail fast
     if a.ppl or not a.tasks:
-        text = a.ppl or "wikitext2"
         lm_eval_style = a.ppl_convention == "lm-eval"
         if lm_eval_style and a.base:
             raise LmpressError("--base (KL) is not defined for --ppl-convention lm-eval")
@@ -423,51 +586,63 @@ def cmd_eval(a) -> int:
         windows = a.windows if a.windows is not None else (0 if lm_eval_style else 16)
         res = lmpress.evaluate(
             a.model,
-            text=text,
+            text=a.ppl or "wikitext2",
             ctx=ctx,
             windows=windows or None,
             base=a.base,
             progress=not a.quiet,
             convention=a.ppl_convention,
         )
-        if lm_eval_style:
-            line = (
-                f"word_perplexity={res['word_perplexity']:.4f} "
-                f"byte_perplexity={res['byte_perplexity']:.5f} "
-                f"bits_per_byte={res['bits_per_byte']:.5f} ({text}, lm-eval convention, "
-                f"max_length={res['max_length']}, documents={res['documents']})"
-            )
-        else:
-            line = (
-                f"ppl={res['ppl']:.4f} ({text}, {a.ppl_convention} convention, "
-                f"ctx={res['ctx']}, windows={res['windows']})"
-            )
-        if "kl_mean" in res:
-            line += (
-                f" kl={res['kl_mean']:.5f}±{res['kl_stderr']:.5f} "
-                f"(median {res['kl_median']:.5f}, p99 {res['kl_p99']:.4f}, "
-                f"p99.9 {res['kl_p999']:.4f}) top1={res['top1_agreement']:.4f} "
-                f"dp={res['delta_p_mean']:+.5f} ln(ppl/base)={res['ln_ppl_ratio']:+.5f}"
-            )
-            if res["windows"] > 1:
-                line += f"±{res['ln_ppl_ratio_stderr_windows']:.5f} (stderr over windows)"
-        if res.get("bits_per_weight"):
-            line += f" bits/weight={res['bits_per_weight']:.3f}"
-        print(line)
+        print(_perplexity_line(res))
     if tasks:
-        res["tasks"] = lmpress.evaluate_tasks(
+        scores = lmpress.evaluate_tasks(
             a.model, tasks, limit=a.limit, batch_size=a.batch_size, progress=not a.quiet
         )
-        for name, r in res["tasks"].items():
-            parts = [
-                f"{m}={r[m]:.4f}±{r[m + '_stderr']:.4f}"
-                for m in ("acc", "acc_norm", "ppl")
-                if m in r
-            ]
-            print(f"{name}: {' '.join(parts)} (n={r['n']})")
+        res = replace(res, tasks=scores)
+        for name, r in scores.items():
+            parts = [f"{m}={v:.4f}±{se:.4f}" for m, (v, se) in r.scores().items()]
+            print(f"{name}: {' '.join(parts)} (n={r.n})")
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2))
+        Path(a.json).write_text(json.dumps(res.to_dict(), indent=2))
     return 0
+
+
+def _perplexity_line(res: "EvalResult") -> str:
+    """One line of ``lmpress eval``'s perplexity figures (and agreement with the base)."""
+    from lmpress.eval.rolling import RollingPerplexityResult
+
+    p = res.perplexity
+    if isinstance(p, RollingPerplexityResult):
+        line = (
+            f"word_perplexity={p.word_perplexity:.4f} "
+            f"byte_perplexity={p.byte_perplexity:.5f} "
+            f"bits_per_byte={p.bits_per_byte:.5f} ({res.text}, {p.convention} convention, "
+            f"max_length={p.max_length}, documents={p.documents})"
+        )
+    else:
+        line = (
+            f"ppl={p.ppl:.4f} ({res.text}, {res.convention} convention, "
+            f"ctx={p.ctx}, windows={p.windows})"
+        )
+        if p.agreement is not None and p.ratio is not None:
+            line += _agreement_text(p)
+    if res.size is not None and res.size.bits_per_weight:
+        line += f" bits/weight={res.size.bits_per_weight:.3f}"
+    return line
+
+
+def _agreement_text(p: "PerplexityResult") -> str:
+    """KL, top-1, delta-p and the paired perplexity ratio of a result against its base."""
+    g, r = p.agreement, p.ratio
+    text = (
+        f" kl={g.kl_mean:.5f}±{g.kl_stderr:.5f} "
+        f"(median {g.kl_median:.5f}, p99 {g.kl_p99:.4f}, "
+        f"p99.9 {g.kl_p999:.4f}) top1={g.top1_agreement:.4f} "
+        f"dp={g.delta_p_mean:+.5f} ln(ppl/base)={r.ln_ppl_ratio:+.5f}"
+    )
+    if p.windows > 1:
+        text += f"±{r.ln_ppl_ratio_stderr_windows:.5f} (stderr over windows)"
+    return text
 
 
 def cmd_info(a) -> int:
@@ -501,7 +676,7 @@ def cmd_info(a) -> int:
         # older checkpoints kept the timing in config.json
         "quantize_seconds": read_run_info(p).get("quantize_seconds", qc.get("quantize_seconds")),
         "lmpress_version": qc.get("lmpress_version"),
-        **stats,
+        **stats.to_dict(),
     }
     if a.json:
         print(json.dumps(info, indent=2))
@@ -510,11 +685,64 @@ def cmd_info(a) -> int:
     print(f"  source: {info['source_model']}")
     print(f"  schemes: {', '.join(f'{k} x{v}' for k, v in schemes.items())}")
     print(
-        f"  bits/weight: {stats['bits_per_weight']:.3f} (quantized modules), "
-        f"{stats['bits_per_weight_model']:.3f} (whole model)"
+        f"  bits/weight: {stats.bits_per_weight:.3f} (quantized modules), "
+        f"{stats.bits_per_weight_model:.3f} (whole model)"
     )
-    print(f"  size on disk: {stats['size_bytes'] / 1e6:.2f} MB")
+    print(f"  size on disk: {stats.size_bytes / 1e6:.2f} MB")
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bars(shown: bool) -> Iterator[None]:
+    """With ``shown`` false (``--quiet``), no progress bar for the command's length.
+
+    lmpress's own bars follow the ``progress`` argument every command passes down;
+    these are the libraries' (transformers' weight loading and GGUF dequantization,
+    huggingface_hub's downloads) and transformers' log messages below errors. The
+    previous state comes back afterwards, because :func:`main` also runs inside other
+    programs (the tests).
+    """
+    if shown:
+        yield
+        return
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as tf_logging
+
+    hub_bars_were_off = hub.are_progress_bars_disabled()
+    bars_were_on, verbosity = tf_logging.is_progress_bar_enabled(), tf_logging.get_verbosity()
+    tf_logging.disable_progress_bar()
+    hub.disable_progress_bars()
+    tf_logging.set_verbosity_error()
+    try:
+        with _gguf_loader_bars_follow_transformers():
+            yield
+    finally:
+        tf_logging.set_verbosity(verbosity)
+        if bars_were_on:
+            tf_logging.enable_progress_bar()  # which turns huggingface_hub's on as well
+        (hub.disable_progress_bars if hub_bars_were_off else hub.enable_progress_bars)()
+
+
+@contextlib.contextmanager
+def _gguf_loader_bars_follow_transformers() -> Iterator[None]:
+    """transformers' GGUF loader draws its "de-quantizing" bar with tqdm itself, past
+    transformers' own progress switch; for the block, it draws through transformers'
+    tqdm, which follows that switch."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as loader
+        from transformers.utils.logging import tqdm as switched_tqdm
+    except ImportError:  # no gguf support installed: no such bar either
+        yield
+        return
+    own = getattr(loader, "tqdm", None)
+    if own is None:
+        yield
+        return
+    loader.tqdm = switched_tqdm
+    try:
+        yield
+    finally:
+        loader.tqdm = own
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -540,7 +768,12 @@ def main(argv: list[str] | None = None) -> int:
             "export": cmd_export,
             "generate": cmd_generate,
         }
-        return cmds[a.cmd](a)
+        # the library leaves torch's threads to its caller; the command uses every core
+        from lmpress.models.load import set_threads
+
+        set_threads()
+        with _progress_bars(shown=not getattr(a, "quiet", False)):
+            return cmds[a.cmd](a)
     except LmpressError as e:
         print(f"lmpress: error: {e}", file=sys.stderr)
         return 2

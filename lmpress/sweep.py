@@ -15,6 +15,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import yaml
 
 from lmpress.errors import LmpressError
 from lmpress.recipe import Recipe
+from lmpress.report.pareto import AnchorPoint
 
 
 def parse_label(label: str, scheme: str) -> Recipe:
@@ -61,6 +63,7 @@ def run_sweep(
     limit: int | None = None,
     speed: bool = True,
     command: str | None = None,
+    anchors: Sequence[AnchorPoint] = (),
 ) -> list[dict]:
     """Run every (method, scheme) cell not yet in ``out_dir/results.jsonl``; returns all rows.
 
@@ -69,6 +72,7 @@ def run_sweep(
     checkpoint (and the float model) is loaded in a fresh process that measures prefill
     and decode tokens/s and its peak RSS (:mod:`lmpress.eval.speed`). ``command`` (the
     command line that ran the sweep) and the library versions are kept in every row.
+    ``anchors`` are drawn beside the cells in the report's plot.
     """
     from lmpress.api import peak_rss_mb, save
     from lmpress.calibration import calibration_ids
@@ -104,7 +108,13 @@ def run_sweep(
     ref_cell = f"reference|-|{protocol}"
     if ref_cell not in done:
         r = evaluate_perplexity(base.model, ids, ctx, windows, None, progress)
-        row = {"cell": ref_cell, "method": "float", "scheme": "-", "bits_per_weight": 32.0, **r}
+        row = {
+            "cell": ref_cell,
+            "method": "float",
+            "scheme": "-",
+            "bits_per_weight": 32.0,
+            **r.to_dict(),
+        }
         row.update(prov)
         row.update(_task_scores(base.model, base.tokenizer, task_list, limit, progress))
         if speed:
@@ -125,16 +135,16 @@ def run_sweep(
         )
         seconds = time.perf_counter() - t0
         ckpt = out / "cells" / f"{label.replace(':', '_').replace(',', '_')}-{scheme}"
-        res.tokenizer = base.tokenizer  # type: ignore[attr-defined]
-        res.metadata = {"recipe": recipe.to_dict()}  # type: ignore[attr-defined]
+        res.tokenizer = base.tokenizer
+        res.metadata = {"recipe": recipe.to_dict()}
         save(res, ckpt, overwrite=True)
         ev = evaluate_perplexity(m, ids, ctx, windows, cache, progress)
         row = {
             "cell": cell,
             "method": label,
             "scheme": scheme,
-            **ev,
-            **model_size_stats(m, ckpt),
+            **ev.to_dict(),
+            **model_size_stats(m, ckpt).to_dict(),
             "quantize_s": seconds,
             "peak_rss_mb_so_far": round(peak_rss_mb(), 1),
             "recipe": recipe.to_dict(),
@@ -151,7 +161,7 @@ def run_sweep(
             shutil.rmtree(ckpt, ignore_errors=True)
         del m, res
     rows = [done[k] for k in done if k.endswith(protocol)]
-    write_report(rows, out, protocol, model)
+    write_report(rows, out, protocol, model, anchors)
     from lmpress.report.html import write_html
 
     write_html(rows, out, protocol, model)
@@ -165,7 +175,7 @@ def _task_scores(model, tokenizer, task_list, limit, progress) -> dict:
     from lmpress.eval.loglik import evaluate_task
     from lmpress.eval.tasks import TASKS, load_task
 
-    scores = {}
+    scores: dict[str, dict] = {}
     for name, path in task_list:
         spec = TASKS.get(name)
         r = evaluate_task(
@@ -177,7 +187,7 @@ def _task_scores(model, tokenizer, task_list, limit, progress) -> dict:
             progress=progress,
             name=name,
         )
-        scores[name] = {k: v for k, v in r.items() if not k.startswith("predictions")}
+        scores[name] = r.to_dict(predictions=False)
     mean = sum(v["acc"] for v in scores.values()) / len(scores)
     return {"tasks": scores, "task_mean_acc": mean}
 
@@ -190,7 +200,7 @@ def versions() -> dict[str, str]:
     import transformers
 
     from lmpress.__version__ import __version__
-    from lmpress.report.benchmarks import cpu_name
+    from lmpress.report.machine import cpu_name
 
     return {
         "lmpress": __version__,
@@ -202,11 +212,12 @@ def versions() -> dict[str, str]:
 
 
 def _speed(model_spec: str, text: str, progress: bool) -> dict:
+    """The ``speed`` entry of a row: :func:`lmpress.eval.speed.speed_in_subprocess`'s."""
     from lmpress.eval.speed import speed_in_subprocess
 
     if progress:
         print(f"[sweep] speed and memory of {model_spec} (own process)", flush=True)
-    return speed_in_subprocess(model_spec, text)
+    return speed_in_subprocess(model_spec, text).to_dict()
 
 
 def _append(path: Path, row: dict) -> None:
@@ -222,10 +233,13 @@ def ppl_ratio_cell(r: dict) -> str:
     return f"{ratio:.3f} ±{2 * ratio * r['ln_ppl_ratio_stderr_windows']:.3f}"
 
 
-def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path:
-    """``out/report.md`` (table, commands) and ``out/pareto.png``."""
-    from lmpress.report.benchmarks import plot_pareto
+def write_report(
+    rows: list[dict], out: Path, protocol: str, model: str, anchors: Sequence[AnchorPoint] = ()
+) -> Path:
+    """``out/report.md`` (table, commands) and ``out/pareto.png`` (with the ``anchors``
+    drawn for comparison)."""
     from lmpress.report.html import provenance, speed_cells
+    from lmpress.report.pareto import plot_pareto
 
     ref = next((r for r in rows if r["method"] == "float"), None)
     cells = sorted(
@@ -259,7 +273,7 @@ def write_report(rows: list[dict], out: Path, protocol: str, model: str) -> Path
             f"{r['quantize_s']:.1f} | {' | '.join(speed_cells(r))} |"
         )
     if ref and cells:
-        plot_pareto(cells, ref["ppl"], out / "pareto.png", anchors=model == "smollm2-135m")
+        plot_pareto(cells, ref["ppl"], out / "pareto.png", anchors)
         lines += ["", "![perplexity against bits per weight](pareto.png)"]
     if any(r.get("speed") for r in rows):
         sp = next(r["speed"] for r in rows if r.get("speed"))

@@ -55,7 +55,7 @@ def run_sweep(out: Path, windows: int, limit: int) -> dict:
 
 def screenshot(page: Path, png: Path) -> dict:
     """Open ``page`` in headless Chromium; full-page PNG and what the page reported."""
-    from lmpress.report.browser import headless_chromium, open_and_screenshot
+    from headless_browser import headless_chromium, open_and_screenshot
 
     with headless_chromium() as driver:
         state = open_and_screenshot(driver, page, png)
@@ -90,7 +90,7 @@ def bench_cache(work: Path, windows: int) -> dict:
         t0 = time.perf_counter()
         r = lmpress.evaluate(str(ck), base=MODEL, **kw)
         times.append(time.perf_counter() - t0)
-        kls.append(r["kl_mean"])
+        kls.append(r.perplexity.agreement.kl_mean)
     return {
         "windows": windows,
         "ctx": 2048,

@@ -24,22 +24,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lmpress.eval.lm_eval_bridge import run_lm_eval  # noqa: E402
-from lmpress.eval.loglik import evaluate_task  # noqa: E402
+from lmpress.eval.loglik import TaskResult, evaluate_task  # noqa: E402
 from lmpress.eval.tasks import TASKS, load_task, parse_task_list  # noqa: E402
 from lmpress.models.load import load_model  # noqa: E402
 
 DEFAULT_TASKS = "hellaswag,piqa,arc_easy,winogrande"
 
 
-def compare(ours: dict, theirs: dict, metrics: tuple[str, ...]) -> dict:
+def compare(ours: TaskResult, theirs: dict, metrics: tuple[str, ...]) -> dict:
     """Per-metric accuracies of both scorers and how many examples chose differently."""
-    row: dict = {"n": ours["n"]}
+    row: dict = {"n": ours.n}
     for metric, key in (("acc", "predictions"), ("acc_norm", "predictions_norm")):
         if metric not in metrics:
             continue
-        a, b = ours[key], theirs[key]
+        a, b = getattr(ours, key), theirs[key]
         row[metric] = {
-            "lmpress": ours[metric],
+            "lmpress": getattr(ours, metric),
             "lm_eval": theirs[metric],
             "differing_examples": sum(x != y for x, y in zip(a, b, strict=True)),
         }

@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from conftest import needs_data
+from conftest import needs_data, tiny_model
 
 from lmpress.cli import main
 
@@ -184,8 +184,6 @@ def test_ctx_beyond_model_positions(capsys, tiny_llama_dir):
 
 def test_bin_checkpoint_loads(tmp_path, smol_tokenizer):
     """A HF directory with pytorch_model.bin (loaded weights-only) quantizes like safetensors."""
-    from conftest import tiny_model
-
     from lmpress.models.load import load_model
 
     d = tmp_path / "bin-model"
@@ -433,3 +431,165 @@ def test_weight_errors_recorded_and_plotted(tmp_path, tiny_llama_dir):
     assert not qc["layer_errors"]
     uri = _layer_plot({"method": "rtn", "scheme": "w2g32", "weight_errors": werr})
     assert uri and uri.startswith("data:image/png;base64,")
+
+
+def tiny_bpe_model(root):
+    """A tiny random Llama with a 320-token byte-level BPE tokenizer trained on the spot,
+    and that text: quick to load even from GGUF, where transformers rebuilds the
+    tokenizer token by token (minutes' worth for the real model's 49k tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    lines = [f"Row {i}: a few words of text about numbers and tests." for i in range(200)]
+    text = root / "text.txt"
+    text.write_text("\n".join(lines))
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<|endoftext|>"], initial_alphabet=alphabet
+    )
+    bpe.train_from_iterator(lines, trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
+    )
+    d = root / "tiny-bpe"
+    tiny_model("llama", vocab=len(tok)).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d, text
+
+
+# what a tqdm bar leaves on stderr: "NN%|" and a rate
+PROGRESS_BAR = re.compile(r"\d+%\||it/s\]|s/it\]")
+
+
+def test_quiet_silences_every_progress_bar(capfd, tmp_path):
+    """lmpress's bars and transformers' (weight loading, GGUF dequantization) alike,
+    for every command that has --quiet; the libraries' switches come back afterwards."""
+    from transformers.utils import logging as tf_logging
+
+    d, text = tiny_bpe_model(tmp_path)
+    capfd.readouterr()  # saving the tiny model draws bars of its own
+    q, gguf_file = tmp_path / "q", tmp_path / "m.gguf"
+    window = ["--ppl", text, "--ctx", "32", "--windows", "1"]
+    loud = main(list(map(str, ["eval", d, *window])))
+    assert loud == 0 and PROGRESS_BAR.search(capfd.readouterr().err)  # the pattern sees bars
+    bars_on = tf_logging.is_progress_bar_enabled()
+    commands = [
+        ["quantize", d, "-o", q],  # a HF directory: transformers' weight-loading bar
+        ["export", q, "--to", "gguf", "-o", gguf_file],
+        ["eval", gguf_file, *window],  # GGUF: transformers' dequantization bar
+        ["eval", q, *window, "--base", d],  # the base model's logits
+        ["sweep", d, "-o", tmp_path / "s", "--schemes", "w4g32", "--methods", "rtn",
+         *window, "--no-speed"],
+    ]  # fmt: skip
+    for argv in commands:
+        code = main(list(map(str, [*argv, "--quiet"])))
+        err = capfd.readouterr().err
+        assert code == 0, err
+        assert not PROGRESS_BAR.search(err), (argv[0], err)
+    assert tf_logging.is_progress_bar_enabled() == bars_on
+
+
+def test_help_lists_what_the_registries_hold(capsys, monkeypatch):
+    from lmpress.eval.tasks import TASKS
+    from lmpress.export import EXPORTERS
+    from lmpress.methods import METHODS
+    from lmpress.presets import PRESETS
+    from lmpress.transforms import TRANSFORMS
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no name broken at a hyphen across lines
+    flags = [
+        "--" + name.replace("_", "-")
+        for fmt in EXPORTERS.names()
+        for name in EXPORTERS.get(fmt).declared
+    ]
+    expected = {
+        "quantize": METHODS.names() + TRANSFORMS.names() + PRESETS.names(),
+        "eval": TASKS.names(),
+        "sweep": METHODS.names() + TASKS.names(),
+        "export": EXPORTERS.names() + flags,
+    }
+    for cmd, names in expected.items():
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        out = capsys.readouterr().out
+        assert not [n for n in names if n not in out], (cmd, out)
+
+
+@pytest.fixture
+def toy_exporter(monkeypatch):
+    """The exporters plus ``toy`` (options ``level`` 1-5 and ``loud``), which writes a file
+    and records the options it was given."""
+    import lmpress.export as export
+    from lmpress.export import ExporterSpec, ExportOption
+    from lmpress.registry import Registry
+
+    seen: dict = {}
+
+    def toy(model, tokenizer, out, options):
+        seen.clear()
+        seen.update(options)
+        out.write_text("toy")
+        return {"format": "toy", "quantized_modules": 0}
+
+    reg = Registry("export format")
+    for name in export.EXPORTERS.names():
+        reg.register(name)(export.EXPORTERS.get(name))
+    declared = {
+        "level": ExportOption(3, "how hard", (1, 2, 3, 4, 5)),
+        "loud": ExportOption(False, "say more"),
+    }
+    reg.register("toy")(ExporterSpec(toy, "a test format", declared, suffix=".toy"))
+    monkeypatch.setattr(export, "EXPORTERS", reg)
+    return seen
+
+
+def test_export_flags_come_from_the_declared_options(capsys, tmp_path, toy_exporter):
+    d, _ = tiny_bpe_model(tmp_path)
+    out = tmp_path / "m.toy"
+    toy = ["export", d, "--to", "toy", "-o", out, "--overwrite", "--quiet"]
+    code, stdout, err = run(capsys, *toy, "--level", "4", "--loud", "true")
+    assert code == 0, err
+    seen = toy_exporter
+    assert (seen["level"], seen["loud"], seen["progress"]) == (4, True, False)
+    assert seen["source_model"] == str(d) and "wrote" in stdout and out.read_text() == "toy"
+    code, _, err = run(capsys, *toy, "--export-arg", "level=2")
+    assert code == 0, err
+    assert seen["level"] == 2 and seen["loud"] is False  # the declared default
+    code, _, err = run(capsys, *toy, "--export-arg", "level=9")
+    assert_user_error(code, err, "level=9", "one of 1, 2, 3, 4, 5")
+    code, _, err = run(capsys, *toy, "--export-arg", "depth=1")
+    assert_user_error(code, err, "unknown option(s) ['depth']", "allowed: ['level', 'loud']")
+    code, _, err = run(capsys, *toy, "--export-arg", "level")
+    assert_user_error(code, err, "KEY=VALUE")
+    # another format's flag is refused by the format asked for, before any work
+    gguf_file = tmp_path / "m.gguf"
+    code, _, err = run(capsys, "export", d, "--to", "gguf", "-o", gguf_file, "--scale-dtype",
+                       "float32")  # fmt: skip
+    assert_user_error(code, err, "unknown option(s) ['scale_dtype'] for export format 'gguf'")
+    assert not gguf_file.exists()
+    with pytest.raises(SystemExit):  # declared choices are the flag's choices too
+        main(list(map(str, [*toy, "--level", "7"])))
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_export_keeps_its_flags(capsys, tmp_path):
+    """The flags export has always had, now generated from the exporters' declarations."""
+    d, _ = tiny_bpe_model(tmp_path)
+    q = tmp_path / "q"
+    # groups of 48 straddle ggml's 32-weight blocks: every module takes the fallback type
+    code, _, err = run(capsys, "quantize", d, "--scheme", "w4g48", "-o", q, "--quiet")
+    assert code == 0, err
+    summary = tmp_path / "gguf.json"
+    code, _, err = run(capsys, "export", q, "--to", "gguf", "-o", tmp_path / "m.gguf",
+                       "--embed-type", "f32", "--fallback-type", "q4_0", "--quiet",
+                       "--json", summary)  # fmt: skip
+    assert code == 0, err
+    s = json.loads(summary.read_text())
+    assert s["tensor_types"] == {"Q4_0": 14} and s["tensors"]["token_embd.weight"]["type"] == "F32"
+    code, _, err = run(capsys, "export", q, "--to", "compressed-tensors", "-o", tmp_path / "ct",
+                       "--scale-dtype", "float32", "--quiet", "--json", summary)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(summary.read_text())["scale_dtype"] == "float32"

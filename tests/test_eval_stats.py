@@ -32,14 +32,15 @@ def test_llamacpp_convention_scores_second_half(smol_tokenizer, text_file):
     assert torch.equal(ids, smol_tokenizer(text_file.read_text(), return_tensors="pt").input_ids[0])
     first = first_scored("llamacpp", ctx)
     r = evaluate_perplexity(model, ids, ctx, 3, None, progress=False, first=first)
-    assert r["tokens_scored"] == 3 * (ctx - 1 - ctx // 2) and r["first_scored"] == 32
+    assert r.tokens_scored == 3 * (ctx - 1 - ctx // 2) and r.first_scored == 32
     nll = 0.0
     with torch.no_grad():
         for i in range(3):
             w = ids[i * ctx : (i + 1) * ctx]
             logits = model(w[None]).logits[0, :-1].float()
             nll += F.cross_entropy(logits[first:], w[1 + first :], reduction="sum").item()
-    assert math.isclose(r["ppl"], math.exp(nll / r["tokens_scored"]), rel_tol=1e-5)
+    assert math.isclose(r.ppl, math.exp(nll / r.tokens_scored), rel_tol=1e-5)
+    assert r.agreement is None and r.ratio is None  # no base model given
     assert first_scored("gptq", ctx) == 0
 
 
@@ -55,66 +56,42 @@ def _scored_against_itself(root, tokenizer, text_file, windows: int):
 
 def test_distribution_stats_against_self_and_other(tmp_path, smol_tokenizer, text_file):
     ids, cache, same = _scored_against_itself(tmp_path, smol_tokenizer, text_file, 2)
-    assert same["kl_mean"] < 1e-3 and same["top1_agreement"] > 0.99
-    assert abs(same["delta_p_mean"]) < 1e-3 and same["positions"] == 2 * 63
+    g = same.agreement
+    assert g.kl_mean < 1e-3 and g.top1_agreement > 0.99
+    assert abs(g.delta_p_mean) < 1e-3 and g.positions == 2 * 63
     other = evaluate_perplexity(
         tiny_model("llama", len(smol_tokenizer), seed=1), ids, 64, 2, cache, progress=False
-    )
-    assert other["kl_mean"] > 10 * same["kl_mean"] + 1e-3
-    assert other["kl_median"] <= other["kl_p99"] <= other["kl_p999"] <= other["kl_max"]
+    ).agreement
+    assert other.kl_mean > 10 * g.kl_mean + 1e-3
+    assert other.kl_median <= other.kl_p99 <= other.kl_p999 <= other.kl_max
     s = distribution_stats(
         torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64),
         torch.tensor([1.0, 1.0, 0.0, 1.0], dtype=torch.float64),
         torch.tensor([0.1, -0.1, 0.1, -0.1], dtype=torch.float64),
     )
-    assert s["kl_mean"] == 1.5 and s["top1_agreement"] == 0.75
-    assert s["delta_p_mean"] == 0.0 and math.isclose(s["delta_p_rms"], 0.1)
+    assert s.kl_mean == 1.5 and s.top1_agreement == 0.75
+    assert s.delta_p_mean == 0.0 and math.isclose(s.delta_p_rms, 0.1)
 
 
 def test_paired_perplexity_ratio_against_the_base(tmp_path, smol_tokenizer, text_file):
     """ln(PPL/PPL(base)) is paired on the same positions, and two runs pair by window."""
     ids, cache, same = _scored_against_itself(tmp_path, smol_tokenizer, text_file, 3)
     # only the float16 rounding of the cached logits separates the base from itself
-    assert abs(same["ln_ppl_ratio"]) < 1e-4 and same["window_tokens"] == [63] * 3
-    assert math.isclose(sum(same["window_nll"]) / 189, math.log(same["ppl"]), rel_tol=1e-12)
+    assert abs(same.ratio.ln_ppl_ratio) < 1e-4 and same.window_tokens == [63] * 3
+    assert math.isclose(sum(same.window_nll) / 189, math.log(same.ppl), rel_tol=1e-12)
     other = evaluate_perplexity(
         tiny_model("llama", len(smol_tokenizer), seed=1), ids, 64, 3, cache, progress=False
     )
-    want = math.log(other["ppl"] / same["ppl"])
-    assert math.isclose(other["ln_ppl_ratio"], want, abs_tol=1e-4)
-    assert other["ln_ppl_ratio_stderr"] > 0 and other["ln_ppl_ratio_stderr_windows"] > 0
-    d, se = paired_difference(other["window_nll"], same["window_nll"], same["window_tokens"])
+    want = math.log(other.ppl / same.ppl)
+    assert math.isclose(other.ratio.ln_ppl_ratio, want, abs_tol=1e-4)
+    assert other.ratio.ln_ppl_ratio_stderr > 0 and other.ratio.ln_ppl_ratio_stderr_windows > 0
+    d, se = paired_difference(other.window_nll, same.window_nll, same.window_tokens)
     assert math.isclose(d, want, rel_tol=1e-9) and se > 0
     # window means of the difference: a constant shift has no spread
     d0, se0 = paired_difference([2.0, 4.0], [1.0, 2.0], [1, 2])
     assert d0 == 1.0 and se0 == 0.0
     with pytest.raises(ValueError, match="same windows"):
         paired_difference([1.0], [1.0, 2.0], [1, 1])
-
-
-def test_evaluation_section_marks_bars():
-    from lmpress.report.evaluation import render_evaluation
-
-    def task(diff):
-        acc = {"lmpress": 0.5, "lm_eval": 0.5, "differing_examples": diff}
-        return {"n": 500, "acc": acc, "acc_norm": dict(acc), "lmpress_s": 1, "lm_eval_s": 2}
-
-    lm = {"command": "c", "model": "m", "limit": 500, "lm_eval_version": "0.4", "batch_size": 16}
-    names = ("hellaswag", "piqa", "arc_easy", "winogrande")
-    good = render_evaluation({**lm, "tasks": {n: task(0) for n in names}}, None)
-    assert "WinoGrande with `--limit 500`: **pass**" in good
-    bad = render_evaluation({**lm, "tasks": {**{n: task(0) for n in names}, "piqa": task(1)}}, None)
-    assert "**FAIL**" in bad
-    partial = render_evaluation({**lm, "tasks": {"piqa": task(0)}}, None)
-    assert "**FAIL** (measured so far: piqa)" in partial
-    cache = {"command": "c", "schemes": ["w8"], "ctx": 2048, "windows": 4}
-    ok = render_evaluation(None, {"cache": {**cache, "first_with_base_s": 20.0,
-        "cached_median_s": 10.5, "plain_s": 10.0, "eight_total_s": 94.0}})  # fmt: skip
-    assert "(1.05x): **pass**" in ok
-    broken = render_evaluation(None, {"cache": {**cache, "first_with_base_s": 20.0,
-        "cached_median_s": 20.0, "plain_s": 10.0, "eight_total_s": 160.0}})  # fmt: skip
-    assert "(2.00x): **FAIL**" in broken
-    assert render_evaluation(None, None) == ""
 
 
 def test_second_evaluation_reads_the_cached_base(tmp_path, monkeypatch, tiny_llama_dir):
@@ -125,12 +102,12 @@ def test_second_evaluation_reads_the_cached_base(tmp_path, monkeypatch, tiny_lla
     text = tmp_path / "t.txt"
     text.write_text("\n".join(f"Row {i}: some words for the base cache." for i in range(100)))
     kw = dict(text=str(text), ctx=64, windows=2, base=str(tiny_llama_dir), progress=False)
-    first = api.evaluate(str(tiny_llama_dir), **kw)
-    assert first["kl_mean"] < 1e-6
+    first = api.evaluate(str(tiny_llama_dir), **kw).perplexity
+    assert first.agreement.kl_mean < 1e-6
 
     def must_not_run(*a, **k):
         raise AssertionError("the base was run again although its logits are cached")
 
     monkeypatch.setattr(api, "fill_base_cache", must_not_run)
-    again = api.evaluate(str(tiny_llama_dir), **kw)
-    assert again["ppl"] == first["ppl"] and again["kl_mean"] == first["kl_mean"]
+    again = api.evaluate(str(tiny_llama_dir), **kw).perplexity
+    assert again.ppl == first.ppl and again.agreement == first.agreement

@@ -91,16 +91,43 @@ def toy_nearest(w, scheme, hessian=None, shrink: float = 1.0):
     return QuantResult(fmt.encode(w, fmt.expand(params, w.shape[1])), params)
 
 
+def export_codes(model, tokenizer, out: Path, options: dict) -> dict:
+    """A toy exporter: every quantized module's codes and dequantized weight in one
+    torch file, optionally without the weights."""
+    from lmpress.export.base import exportable_modules
+
+    mods = exportable_modules(model, "toy", formats=("int", "ternary"))
+    payload = {
+        name: {
+            "codes": m.packed().codes(),
+            **({} if options["codes_only"] else {"weight": m.dequantized_weight()}),
+        }
+        for name, m in mods
+    }
+    torch.save(payload, out)
+    return {"modules": len(payload), "codes_only": options["codes_only"]}
+
+
 @pytest.fixture
 def toys():
-    """Register the toy format and method for one test, and take them out again."""
+    """Register the toy format, method and exporter for one test, and take them out."""
+    from lmpress.export import EXPORTERS
+    from lmpress.export.base import ExportOption, register_exporter
+
     register_format("ternary")(Ternary)
     register_method("toy-nearest", needs=Needs(), format_ops=("choose_params", "encode"))(
         toy_nearest
     )
+    register_exporter(
+        "toy-codes",
+        "codes and weights in one torch file",
+        suffix=".pt",
+        codes_only=ExportOption(False, "leave the dequantized weights out"),
+    )(export_codes)
     yield
     FORMATS._items.pop("ternary")
     METHODS._items.pop("toy-nearest")
+    EXPORTERS._items.pop("toy-codes")
 
 
 def test_a_new_format_and_method_run_end_to_end(toys, tmp_path: Path):
@@ -128,6 +155,29 @@ def test_a_new_format_and_method_run_end_to_end(toys, tmp_path: Path):
     assert int(codes.max()) <= 2 and int(codes.min()) >= 0
     # the C kernels read integer codes only: the choice falls back, saying why
     assert layer.kernel()[0].name == "torch" and layer.kernel_reason.startswith("cpu: ")
+    # the exporter: options validated, output atomic, the codes as stored
+    with pytest.raises(LmpressError, match="codes_only"):
+        lmpress.api.export_model(path, "toy-codes", tmp_path / "x.pt", codes_only="yes")
+    summary = lmpress.api.export_model(path, "toy-codes", tmp_path / "codes.pt", codes_only=False)
+    assert summary["modules"] == len(result.packed)
+    written = torch.load(tmp_path / "codes.pt")
+    assert torch.equal(written["model.layers.0.mlp.up_proj"]["codes"], codes)
+    assert torch.equal(written["model.layers.0.mlp.up_proj"]["weight"], layer.dequantized_weight())
+
+
+def test_exporters_refuse_formats_and_components_they_cannot_store(
+    toys, tmp_path: Path, smol_tokenizer
+):
+    from conftest import tiny_model
+
+    model = tiny_model("llama", vocab=len(smol_tokenizer))
+    result = lmpress.quantize(model, {"scheme": "tern"}, calib=None, progress=False)
+    result.tokenizer = smol_tokenizer
+    path = lmpress.save(result, tmp_path / "ckpt")
+    for target in ("gguf", "compressed-tensors"):
+        with pytest.raises(LmpressError, match="format 'ternary'"):
+            lmpress.api.export_model(path, target, tmp_path / f"out-{target}")
+        assert not (tmp_path / f"out-{target}").exists()
 
 
 def test_gptq_runs_on_any_format_with_its_operations(toys):

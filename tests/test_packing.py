@@ -112,6 +112,12 @@ def test_qlinear_keeps_every_component_through_save_and_load(tmp_path):
     ids = torch.arange(12).reshape(1, 12)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, result.model(ids).logits)
+    # no export target stores these components: refused in one line, nothing written
+    from lmpress.errors import LmpressError
+
+    with pytest.raises(LmpressError, match="cannot store the mask, lowrank component"):
+        lmpress.api.export_model(path, "compressed-tensors", tmp_path / "ct")
+    assert not (tmp_path / "ct").exists()
     from lmpress.eval.size import model_size_stats
 
     # bits per weight count the extra components: exactly their stored bits more

@@ -35,15 +35,15 @@ def test_evaluator_agrees_with_reference_script(smollm2):
     ours = evaluate_perplexity(
         smollm2.model, eval_ids(smollm2.tokenizer, "wikitext2"), 512, 2, progress=False
     )
-    assert ours["windows"] == n == 2
-    assert f"{ours['ppl']:.4g}" == f"{ref_ppl:.4g}"
+    assert ours.windows == n == 2
+    assert f"{ours.ppl:.4g}" == f"{ref_ppl:.4g}"
 
 
 @pytest.mark.heavy
 def test_reference_perplexity_full_protocol(smollm2):
     """ANCHORS.md: 21.03 on 16 windows of 2048."""
     ours = evaluate_perplexity(smollm2.model, eval_ids(smollm2.tokenizer, "wikitext2"), 2048, 16)
-    assert f"{ours['ppl']:.4g}" == "21.03"
+    assert f"{ours.ppl:.4g}" == "21.03"
 
 
 def test_smollm2_gptq_end_to_end(tmp_path, capsys):
@@ -67,15 +67,16 @@ def test_smollm2_gptq_end_to_end(tmp_path, capsys):
     assert torch.equal(mem, disk)
     del loaded
 
-    r = lmpress.evaluate(
+    ev = lmpress.evaluate(
         str(out), text="wikitext2", ctx=2048, windows=2, base="smollm2-135m", progress=False
     )
-    assert r["windows"] == 2 and r["ctx"] == 2048
-    assert 4.1 < r["bits_per_weight"] < 4.25
+    r = ev.perplexity
+    assert r.windows == 2 and r.ctx == 2048
+    assert 4.1 < ev.size.bits_per_weight < 4.25
     # 2-window reference perplexity is ~19; w4g128 GPTQ must stay close to it
-    assert r["ppl"] < 26, r
+    assert r.ppl < 26, r
     # RTN w4g128 gives KL ~0.37 and top-1 ~0.69 on these windows
-    assert r["kl_mean"] < 0.3 and r["top1_agreement"] > 0.75, r
+    assert r.agreement.kl_mean < 0.3 and r.agreement.top1_agreement > 0.75, r
 
     from lmpress.cli import main
 
@@ -97,7 +98,7 @@ def test_smollm2_runs_and_exports(tmp_path):
     """RTN w4g32 on the real model: the lean decoder generates what transformers' forward
     generates, the GGUF export keeps the tokenizer and (where llama.cpp is installed)
     llama.cpp predicts the same next tokens as lmpress on a WikiText-2 window."""
-    from lmpress.generate import generate_ids
+    from lmpress.runtime import generate_ids
 
     res = lmpress.quantize("smollm2-135m", {"method": "rtn", "scheme": "w4g32"}, progress=False)
     out = lmpress.save(res, tmp_path / "smol-rtn")
@@ -124,9 +125,8 @@ def test_smollm2_runs_and_exports(tmp_path):
 @pytest.mark.heavy
 def test_smollm2_sweep_of_six_cells_opens_in_browser(tmp_path, capsys):
     """Issue 4's bar: a 6-cell sweep of the default model, its HTML report in a browser."""
+    from headless_browser import browser_available, headless_chromium, open_and_screenshot
     from test_cli import run
-
-    from lmpress.report.browser import browser_available, headless_chromium, open_and_screenshot
 
     code, _, err = run(
         capsys, "sweep", "smollm2-135m", "-o", tmp_path / "s", "--schemes", "w4g128,w3g128,w2g64",

@@ -62,6 +62,7 @@ def test_word_byte_perplexity_equals_lm_eval(smol_tokenizer, tmp_path):
     assert wikitext_documents(f) == docs
     ours = word_byte_perplexity(model, smol_tokenizer, f, progress=False)
     theirs = run_lm_eval_wikitext(model, smol_tokenizer, docs)
-    assert ours["max_length"] == 64 and ours["documents"] == 3
+    assert ours.max_length == 64 and ours.documents == 3
     for k in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
-        assert math.isclose(ours[k], theirs[k], rel_tol=1e-4), (k, ours[k], theirs[k])
+        mine = getattr(ours, k)
+        assert math.isclose(mine, theirs[k], rel_tol=1e-4), (k, mine, theirs[k])

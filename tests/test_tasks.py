@@ -94,11 +94,12 @@ def test_metrics_and_length_normalisation(smol_tokenizer):
     model = tiny_model("llama", vocab=len(smol_tokenizer))
     ex = [MCExample(["Pick one:"], ["a", "a much longer answer"], 0) for _ in range(3)]
     r = evaluate_task(model, smol_tokenizer, ex, ("acc", "acc_norm"), progress=False)
-    assert r["n"] == 3 and 0 <= r["acc"] <= 1 and "acc_norm_stderr" in r
-    assert len(r["predictions"]) == 3
+    assert r.n == 3 and 0 <= r.acc <= 1 and r.acc_norm_stderr is not None
+    assert len(r.predictions) == 3 and list(r.scores()) == ["acc", "acc_norm"]
     lam = [MCExample(["The end of the"], [" story"], 0, delimiter="")]
     g = evaluate_task(model, smol_tokenizer, lam * 2, ("acc", "ppl"), "greedy", progress=False)
-    assert g["ppl"] > 1 and g["acc"] in (0.0, 1.0)
+    assert g.ppl > 1 and g.acc in (0.0, 1.0) and g.acc_norm is None
+    assert list(g.scores()) == ["acc", "ppl"]
 
 
 @needs_data
@@ -118,13 +119,13 @@ def test_scorer_agrees_with_lm_eval_example_by_example(smol_tokenizer):
     theirs = run_lm_eval(model, smol_tokenizer, tasks, batch_size=8)
     for name, (ex, kind, metrics) in tasks.items():
         ours = evaluate_task(model, smol_tokenizer, ex, metrics, kind, progress=False)
-        assert ours["predictions"] == theirs[name]["predictions"], name
-        assert math.isclose(ours["acc"], theirs[name]["acc"]), name
+        assert ours.predictions == theirs[name]["predictions"], name
+        assert math.isclose(ours.acc, theirs[name]["acc"]), name
         if "acc_norm" in metrics:
-            assert ours["predictions_norm"] == theirs[name]["predictions_norm"], name
-            assert math.isclose(ours["acc_norm"], theirs[name]["acc_norm"]), name
+            assert ours.predictions_norm == theirs[name]["predictions_norm"], name
+            assert math.isclose(ours.acc_norm, theirs[name]["acc_norm"]), name
         if kind == "greedy":
-            assert math.isclose(ours["ppl"], theirs[name]["perplexity"], rel_tol=1e-3), name
+            assert math.isclose(ours.ppl, theirs[name]["perplexity"], rel_tol=1e-3), name
 
 
 def test_lmpress_checkpoint_as_lm_eval_model(tmp_path, smol_tokenizer):

@@ -16,13 +16,15 @@ method (lm-eval bootstraps it; the two agree to within their own noise).
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from lmpress.eval.result import Record
 from lmpress.eval.tasks import MCExample
 
 
@@ -30,6 +32,44 @@ from lmpress.eval.tasks import MCExample
 class Scored:
     loglik: float
     is_greedy: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskResult(Record):
+    """One task's scores over ``n`` examples, each metric with its standard error.
+
+    Every task has ``acc``; multiple-choice tasks whose lm-eval definition has it also
+    ``acc_norm`` (with ``predictions_norm``, the choice by length-normalised
+    log-likelihood), LAMBADA-style tasks ``ppl``. ``predictions`` holds, per example,
+    the chosen index (greedy tasks: 1 where the continuation was the greedy one).
+    """
+
+    n: int
+    acc: float
+    acc_stderr: float
+    acc_norm: float | None = None
+    acc_norm_stderr: float | None = None
+    predictions_norm: list[int] | None = None
+    ppl: float | None = None
+    ppl_stderr: float | None = None
+    predictions: list[int]
+
+    def scores(self) -> dict[str, tuple[float, float]]:
+        """``{metric: (value, standard error)}`` for the metrics this task has."""
+        pairs = {
+            "acc": (self.acc, self.acc_stderr),
+            "acc_norm": (self.acc_norm, self.acc_norm_stderr),
+            "ppl": (self.ppl, self.ppl_stderr),
+        }
+        return {m: (v, se) for m, (v, se) in pairs.items() if v is not None and se is not None}
+
+    def to_dict(self, predictions: bool = True) -> dict[str, Any]:
+        """The JSON row; ``predictions=False`` leaves out the per-example choices
+        (a sweep keeps only the scores)."""
+        row = super().to_dict()
+        if not predictions:
+            row = {k: v for k, v in row.items() if not k.startswith("predictions")}
+        return row
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -110,9 +150,9 @@ def evaluate_task(
     batch_size: int = 16,
     progress: bool = True,
     name: str = "task",
-) -> dict:
-    """Score ``examples``; returns metric values, their standard errors, ``n`` and the
-    per-example predictions (``predictions``: chosen index by ``acc``)."""
+) -> TaskResult:
+    """Score ``examples`` by ``metrics`` (``kind="greedy"``: LAMBADA-style greedy match and
+    perplexity of one continuation; else multiple choice)."""
     flat, owner = [], []
     for k, ex in enumerate(examples):
         reqs = ex.requests()
@@ -122,15 +162,30 @@ def evaluate_task(
     per: list[list[Scored]] = [[] for _ in examples]
     for k, s in zip(owner, scored, strict=True):
         per[k].append(s)
-    res: dict = {"n": len(examples)}
     if kind == "greedy":
-        acc = [float(p[0].is_greedy) for p in per]
-        lls = [p[0].loglik for p in per]
-        mean_ll = sum(lls) / len(lls)
-        res.update(acc=sum(acc) / len(acc), acc_stderr=_mean_stderr(acc))
-        res.update(ppl=math.exp(-mean_ll), ppl_stderr=math.exp(-mean_ll) * _mean_stderr(lls))
-        res["predictions"] = [int(a) for a in acc]
-        return res
+        return _greedy_result(per)
+    return _choice_result(examples, per, metrics)
+
+
+def _greedy_result(per: list[list[Scored]]) -> TaskResult:
+    """Greedy match and perplexity of each example's one continuation."""
+    acc = [float(p[0].is_greedy) for p in per]
+    lls = [p[0].loglik for p in per]
+    ppl = math.exp(-sum(lls) / len(lls))
+    return TaskResult(
+        n=len(per),
+        acc=sum(acc) / len(acc),
+        acc_stderr=_mean_stderr(acc),
+        ppl=ppl,
+        ppl_stderr=ppl * _mean_stderr(lls),  # the delta method
+        predictions=[int(a) for a in acc],
+    )
+
+
+def _choice_result(
+    examples: list[MCExample], per: list[list[Scored]], metrics: tuple[str, ...]
+) -> TaskResult:
+    """Accuracy of the most likely choice, and (if asked) of the length-normalised one."""
     preds, preds_norm = [], []
     for ex, p in zip(examples, per, strict=True):
         lls = [s.loglik for s in p]
@@ -139,10 +194,15 @@ def evaluate_task(
         normed = [ll / max(n, 1.0) for ll, n in zip(lls, lens, strict=True)]
         preds_norm.append(max(range(len(normed)), key=lambda j: normed[j]))
     acc = [float(p == ex.gold) for p, ex in zip(preds, examples, strict=True)]
-    res.update(acc=sum(acc) / len(acc), acc_stderr=_mean_stderr(acc))
-    if "acc_norm" in metrics:
-        an = [float(p == ex.gold) for p, ex in zip(preds_norm, examples, strict=True)]
-        res.update(acc_norm=sum(an) / len(an), acc_norm_stderr=_mean_stderr(an))
-        res["predictions_norm"] = preds_norm
-    res["predictions"] = preds
-    return res
+    result = TaskResult(
+        n=len(examples), acc=sum(acc) / len(acc), acc_stderr=_mean_stderr(acc), predictions=preds
+    )
+    if "acc_norm" not in metrics:
+        return result
+    an = [float(p == ex.gold) for p, ex in zip(preds_norm, examples, strict=True)]
+    return replace(
+        result,
+        acc_norm=sum(an) / len(an),
+        acc_norm_stderr=_mean_stderr(an),
+        predictions_norm=preds_norm,
+    )

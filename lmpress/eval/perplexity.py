@@ -14,6 +14,7 @@ llama.cpp's.
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,8 +25,63 @@ from tqdm.auto import tqdm
 from lmpress.data import read_rows_joined, resolve_text
 from lmpress.errors import LmpressError
 from lmpress.eval.base_cache import BaseLogitsCache
+from lmpress.eval.result import Record
 
 CONVENTIONS = ("gptq", "llamacpp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementStats(Record):
+    """llama.cpp's KL-divergence report against the base model over ``positions``
+    predictions: KL(base || model) with its standard error and percentiles, top-1
+    agreement, and the change in the correct token's probability (model minus base)."""
+
+    kl_mean: float
+    kl_stderr: float
+    kl_median: float
+    kl_p99: float
+    kl_p999: float
+    kl_max: float
+    top1_agreement: float
+    top1_stderr: float
+    delta_p_mean: float
+    delta_p_stderr: float
+    delta_p_rms: float
+    positions: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PplRatio(Record):
+    """``ln(PPL(model) / PPL(base))`` on the same positions, with its standard errors
+    over positions and over windows (see :func:`ppl_ratio_stats`); ``nan`` where there
+    is only one sample."""
+
+    ln_ppl_ratio: float
+    ln_ppl_ratio_stderr: float
+    ln_ppl_ratio_stderr_windows: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerplexityResult(Record):
+    """Token perplexity over ``windows`` windows of ``ctx`` tokens, each scoring its
+    predictions from ``first_scored`` on; ``agreement`` and ``ratio`` are set when the
+    base model's logits were given.
+
+    ``window_nll`` / ``window_tokens`` keep each window's NLL sum and count, so that
+    two evaluations of the same windows can be paired later (:func:`paired_difference`).
+    """
+
+    ppl: float
+    nll_per_token: float
+    ctx: int
+    windows: int
+    first_scored: int
+    tokens_scored: int
+    window_nll: list[float]
+    window_tokens: list[int]
+    eval_seconds: float
+    agreement: AgreementStats | None = None
+    ratio: PplRatio | None = None
 
 
 def eval_ids(tokenizer, text: str, convention: str = "gptq", ctx: int = 2048) -> torch.Tensor:
@@ -101,29 +157,29 @@ def _kl_and_top1(
     return torch.cat(kls), torch.cat(agree), torch.cat(dps), torch.cat(dnll)
 
 
-def distribution_stats(kl: torch.Tensor, agree: torch.Tensor, dp: torch.Tensor) -> dict:
+def distribution_stats(kl: torch.Tensor, agree: torch.Tensor, dp: torch.Tensor) -> AgreementStats:
     """llama.cpp's KL-divergence report from per-position values (float64 ``[N]`` each):
     mean KL with its standard error, percentiles, top-1 agreement with its standard
     error, and the mean / RMS change in the correct token's probability."""
     n = kl.numel()
     root_n = math.sqrt(max(n, 1))
-    return {
-        "kl_mean": kl.mean().item(),
-        "kl_stderr": (kl.std() / root_n).item(),
-        "kl_median": kl.median().item(),
-        "kl_p99": torch.quantile(kl, 0.99).item(),
-        "kl_p999": torch.quantile(kl, 0.999).item(),
-        "kl_max": kl.max().item(),
-        "top1_agreement": agree.mean().item(),
-        "top1_stderr": (agree.std() / root_n).item(),
-        "delta_p_mean": dp.mean().item(),
-        "delta_p_stderr": (dp.std() / root_n).item(),
-        "delta_p_rms": dp.pow(2).mean().sqrt().item(),
-        "positions": n,
-    }
+    return AgreementStats(
+        kl_mean=kl.mean().item(),
+        kl_stderr=(kl.std() / root_n).item(),
+        kl_median=kl.median().item(),
+        kl_p99=torch.quantile(kl, 0.99).item(),
+        kl_p999=torch.quantile(kl, 0.999).item(),
+        kl_max=kl.max().item(),
+        top1_agreement=agree.mean().item(),
+        top1_stderr=(agree.std() / root_n).item(),
+        delta_p_mean=dp.mean().item(),
+        delta_p_stderr=(dp.std() / root_n).item(),
+        delta_p_rms=dp.pow(2).mean().sqrt().item(),
+        positions=n,
+    )
 
 
-def ppl_ratio_stats(dnll: list[torch.Tensor]) -> dict:
+def ppl_ratio_stats(dnll: list[torch.Tensor]) -> PplRatio:
     """Paired perplexity comparison with the base model on the same positions.
 
     ``dnll``: one float64 ``[T_i]`` tensor per window, the model's negative
@@ -141,13 +197,13 @@ def ppl_ratio_stats(dnll: list[torch.Tensor]) -> dict:
     n = d.numel()
     per_window = torch.stack([w.mean() for w in dnll])
     k = per_window.numel()
-    return {
-        "ln_ppl_ratio": d.mean().item(),
-        "ln_ppl_ratio_stderr": (d.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
-        "ln_ppl_ratio_stderr_windows": (
+    return PplRatio(
+        ln_ppl_ratio=d.mean().item(),
+        ln_ppl_ratio_stderr=(d.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+        ln_ppl_ratio_stderr_windows=(
             (per_window.std() / math.sqrt(k)).item() if k > 1 else float("nan")
         ),
-    }
+    )
 
 
 def paired_difference(a: list[float], b: list[float], tokens: list[int]) -> tuple[float, float]:
@@ -174,11 +230,9 @@ def evaluate_perplexity(
     base_cache: BaseLogitsCache | None = None,
     progress: bool = True,
     first: int = 0,
-) -> dict:
+) -> PerplexityResult:
     """Perplexity of ``model`` on ``ids [n_tokens]``; with ``base_cache``, KL, top-1 and
-    the paired ``ln(PPL / PPL(base))`` with its standard errors too. ``window_nll`` keeps
-    each window's NLL sum, so that two evaluations of the same windows can be paired
-    later (:func:`paired_difference`).
+    the paired ``ln(PPL / PPL(base))`` with its standard errors too.
 
     ``first`` skips the first predictions of each window (llama.cpp scores only the
     second half: ``first = ctx // 2``).
@@ -202,24 +256,25 @@ def evaluate_perplexity(
             agrees.append(agree)
             dps.append(dp)
             dnlls.append(dnll.to(torch.float64))
-    out = {
-        "ppl": math.exp(nll / count),
-        "nll_per_token": nll / count,
-        "ctx": ctx,
-        "windows": n,
-        "first_scored": first,
-        "tokens_scored": count,
-        "window_nll": window_nll,
-        "window_tokens": window_tokens,
-        "eval_seconds": time.perf_counter() - t0,
-    }
+    seconds = time.perf_counter() - t0  # the scoring pass, not the statistics below
+    agreement = ratio = None
     if kls:
-        out.update(
-            distribution_stats(
-                torch.cat(kls).to(torch.float64),
-                torch.cat(agrees).to(torch.float64),
-                torch.cat(dps).to(torch.float64),
-            )
+        agreement = distribution_stats(
+            torch.cat(kls).to(torch.float64),
+            torch.cat(agrees).to(torch.float64),
+            torch.cat(dps).to(torch.float64),
         )
-        out.update(ppl_ratio_stats(dnlls))
-    return out
+        ratio = ppl_ratio_stats(dnlls)
+    return PerplexityResult(
+        ppl=math.exp(nll / count),
+        nll_per_token=nll / count,
+        ctx=ctx,
+        windows=n,
+        first_scored=first,
+        tokens_scored=count,
+        window_nll=window_nll,
+        window_tokens=window_tokens,
+        eval_seconds=seconds,
+        agreement=agreement,
+        ratio=ratio,
+    )

@@ -27,13 +27,16 @@ lm-evaluation-harness, ``lm_eval/tasks/wikitext``; the test in
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from lmpress.errors import LmpressError
+from lmpress.eval.result import Record
 
 _TOP_HEADING = re.compile(r"^ ?= [^=].* = ?$")
 
@@ -59,6 +62,29 @@ DETOKENIZE_RULES: tuple[tuple[str, str, bool], ...] = (
     (" N ", " 1 ", False),
     (" 's", "'s", False),
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollingPerplexityResult(Record):
+    """lm-eval's wikitext figures over ``documents`` whole articles: perplexity per
+    word, per UTF-8 byte and per token, and bits per byte; ``words`` and ``bytes`` are
+    counted before detokenization, ``max_length`` is the window in predictions."""
+
+    convention: ClassVar[str] = "lm-eval"
+
+    word_perplexity: float
+    byte_perplexity: float
+    bits_per_byte: float
+    token_perplexity: float
+    documents: int
+    words: int
+    bytes: int
+    tokens: int
+    max_length: int
+
+    def to_dict(self) -> dict[str, Any]:
+        # the rows have always named the convention first
+        return {"convention": self.convention, **super().to_dict()}
 
 
 def detokenize(text: str) -> str:
@@ -136,7 +162,7 @@ def word_byte_perplexity(
     max_length: int | None = None,
     documents: int | None = None,
     progress: bool = True,
-) -> dict:
+) -> RollingPerplexityResult:
     """lm-eval's wikitext figures for the first ``documents`` articles of ``path``."""
     if max_length is None:
         max_length = getattr(model.config, "max_position_embeddings", None) or 2048
@@ -150,15 +176,14 @@ def word_byte_perplexity(
         words += len(re.split(r"\s+", doc))
         n_bytes += len(doc.encode("utf-8"))
         n_tokens += len(tokens)
-    return {
-        "convention": "lm-eval",
-        "word_perplexity": math.exp(-ll / words),
-        "byte_perplexity": math.exp(-ll / n_bytes),
-        "bits_per_byte": -ll / (n_bytes * math.log(2)),
-        "token_perplexity": math.exp(-ll / n_tokens),
-        "documents": len(docs),
-        "words": words,
-        "bytes": n_bytes,
-        "tokens": n_tokens,
-        "max_length": max_length,
-    }
+    return RollingPerplexityResult(
+        word_perplexity=math.exp(-ll / words),
+        byte_perplexity=math.exp(-ll / n_bytes),
+        bits_per_byte=-ll / (n_bytes * math.log(2)),
+        token_perplexity=math.exp(-ll / n_tokens),
+        documents=len(docs),
+        words=words,
+        bytes=n_bytes,
+        tokens=n_tokens,
+        max_length=max_length,
+    )

@@ -35,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lmpress.errors import LmpressError
-from lmpress.export.base import EXPORTERS
+from lmpress.export.base import ExportOption, exportable_modules, register_exporter
 from lmpress.formats.scheme import Scheme
 from lmpress.nn.qlinear import QLinear
 from lmpress.packing.int32 import pack_int32_rows
@@ -95,7 +95,7 @@ def ct_tensors(
 
 
 def quantized_modules(model: nn.Module, fmt: str) -> list[tuple[str, QLinear]]:
-    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, QLinear)]
+    mods = exportable_modules(model, fmt)
     if not mods:
         raise LmpressError(
             f"{fmt} export needs a quantized model; quantize it first (lmpress quantize)"
@@ -127,9 +127,7 @@ def export_compressed_tensors(
     model: nn.Module, tokenizer, out: Path, options: dict[str, Any]
 ) -> dict[str, Any]:
     """Write ``model`` as a compressed-tensors ``pack-quantized`` directory at ``out``."""
-    scale_dtype = options.get("scale_dtype", "native")
-    if scale_dtype not in ("native", "float32"):
-        raise LmpressError("scale_dtype must be native or float32")
+    scale_dtype = options["scale_dtype"]  # validated against the declaration below
     qmods = quantized_modules(model, "compressed-tensors")
     state = _float_state(model, {n for n, _ in qmods})
     groups: dict[str, dict[str, Any]] = {}
@@ -255,5 +253,13 @@ def export_gptq(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
     return {"format": fmt, "quantized_modules": len(qmods), "scheme": s.name}
 
 
-EXPORTERS.register("compressed-tensors")(export_compressed_tensors)
-EXPORTERS.register("gptq")(export_gptq)
+register_exporter(
+    "compressed-tensors",
+    "a compressed-tensors pack-quantized directory (vLLM, SGLang, transformers)",
+    scale_dtype=ExportOption(
+        "native",
+        "scales as stored (fp16/bf16) or float32 (decompresses bit-exact in float32)",
+        ("native", "float32"),
+    ),
+)(export_compressed_tensors)
+register_exporter("gptq", "an AutoGPTQ / GPTQModel checkpoint directory")(export_gptq)

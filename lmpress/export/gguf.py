@@ -34,21 +34,17 @@ from torch import nn
 from tqdm import tqdm
 
 from lmpress.errors import LmpressError
-from lmpress.export.base import EXPORTERS
-from lmpress.nn.qlinear import QLinear
+from lmpress.export.base import ExportOption, exportable_modules, register_exporter
+from lmpress.models.families import FAMILIES, Family
 from lmpress.packing.packed import PackedWeight
 
 QK = 32  # weights per ggml block for Q4_0, Q4_1, Q8_0
 Q = gguf.GGMLQuantizationType
 FLOAT_TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
 FALLBACK_TYPES = {"q8_0": Q.Q8_0, "q4_1": Q.Q4_1, "q4_0": Q.Q4_0, "f16": Q.F16}
-# model_type -> (llama.cpp architecture, whether Q/K rows need ggml's rotary permutation)
-ARCHS = {
-    "llama": ("llama", True),
-    "mistral": ("llama", True),
-    "qwen2": ("qwen2", False),
-    "qwen3": ("qwen3", False),
-}
+# model_type -> the family rows this exporter writes (a llama.cpp architecture named in
+# the family table); what each family needs (architecture, Q/K permutation) is read there.
+ARCHS: dict[str, Family] = {t: f for t, f in FAMILIES.items() if f.gguf_arch is not None}
 
 
 def rotary_row_order(rows: int, n_head: int) -> torch.Tensor:
@@ -212,9 +208,11 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
             "(only plain rotary embeddings)"
         )
     rope_theta = float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
-    arch, permute = ARCHS[mt]
-    embed_type = FLOAT_TYPES[options.get("embed_type", "q8_0")]
-    fallback = FALLBACK_TYPES[options.get("fallback_type", "q8_0")]
+    fam = ARCHS[mt]
+    arch, permute = fam.gguf_arch, fam.gguf_permute_qk
+    q_name, k_name = fam.qkv[:2]  # block-relative paths of Q and K, whose rows are permuted
+    embed_type = FLOAT_TYPES[options["embed_type"]]  # validated against the declaration below
+    fallback = FALLBACK_TYPES[options["fallback_type"]]
     n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
     n_layers = cfg.num_hidden_layers
@@ -254,8 +252,7 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     tensors: dict[str, dict[str, Any]] = {}
     type_counts: dict[str, int] = {}
-    modules = dict(model.named_modules())
-    items = [(n, m) for n, m in modules.items() if isinstance(m, QLinear)]
+    items = exportable_modules(model, "GGUF")
     floats = [
         (n, p)
         for n, p in model.state_dict().items()
@@ -269,10 +266,8 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
             raise LmpressError(f"no GGUF name for module {name}")
         packed = m.packed()
         order = None
-        if permute and name.endswith(("q_proj", "k_proj")):
-            order = rotary_row_order(
-                packed.out_features, n_head if name.endswith("q_proj") else n_kv
-            )
+        if permute and name.endswith((q_name, k_name)):
+            order = rotary_row_order(packed.out_features, n_head if name.endswith(q_name) else n_kv)
         enc = encode_exact(packed, order)
         w = packed.dequantize()
         if order is not None:
@@ -309,8 +304,8 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
         if gname is None:
             raise LmpressError(f"no GGUF name for tensor {name}")
         qtype = embed_type if "embed" in name or name.startswith("lm_head") else Q.F32
-        if permute and name.endswith(("q_proj.weight", "k_proj.weight")):
-            heads = n_head if "q_proj" in name else n_kv
+        if permute and name.endswith((f"{q_name}.weight", f"{k_name}.weight")):
+            heads = n_head if name.endswith(f"{q_name}.weight") else n_kv
             t = t[rotary_row_order(t.shape[0], heads)]
         data, raw = _float_tensor(t, qtype)
         writer.add_tensor(gname, data, raw_dtype=raw)
@@ -349,4 +344,16 @@ def _file_type(counts: dict[str, int]) -> int:
     return ftypes.get(max(counts, key=counts.get), 0)
 
 
-EXPORTERS.register("gguf")(export_gguf)
+register_exporter(
+    "gguf",
+    "one GGUF file for llama.cpp",
+    suffix=".gguf",
+    embed_type=ExportOption(
+        "q8_0", "type of the token embedding and the output head", tuple(FLOAT_TYPES)
+    ),
+    fallback_type=ExportOption(
+        "q8_0",
+        "type for modules whose grid no ggml type holds (re-quantized)",
+        tuple(FALLBACK_TYPES),
+    ),
+)(export_gguf)
