@@ -424,6 +424,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, help="default: every core")
     p.add_argument("--no-stream", action="store_true", help="print the text at the end only")
     p.add_argument("--json", default=None, help="write text, tokens and timings here")
+    _add_quiet(p)
 
 
 def cmd_generate(a) -> int:
@@ -480,6 +481,7 @@ def _add_info(sub) -> None:
     p = sub.add_parser("info", help="schemes per module, bits per weight, size on disk")
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _add_quiet(p)
 
 
 def _recipe_from_args(a):

@@ -483,6 +483,8 @@ def test_quiet_silences_every_progress_bar(capfd, tmp_path):
         ["eval", q, *window, "--base", d],  # the base model's logits
         ["sweep", d, "-o", tmp_path / "s", "--schemes", "w4g32", "--methods", "rtn",
          *window, "--no-speed"],
+        ["generate", gguf_file, "--prompt", "a b", "--max-new-tokens", "2", "--no-stream"],
+        ["info", q],
     ]  # fmt: skip
     for argv in commands:
         code = main(list(map(str, [*argv, "--quiet"])))
