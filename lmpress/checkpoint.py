@@ -2,15 +2,18 @@
 
 ``config.json`` carries ``quantization_config``::
 
-    {"quant_method": "lmpress", "format_version": 3, ...
+    {"quant_method": "lmpress", "format_version": 1, 2 or 3, ...
      "modules": {"model.layers.0.self_attn.q_proj": {"method": "gptq", "scheme": {...},
                  "components": {"qweight": {"shape": [576, 288], "dtype": "uint8"}, ...}}},
      "recipe": {...}, "calibration": {...}, "source_model": "..."}
 
 ``components`` lists every tensor a module stores (its format's and any optional
 ones, :mod:`lmpress.packing.components`); the loader checks each against the scheme
-and the file. Checkpoints of format 1 and 2 have no such list: their modules hold
-exactly their format's tensors.
+and the file. The version is the lowest that describes the checkpoint
+(:func:`lmpress.packing.packed.format_version`): 3 only where optional components or
+a non-integer format need a reader that knows them, so older lmpress versions still
+load the rest (they ignore ``components``). Checkpoints written before ``components``
+existed hold exactly their format's tensors.
 
 Writes go to a temporary sibling directory that is renamed into place at the
 end, so an interrupted save never leaves a directory that looks complete.
@@ -34,7 +37,7 @@ from lmpress.models.arch import linear_weight
 from lmpress.nn.qlinear import QLinear
 from lmpress.outputs import atomic_output
 from lmpress.packing.components import optional_component_of
-from lmpress.packing.packed import PACKED_FORMAT_VERSION, PackedWeight
+from lmpress.packing.packed import PACKED_FORMAT_VERSION, PackedWeight, format_version
 from lmpress.pipeline import _set_module
 
 WEIGHTS_FILE = "model.safetensors"
@@ -83,7 +86,9 @@ def save_checkpoint(
         }
         qc = {
             "quant_method": "lmpress",
-            "format_version": PACKED_FORMAT_VERSION,
+            "format_version": format_version(
+                [m.packed() for m in model.modules() if isinstance(m, QLinear)]
+            ),
             "lmpress_version": __version__,
             **extra,
             "modules": modules,

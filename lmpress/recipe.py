@@ -191,6 +191,8 @@ class Recipe:
                 scheme = o.scheme or scheme
         spec = get_method(method)
         spec.check_format(scheme, method)
+        for t in self.transforms:
+            get_transform(t.name).check_format(scheme, t.name)
         return ModulePlan(method, scheme, spec.options(args, method))
 
     def check_overrides_match(self, names: list[str]) -> None:

@@ -200,5 +200,19 @@ def test_gptq_runs_on_any_format_with_its_operations(toys):
 def test_a_method_refuses_a_format_without_its_operations(toys):
     from lmpress.recipe import Recipe
 
-    with pytest.raises(LmpressError, match=r"method 'hqq' cannot use format 'ternary'.*"):
-        Recipe.from_dict({"method": "hqq", "scheme": "terng16"}).plan_for("model.layers.0.x")
+    for method in ("hqq", "learned-round"):  # both solve for an affine zero point
+        recipe = Recipe.from_dict({"method": method, "scheme": "terng16"})
+        with pytest.raises(LmpressError, match=f"method '{method}' cannot use format 'ternary'"):
+            recipe.plan_for("model.layers.0.x")
+    # AWQ needs a range choice and a round trip, which the toy has
+    plan = Recipe.from_dict({"method": "awq+toy-nearest", "scheme": "terng16"})
+    assert plan.plan_for("model.layers.0.x").scheme.format == "ternary"
+
+
+def test_capabilities_are_read_from_what_a_format_implements(toys):
+    from lmpress.formats import IntFormat
+
+    assert Ternary.provides("encode") and Ternary.provides("fake_quantize")
+    assert not Ternary.provides("storable_params") and not Ternary.provides("affine")
+    assert IntFormat.provides("affine") and IntFormat.provides("round_params")
+    assert not Format.provides("encode") and not Ternary.provides("no_such_op")

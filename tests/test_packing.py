@@ -130,3 +130,36 @@ def test_qlinear_keeps_every_component_through_save_and_load(tmp_path):
     added = packed.stored_bits() - old.packed().stored_bits()
     total = after.quantized_weights
     assert round((after.bits_per_weight - before.bits_per_weight) * total) == added
+
+
+def test_packed_weights_with_missing_or_misshapen_tensors_never_form():
+    from lmpress.errors import LmpressError
+    from lmpress.packing.packed import PackedWeight
+
+    plain, _ = _packed_with(())
+    no_zeros = {k: v for k, v in plain.tensors.items() if k != "qzeros"}
+    with pytest.raises(LmpressError, match="lacks 'qzeros'"):
+        PackedWeight(plain.scheme, 12, 40, no_zeros)
+    with pytest.raises(LmpressError, match="scales of a 12x40 w4g16 weight"):
+        PackedWeight(plain.scheme, 12, 40, {**plain.tensors, "scales": plain.scales.float()})
+    both, _ = _packed_with(("lowrank",))
+    with pytest.raises(LmpressError, match="lowrank.*lacks"):
+        PackedWeight(
+            plain.scheme, 12, 40, {**plain.tensors, "lowrank_u": both.tensors["lowrank_u"]}
+        )
+    with pytest.raises(LmpressError, match="mask is"):
+        PackedWeight(plain.scheme, 12, 40, {**plain.tensors, "mask": torch.zeros(12, 4)})
+
+
+def test_checkpoints_carry_the_lowest_format_version_that_describes_them():
+    from lmpress.formats import parse_scheme
+    from lmpress.methods.rtn import rtn
+    from lmpress.packing.packed import format_version
+
+    w = torch.randn(8, 32)
+    plain, _ = _packed_with(())
+    fz = rtn(w, parse_scheme("w4g16:fz")).packed(parse_scheme("w4g16:fz"))
+    masked, _ = _packed_with(("mask",))
+    assert format_version([plain]) == 1
+    assert format_version([plain, fz]) == 2
+    assert format_version([plain, fz, masked]) == 3

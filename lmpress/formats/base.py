@@ -14,6 +14,7 @@ use only these operations, so a method works with every format that provides the
 ones it lists in ``format_ops``; :func:`require_ops` refuses the others at the edge.
 """
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -36,6 +37,9 @@ class Format:
     name: ClassVar[str] = ""
     # names of the per-group parameters, in the order a method may rely on
     param_names: ClassVar[tuple[str, ...]] = ()
+    # properties of the format's arithmetic a method may rely on and ask for by name,
+    # as it asks for operations: "affine" means codes decode to (q - zero) * scale
+    traits: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, scheme: "Scheme") -> None:
         self.scheme = scheme
@@ -141,9 +145,31 @@ class Format:
     # -- capabilities --------------------------------------------------------------
     @classmethod
     def provides(cls, op: str) -> bool:
-        """Whether this format implements operation ``op`` (a method name of :class:`Format`)."""
-        mine = getattr(cls, op, None)
-        return mine is not None and mine is not getattr(Format, op, None)
+        """Whether this format offers ``op``: one of its :attr:`traits`, an operation of
+        :class:`Format` it implements itself, or one the base derives from operations it
+        implements (``expand``; ``fake_quantize`` from ``encode`` and ``decode``)."""
+        if op in cls.traits:
+            return True
+        if op in _DERIVED:
+            return all(cls.provides(d) for d in _DERIVED[op])
+        base = inspect.getattr_static(Format, op, None)
+        if base is None:
+            return False
+        for klass in cls.__mro__:
+            if klass is Format:
+                return False
+            if op in vars(klass):
+                return _function(vars(klass)[op]) is not _function(base)
+        return False
+
+
+# operations the base class implements on top of others
+_DERIVED = {"expand": (), "fake_quantize": ("encode", "decode")}
+
+
+def _function(attr: object) -> object:
+    """The plain function behind a method, classmethod or staticmethod."""
+    return getattr(attr, "__func__", attr)
 
 
 FORMATS: Registry[type[Format]] = Registry("format")

@@ -42,6 +42,7 @@ class IntFormat(Format):
     """Unsigned integer codes with a scale and a zero point per group."""
 
     param_names = ("scale", "zero")
+    traits = frozenset({"affine"})
 
     @property
     def bits(self) -> int:

@@ -76,10 +76,11 @@ def select_kernel(name: str, packed: PackedWeight, device: torch.device) -> tupl
     reasons = []
     for candidate in AUTO_ORDER:
         k = KERNELS.get(candidate)
-        if not k.available():
-            reasons.append(f"{candidate}: not available")
-            continue
+        # what the weight needs first: a kernel that could not run it anyway is not asked
+        # whether it is built (which warns when it is not)
         support = k.supports(packed, device)
+        if support and not k.available():
+            support = Support(False, "not available")
         if support:
             return k, "; ".join(reasons)
         reasons.append(f"{candidate}: {support.reason}")

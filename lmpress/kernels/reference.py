@@ -28,7 +28,7 @@ class TorchKernel:
         return YES
 
     def prepare(self, packed: PackedWeight) -> torch.Tensor:
-        return packed.dequantize().to(packed.qweight.device)
+        return packed.dequantize().to(packed.device)
 
     def __call__(self, x: torch.Tensor, state: torch.Tensor, bias: torch.Tensor | None):
         return dequant_linear(x, state, bias)

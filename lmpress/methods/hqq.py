@@ -51,7 +51,8 @@ def _shrink(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
 @register_method(
     "hqq",
     needs=Needs(),
-    format_ops=("choose_params", "encode", "decode", "storable_params"),
+    # the zero step solves for z in (q - z) * s: the format must decode affinely
+    format_ops=("affine", "choose_params", "encode", "decode", "storable_params"),
     limits={
         "iters": (lambda v: v >= 0, "iters >= 0"),
         "lp": (lambda v: 0 < v <= 2, "0 < lp <= 2"),
@@ -86,8 +87,6 @@ def hqq(
             f"them ({scheme.name}:fz, 16 bits per group) or pass fit_scale=true"
         )
     fmt = scheme.fmt
-    if "zero" not in fmt.param_names:
-        raise LmpressError(f"hqq fits zero points; format {scheme.format!r} has none")
     start = fmt.choose_params(w)
     g, mask = group_view(w.to(torch.float32), scheme)
     s = start["scale"].unsqueeze(-1)

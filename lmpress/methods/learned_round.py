@@ -49,8 +49,10 @@ _CHECK_SAMPLES = 32
 _LOG_DIV = 0.5
 
 
-# the format operations learned rounding goes through
+# the format operations learned rounding goes through; its offsets and range factors
+# act on w / s + z, so the format must decode affinely
 FORMAT_OPS = (
+    "affine",
     "choose_params",
     "encode",
     "decode",
@@ -59,14 +61,6 @@ FORMAT_OPS = (
     "round_params",
     "storable_params",
 )
-
-
-def _check_affine(scheme: Scheme) -> None:
-    if not {"scale", "zero"} <= set(scheme.fmt.param_names):
-        raise LmpressError(
-            f"learned-round learns scale and zero-point factors; format {scheme.format!r} "
-            f"has parameters {scheme.fmt.param_names}"
-        )
 
 
 class _Rounding:
@@ -88,7 +82,6 @@ class _Rounding:
     def __init__(self, layer: BlockLayer, min_clip: float, rounding: str = "add"):
         p = layer.start
         self.scheme = p.scheme
-        _check_affine(self.scheme)
         self.fmt = p.scheme.fmt
         self.w = layer.weight
         start = p.params()
@@ -305,7 +298,6 @@ def _layer_objective(
     W = w.detach().to(torch.float32)
     H = hessian.detach().to(torch.float32)
     rows, cols = W.shape
-    _check_affine(scheme)
     fmt = scheme.fmt
     g, mask = group_view(W, scheme)
     big = torch.finfo(torch.float32).max

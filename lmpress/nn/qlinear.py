@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from lmpress.formats.scheme import Scheme
-from lmpress.kernels import select_kernel
+from lmpress.kernels import KERNELS, select_kernel
 from lmpress.packing.packed import PackedWeight
 
 
@@ -99,7 +99,8 @@ class QLinear(nn.Module):
 
     def set_kernel(self, name: str) -> None:
         """Run through kernel ``name`` (``auto``, ``cpu``, ``torch``) from the next call."""
-        select_kernel(name, self.packed(), self.qweight.device)  # fails now on a bad name
+        if name != "auto":
+            KERNELS.get(name)  # fails now on a bad name; whether it runs is decided at use
         self.kernel_name = name
         self._kernel_state = None
 
@@ -107,7 +108,7 @@ class QLinear(nn.Module):
         """The kernel this module runs on its device, and the state prepared for it."""
         if self._kernel_state is None:
             packed = self.packed()
-            k, self.kernel_reason = select_kernel(self.kernel_name, packed, self.qweight.device)
+            k, self.kernel_reason = select_kernel(self.kernel_name, packed, packed.device)
             state = self.dequantized_weight() if k.name == "torch" else k.prepare(packed)
             self._kernel_state = (k, state)
         return self._kernel_state

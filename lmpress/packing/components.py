@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from lmpress.errors import LmpressError
-from lmpress.packing.bits import pack_codes, unpack_codes
+from lmpress.packing.bits import pack_codes, packed_row_bytes, unpack_codes
 from lmpress.registry import Registry
 
 
@@ -36,13 +36,16 @@ class OptionalComponent:
     ``apply(w, tensors)`` takes the float32 weight ``[out, in]`` decoded so far and this
     component's tensors, and returns the weight with the component applied.
     ``concat(parts)`` stacks the tensors of several weights along their rows, or raises
-    :class:`LmpressError` when that has no meaning for this component.
+    :class:`LmpressError` when that has no meaning for this component. ``problem(tensors,
+    out, in)`` says what is wrong with this component's tensors for an ``[out, in]``
+    weight (a missing tensor, a shape or dtype), or returns ``None``.
     """
 
     name: str
     tensors: tuple[str, ...]
     apply: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
     concat: Callable[[list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+    problem: Callable[[dict[str, torch.Tensor], int, int], str | None]
 
 
 OPTIONAL_COMPONENTS: Registry[OptionalComponent] = Registry("weight component")
@@ -73,7 +76,17 @@ def _apply_mask(w: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
     return w * unpack_codes(t["mask"], 1, w.shape[1]).to(w.dtype)
 
 
-OPTIONAL_COMPONENTS.register("mask")(OptionalComponent("mask", ("mask",), _apply_mask, _cat_rows))
+def _mask_problem(t: dict[str, torch.Tensor], out_f: int, in_f: int) -> str | None:
+    want = (out_f, packed_row_bytes(in_f, 1))
+    m = t["mask"]
+    if tuple(m.shape) != want or m.dtype != torch.uint8:
+        return f"mask is {list(m.shape)} {m.dtype}, expected {list(want)} torch.uint8"
+    return None
+
+
+OPTIONAL_COMPONENTS.register("mask")(
+    OptionalComponent("mask", ("mask",), _apply_mask, _cat_rows, _mask_problem)
+)
 
 
 # -- low-rank error compensation: W + U @ V ------------------------------------------------
@@ -93,6 +106,19 @@ def _concat_lowrank(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     return {"lowrank_u": torch.cat([p["lowrank_u"] for p in parts]), "lowrank_v": v}
 
 
+def _lowrank_problem(t: dict[str, torch.Tensor], out_f: int, in_f: int) -> str | None:
+    u, v = t["lowrank_u"], t["lowrank_v"]
+    if u.dim() != 2 or v.dim() != 2 or u.shape[0] != out_f or v.shape[1] != in_f:
+        return f"low-rank factors {list(u.shape)} @ {list(v.shape)} do not make [{out_f}, {in_f}]"
+    if u.shape[1] != v.shape[0]:
+        return f"low-rank factors {list(u.shape)} and {list(v.shape)} differ in rank"
+    if not (u.is_floating_point() and v.is_floating_point()):
+        return "low-rank factors must be floating point"
+    return None
+
+
 OPTIONAL_COMPONENTS.register("lowrank")(
-    OptionalComponent("lowrank", ("lowrank_u", "lowrank_v"), _apply_lowrank, _concat_lowrank)
+    OptionalComponent(
+        "lowrank", ("lowrank_u", "lowrank_v"), _apply_lowrank, _concat_lowrank, _lowrank_problem
+    )
 )

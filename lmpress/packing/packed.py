@@ -17,9 +17,17 @@ from lmpress.formats.base import Params
 from lmpress.formats.scheme import Scheme
 from lmpress.packing.components import OPTIONAL_COMPONENTS, Component, optional_component_of
 
-# 3: every module lists its stored tensors ("components") in quantization_config and may
-# hold optional components; 2: float zero points; 1: integer zero points only.
+# 3: optional components (mask, low-rank factors, ...) or a format other than int;
+# 2: float zero points; 1: integer zero points only. A checkpoint is written with the
+# lowest version that describes it, so that older readers load what they can decode.
 PACKED_FORMAT_VERSION = 3
+
+
+def format_version(weights: "list[PackedWeight]") -> int:
+    """The lowest checkpoint format version that describes these packed weights."""
+    if any(p.optional_components() or p.scheme.format != "int" for p in weights):
+        return 3
+    return 2 if any(p.scheme.float_zero for p in weights) else 1
 
 
 @dataclass
@@ -32,17 +40,35 @@ class PackedWeight:
     tensors: dict[str, torch.Tensor]
 
     def __post_init__(self) -> None:
-        unknown = [
-            n
-            for n in self.tensors
-            if n not in self.format_components() and optional_component_of(n) is None
-        ]
+        """Every tensor is known, and the format's and each component's are complete and
+        of the declared shapes and dtypes: a weight that decodes wrongly never forms."""
+        comps = self.format_components()
+        unknown = [n for n in self.tensors if n not in comps and optional_component_of(n) is None]
         if unknown:
             raise LmpressError(
                 f"packed weight of scheme {self.scheme.name} has unknown component(s) "
-                f"{unknown}; known: {sorted(self.format_components())} and the optional "
-                "components of lmpress.packing.components"
+                f"{unknown}; known: {sorted(comps)} and the optional components of "
+                "lmpress.packing.components"
             )
+        for n, c in comps.items():
+            t = self.tensors.get(n)
+            if t is None:
+                raise LmpressError(f"packed weight of scheme {self.scheme.name} lacks {n!r}")
+            if tuple(t.shape) != c.shape or t.dtype != c.dtype:
+                raise LmpressError(
+                    f"{n} of a {self.out_features}x{self.in_features} {self.scheme.name} weight "
+                    f"is {list(t.shape)} {t.dtype}, expected {list(c.shape)} {c.dtype}"
+                )
+        for name in self.optional_components():
+            comp = OPTIONAL_COMPONENTS.get(name)
+            missing = [t for t in comp.tensors if t not in self.tensors]
+            problem = (
+                f"lacks {missing}"
+                if missing
+                else comp.problem(self.component_tensors(name), self.out_features, self.in_features)
+            )
+            if problem:
+                raise LmpressError(f"packed weight component {name!r}: {problem}")
 
     @classmethod
     def from_codes(
@@ -70,6 +96,10 @@ class PackedWeight:
     def params(self) -> Params:
         """Per-group parameters ``{name: [P, G]}`` float32, as stored."""
         return self.scheme.fmt.unpack_params(self.tensors)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.tensors.values())).device
 
     @property
     def qweight(self) -> torch.Tensor:

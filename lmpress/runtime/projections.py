@@ -14,7 +14,7 @@ from torch import nn
 from lmpress.errors import LmpressError
 from lmpress.formats.scheme import parse_scheme
 from lmpress.kernels import cpu as cpu_kernels
-from lmpress.kernels import decode_ops
+from lmpress.kernels import decode_ops, select_kernel
 from lmpress.methods.rtn import rtn
 from lmpress.nn.qlinear import QLinear
 from lmpress.packing.packed import PackedWeight, concat_rows
@@ -84,8 +84,10 @@ class Proj:
                 stacked = concat_rows([m.packed() for m in mods])
             except LmpressError:  # components that cannot share rows: the float path
                 stacked = None
-        kernel = cpu_kernels.CpuKernel()
-        if stacked is not None and kernel.supports(stacked, torch.device("cpu")):
+        kernel = None
+        if stacked is not None:
+            kernel, _ = select_kernel("auto", stacked, torch.device("cpu"))
+        if kernel is not None and kernel.name == "cpu":
             self.state = kernel.prepare(stacked)
         else:
             ws = [

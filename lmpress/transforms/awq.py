@@ -163,6 +163,7 @@ def _snapshot(mods: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
 
 @register_transform(
     "awq",
+    format_ops=("choose_params", "fake_quantize"),
     limits={
         "grid": (lambda v: v >= 2, "grid >= 2"),
         "max_tokens": (lambda v: v >= 1, "max_tokens >= 1"),

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmpress.formats.base import require_ops
 from lmpress.formats.scheme import Scheme
 from lmpress.registry import Limits, Registry, keyword_defaults, validate_options
 
@@ -33,21 +34,27 @@ class TransformSpec:
     fn: Callable[..., dict[str, Any]]
     defaults: dict[str, Any] = field(default_factory=dict)
     limits: Limits = field(default_factory=dict)
+    # the format operations it uses on the planned schemes (as methods declare theirs)
+    format_ops: tuple[str, ...] = ()
 
     def options(self, given: dict[str, Any] | None, name: str) -> dict[str, Any]:
         return validate_options(given, self.defaults, self.limits, f"transform {name!r}")
+
+    def check_format(self, scheme: Scheme, name: str) -> None:
+        """Refuse a scheme whose format lacks an operation this transform uses."""
+        require_ops(scheme.fmt, self.format_ops, f"transform {name!r}")
 
 
 TRANSFORMS: Registry[TransformSpec] = Registry("transform")
 
 
-def register_transform(name: str, limits: Limits | None = None):
+def register_transform(name: str, format_ops: tuple[str, ...], limits: Limits | None = None):
     """Register ``fn(block, batches, groups, schemes, **options)``; its options are its
     keyword defaults."""
 
     def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
         defaults = keyword_defaults(fn, ("block", "batches", "groups", "schemes"))
-        TRANSFORMS.register(name)(TransformSpec(fn, defaults, limits or {}))
+        TRANSFORMS.register(name)(TransformSpec(fn, defaults, limits or {}, format_ops))
         return fn
 
     return deco
