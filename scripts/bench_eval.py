@@ -112,6 +112,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=100, help="examples per task in the sweep")
     ap.add_argument("--skip-sweep", action="store_true")
     a = ap.parse_args()
+    from lmpress.models.load import set_threads
+
+    set_threads()  # every core, as the lmpress command runs (the library leaves them)
     res = json.loads(a.json.read_text()) if a.json.is_file() else {}
     out = REPO / "benchmarks" / "sweep"
     if not a.skip_sweep:

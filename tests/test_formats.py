@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lmpress.errors import LmpressError
-from lmpress.formats.affine import fake_quantize, minmax_qparams
+from lmpress.formats.affine import minmax_qparams
 from lmpress.formats.scheme import Scheme, parse_scheme
 from lmpress.methods import get_method
 
@@ -48,7 +48,7 @@ def test_error_bounded_by_half_step(spec, cols):
         pytest.skip("group larger than width")
     r = get_method("rtn").fn(w, s)
     dq = r.packed(s).dequantize()
-    assert torch.allclose(dq, fake_quantize(w, r.params["scale"], r.params["zero"], s))
+    assert torch.allclose(dq, s.fmt.fake_quantize(w, r.params))
     from lmpress.formats.affine import expand_to_columns
 
     step = expand_to_columns(r.params["scale"], cols, s)

@@ -88,7 +88,14 @@ def _qparams_from_extremes(
     zero = -(lo * clip) / scale
     if scheme.float_zero:
         return scale, storable_zero(zero, scheme)
-    return scale, torch.round(zero).clamp(0, fmt.qmax)
+    return scale, integer_zero(zero, fmt.qmax)
+
+
+def integer_zero(zero: torch.Tensor, qmax: int, ste: bool = False) -> torch.Tensor:
+    """Zero points rounded to the integers ``[0, qmax]`` they are stored as (float32);
+    with ``ste`` the rounding passes gradients straight through."""
+    r = zero + (torch.round(zero) - zero).detach() if ste else torch.round(zero)
+    return torch.clamp(r, 0, qmax)
 
 
 def storable_zero(zero: torch.Tensor, scheme: Scheme) -> torch.Tensor:
@@ -134,13 +141,6 @@ def dequantize_codes(
 ) -> torch.Tensor:
     """Decode codes to float32: ``(q - z) * s`` with broadcastable per-column parameters."""
     return (q.to(torch.float32) - zero_cols) * scale_cols
-
-
-def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, scheme: Scheme):
-    """Quantize then dequantize ``w [out, in]`` with group parameters ``[P, G]``."""
-    s = expand_to_columns(scale, w.shape[1], scheme)
-    z = expand_to_columns(zero, w.shape[1], scheme)
-    return dequantize_codes(quantize_codes(w, s, z, scheme.fmt.qmax), s, z)
 
 
 def mse_qparams(

@@ -141,7 +141,7 @@ class IntFormat(Format):
         s = ((hi - lo) / self.qmax).clamp_min(1e-10)
         z = -lo / s
         if not self.scheme.float_zero:
-            z = torch.clamp(_round_ste(z) if ste else torch.round(z), 0, self.qmax)
+            z = affine.integer_zero(z, self.qmax, ste)
         return {"scale": s, "zero": z}
 
     def round_params(self, params: Params, ste: bool = False) -> Params:
@@ -150,7 +150,7 @@ class IntFormat(Format):
         out = dict(params)
         if "zero" in out and not (self.scheme.symmetric or self.scheme.float_zero):
             z = out["zero"]
-            out["zero"] = torch.clamp(_round_ste(z) if ste else torch.round(z), 0, self.qmax)
+            out["zero"] = affine.integer_zero(z, self.qmax, ste)
         return out
 
     def storable_params(self, params: Params) -> Params:
@@ -162,7 +162,7 @@ class IntFormat(Format):
             out["zero"] = (
                 affine.storable_zero(z, self.scheme)
                 if self.scheme.float_zero
-                else torch.round(z).clamp(0, self.qmax)
+                else affine.integer_zero(z, self.qmax)
             )
         return out
 

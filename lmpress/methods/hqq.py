@@ -19,7 +19,7 @@ rounds that crowd in one direction, an error that adds up coherently in every do
 product. The zero step pulls the group's mean error toward 0. That needs fractional zero points,
 as HQQ stores them (``:fz`` schemes): an integer zero point keeps 0 on the grid
 already and cannot move by less than a step, so ``hqq`` refuses integer zeros unless
-``fit_scale=true``. Whether the fit pays for the 12 extra bits per group of float
+``fit_scale=true``. Whether the fit pays for the extra bits per group of fp16
 zeros depends on the model: BENCHMARKS.md compares both on the default model.
 
 ``fit_scale=true`` (lmpress's addition) also re-fits each group's scale by least

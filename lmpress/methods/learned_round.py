@@ -217,7 +217,7 @@ def refine_block(
     names = [f"{layer.name}.weight" for layer in layers]
     start = {n: layer.start.dequantize() for n, layer in zip(names, layers, strict=True)}
     # the keep-or-not decision is made on the first _CHECK_SAMPLES samples: a full pass
-    # over all 128 would cost as much as a third of the descent itself
+    # over every calibration sample would cost a large share of the descent itself
     check, seen = 0, 0
     while check < len(batches) and seen < _CHECK_SAMPLES:
         seen += batches[check][0].shape[0]
