@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 # the page's renderers sit beside this script (its folder is on sys.path when run)
 from benchmark_evaluation import render_evaluation  # noqa: E402
+from benchmark_history import history_lines, measurements  # noqa: E402
 from benchmark_methods import GRID_METHODS, GRID_SCHEMES  # noqa: E402
 from benchmark_report import render  # noqa: E402
 from benchmark_runtime import render_runtime  # noqa: E402
@@ -575,8 +576,11 @@ def write_markdown(path: Path, done: dict[str, dict], protocol: str, a) -> None:
         f = REPO / "benchmarks" / name
         return json.loads(f.read_text()) if f.is_file() else None
 
+    history = history_lines(measurements(Path(a.results), protocol))
     text = (
         render(done, protocol, a)
+        + "\n".join(history)
+        + ("\n" if history else "")
         + render_runtime(kernel_runs(REPO / "benchmarks"), read("runtime.json"), source_digest())
         + render_evaluation(read("lm_eval.json"), read("eval.json"))
     )
