@@ -80,6 +80,7 @@ def quantize(
             raise LmpressError(f"method {recipe.label!r} needs calibration text; pass --calib")
         if tokenizer is None:
             raise LmpressError("calibration needs a tokenizer; pass tokenizer=")
+        _check_calibration_size(model, cc)
         ids = calibration_ids(tokenizer, calib, cc.n_samples, cc.seq_len, cc.seed)
     t0 = time.perf_counter()
     result = quantize_model(model, recipe, ids, batch_size=batch_size, progress=progress)
@@ -99,6 +100,32 @@ def quantize(
         "transforms_chosen": result.transforms if recipe.transforms else None,
     }
     return result
+
+
+def _check_calibration_size(model: nn.Module, cc: CalibConfig) -> None:
+    """Calibration samples fit the model's positions and, with the block activations
+    the pipeline keeps for all of them, the memory available now."""
+    from lmpress.models.checks import available_memory_bytes, max_positions
+
+    config = getattr(model, "config", None)
+    limit = max_positions(config)
+    if limit is not None and cc.seq_len > limit:
+        raise LmpressError(
+            f"--calib-seq-len {cc.seq_len} exceeds the model's {limit} positions; "
+            f"use {limit} or less"
+        )
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+    avail = available_memory_bytes()
+    if not (isinstance(hidden, int) and avail):
+        return
+    # float32 block inputs and outputs, for every sample
+    need = 2 * 4 * cc.n_samples * cc.seq_len * hidden
+    if need > avail:
+        raise LmpressError(
+            f"--calib-samples {cc.n_samples} x --calib-seq-len {cc.seq_len} needs about "
+            f"{need / 2**30:.1f} GiB of calibration activations, more than the "
+            f"{avail / 2**30:.1f} GiB available; use fewer or shorter samples"
+        )
 
 
 def save(result: QuantizeResult, out_dir: "str | Path", overwrite: bool = False) -> Path:
@@ -273,7 +300,8 @@ def export_model(
 
     spec = EXPORTERS.get(to)
     opts = spec.options(options, to)
-    check_output_path(out, overwrite, spec.writes_directory)  # before the model load
+    # before the model load
+    check_output_path(out, overwrite, spec.writes_directory, [path], spec.magic)
     loaded = load_model(str(path))  # an lmpress checkpoint, or any model lmpress loads
     p = Path(loaded.source)
     context = {
@@ -281,7 +309,7 @@ def export_model(
         "tokenizer_dir": p if p.is_dir() else p.parent,
         "source_model": loaded.source,
     }
-    with atomic_output(Path(out), overwrite, spec.writes_directory) as tmp:
+    with atomic_output(Path(out), overwrite, spec.writes_directory, [path], spec.magic) as tmp:
         summary = spec.fn(loaded.model, loaded.tokenizer, tmp, {**opts, **context})
     summary["path"] = str(out)
     summary["source"] = str(p)

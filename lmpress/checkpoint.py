@@ -34,6 +34,7 @@ from lmpress.__version__ import __version__
 from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme
 from lmpress.models.arch import linear_weight
+from lmpress.models.checks import check_finite_state
 from lmpress.nn.qlinear import QLinear
 from lmpress.outputs import atomic_output
 from lmpress.packing.components import optional_component_of
@@ -71,7 +72,9 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` (with ``QLinear`` modules) and ``tokenizer`` to ``out_dir`` atomically."""
     out = Path(out_dir)
-    with atomic_output(out, overwrite, is_dir=True) as tmp:
+    source = (extra_config or {}).get("source_model")
+    check_finite_state(model, "the quantized model")
+    with atomic_output(out, overwrite, is_dir=True, inputs=[source] if source else ()) as tmp:
         extra = dict(extra_config or {})
         extra_modules = extra.pop("modules", {})
         run = {k: extra.pop(k) for k in RUN_KEYS if k in extra}
@@ -122,6 +125,8 @@ def _module_components(
     listed = spec.get("components")
     if listed is None:
         return expected
+    if not isinstance(listed, dict) or not all(isinstance(d, dict) for d in listed.values()):
+        raise LmpressError(f"{path}: {name}'s components must map names to shape and dtype")
     out: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
     for t, d in listed.items():
         dtype = getattr(torch, str(d.get("dtype")), None)
@@ -163,10 +168,11 @@ def _check_stored(
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
+    from lmpress.models.checks import read_model_config
+
+    if not (path / "config.json").is_file():
         raise LmpressError(f"{path} is not a model directory (no config.json)")
-    return json.loads(cfg_path.read_text())
+    return read_model_config(path)
 
 
 def _check_quant_config(qc: dict[str, Any] | None, path: Path) -> dict[str, Any]:
@@ -213,7 +219,16 @@ def empty_model(cfg_dict: dict[str, Any]) -> nn.Module:
 
 
 def fill_model(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Assign ``state`` to ``model`` (tied weights re-tied); every tensor must be supplied."""
+    """Assign ``state`` to ``model`` (tied weights re-tied); every tensor must be supplied,
+    with the shape and dtype the model has for it."""
+    own = model.state_dict(keep_vars=True)
+    for key, t in state.items():
+        want = own.get(key)
+        if want is not None and (want.shape != t.shape or want.dtype != t.dtype):
+            raise LmpressError(
+                f"{path}: {key} is stored as {list(t.shape)} {t.dtype}, but the model has it "
+                f"as {list(want.shape)} {want.dtype}; the checkpoint is damaged or mislabelled"
+            )
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if unexpected:
         raise LmpressError(f"{path}: unexpected tensors in checkpoint, e.g. {unexpected[:3]}")
@@ -232,15 +247,32 @@ def load_checkpoint(path: str | Path, with_tokenizer: bool = True):
     qc = _check_quant_config(cfg_dict.pop("quantization_config", None), path)
     if not (path / WEIGHTS_FILE).is_file():
         raise LmpressError(f"{path} has no {WEIGHTS_FILE}; the checkpoint is incomplete")
+    from lmpress.models.load import check_directory
+
+    check_directory(path)  # headers readable, block count as stored: before building
     model = empty_model(cfg_dict)
     state = load_file(str(path / WEIGHTS_FILE))
     schemes: dict[str, Scheme] = {}
     declared: dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]] = {}
-    for name, spec in qc["modules"].items():
-        old = model.get_submodule(name)
-        out_f, in_f = linear_weight(old).shape
+    where = f"{path / 'config.json'}: quantization_config"
+    modules = qc.get("modules")
+    if not isinstance(modules, dict):
+        raise LmpressError(f"{where}.modules must map module names to their schemes")
+    for name, spec in modules.items():
+        try:
+            old = model.get_submodule(name)
+            out_f, in_f = linear_weight(old).shape
+        except (AttributeError, LmpressError, ValueError):
+            raise LmpressError(
+                f"{where} names {name!r}, which the model has no linear of"
+            ) from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("scheme"), dict):
+            raise LmpressError(f"{where}.modules[{name!r}] lacks its scheme (a JSON object)")
         key = json.dumps(spec["scheme"], sort_keys=True)
-        scheme = schemes.setdefault(key, Scheme.from_dict(spec["scheme"]))
+        try:
+            scheme = schemes.setdefault(key, Scheme.from_dict(spec["scheme"]))
+        except (LmpressError, TypeError, ValueError, KeyError) as e:
+            raise LmpressError(f"{where}.modules[{name!r}].scheme is malformed ({e})") from None
         declared[name] = _module_components(name, spec, scheme, out_f, in_f, path)
         # Buffers start on the meta device; the state dict supplies them (assign=True).
         q = QLinear(
@@ -249,6 +281,7 @@ def load_checkpoint(path: str | Path, with_tokenizer: bool = True):
         _set_module(model, name, q)
     _check_stored(state, declared, path)
     fill_model(model, state, path)
+    check_finite_state(model, str(path))
     model.config.quantization_config = qc
     tok = None
     if with_tokenizer and (path / "tokenizer_config.json").exists():

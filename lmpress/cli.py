@@ -9,14 +9,13 @@ choices, without an edit to this file.
 import argparse
 import contextlib
 import json
+import math
 import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from lmpress.errors import LmpressError
 
@@ -47,6 +46,8 @@ def _listed(names: list[str]) -> str:
 def _key_value(kv: str, flag: str, example: str) -> tuple[str, Any]:
     """``"KEY=VALUE"`` -> ``(key, value)``, the value read as YAML (``true``, ``64``,
     ``0.1``, a string)."""
+    import yaml
+
     key, sep, value = kv.partition("=")
     if not sep or not key.strip():
         raise LmpressError(f"{flag} {kv!r} must look like KEY=VALUE, e.g. {example}")
@@ -96,13 +97,41 @@ def _add_quiet(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_writable_file(path: str | None, flag: str) -> None:
-    """Fail before any work if ``path``'s folder is missing (we would fail only at the end)."""
+def _check_writable_file(path: str | None, flag: str, inputs: list[str | None] = ()) -> None:
+    """Fail before any work if ``path`` could not be written at the end: its folder is
+    missing or not writable, it is a directory, or it is (or holds) an input."""
     if path is None:
         return
-    parent = Path(path).expanduser().resolve().parent
+    from lmpress.outputs import check_not_an_input
+
+    p = Path(path).expanduser()
+    check_not_an_input(p, inputs, flag)
+    if p.is_dir():
+        raise LmpressError(f"{flag} {path} is a directory; give a file path")
+    parent = p.resolve().parent
     if not parent.is_dir():
         raise LmpressError(f"{flag} {path}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise LmpressError(f"{flag} {path}: cannot write there; choose another path")
+
+
+def _local_inputs(a: argparse.Namespace, *names: str) -> list[str]:
+    """The command's arguments ``names`` that are local paths (a model alias resolved)."""
+    from lmpress.models.load import ALIASES
+
+    out = []
+    for n in names:
+        v = getattr(a, n, None)
+        if not isinstance(v, str):
+            continue
+        if v in ALIASES:
+            try:
+                v = str(ALIASES[v]())
+            except LmpressError:
+                continue
+        if Path(v).expanduser().exists():
+            out.append(v)
+    return out
 
 
 def _add_quantize(sub) -> None:
@@ -339,6 +368,8 @@ def _flag_type(default: Any) -> Callable[[str], Any]:
 
 
 def _bool(text: str) -> bool:
+    import yaml
+
     value = yaml.safe_load(text)
     if not isinstance(value, bool):
         raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
@@ -391,7 +422,7 @@ def _export_options(a: argparse.Namespace) -> dict[str, Any]:
 def cmd_export(a) -> int:
     import lmpress
 
-    _check_writable_file(a.json, "--json")
+    _check_writable_file(a.json, "--json", [a.path, a.output])
     s = lmpress.export_model(
         a.path, a.to, a.output, overwrite=a.overwrite, progress=not a.quiet, **_export_options(a)
     )
@@ -401,8 +432,7 @@ def cmd_export(a) -> int:
         line += f": {types}; {s['exact_grid_modules']} on their exact grid, max |error| "
         line += f"{s['max_abs_error_quantized']:.3g}"
     print(line + ")")
-    if a.json:
-        Path(a.json).write_text(json.dumps(s, indent=2))
+    _write_json(a.json, s, f"{a.output} is written")
     return 0
 
 
@@ -430,28 +460,38 @@ def _add_generate(sub) -> None:
 def cmd_generate(a) -> int:
     import torch
 
+    from lmpress.models.checks import check_threads
     from lmpress.runtime import generate
 
-    _check_writable_file(a.json, "--json")
+    _check_writable_file(a.json, "--json", _local_inputs(a, "path"))
     if a.temperature < 0 or not 0 < a.top_p <= 1:
         raise LmpressError("--temperature must be >= 0 and --top-p in (0, 1]")
     if a.threads:
-        torch.set_num_threads(a.threads)
+        torch.set_num_threads(check_threads(a.threads))
+    held: list[str] = []
 
     def out(text: str) -> None:
-        print(text, end="", flush=True)
+        if a.no_stream:
+            held.append(text)
+        else:
+            print(text, end="", flush=True)
 
-    r = generate(
-        a.path,
-        a.prompt,
-        a.max_new_tokens,
-        temperature=a.temperature,
-        top_k=a.top_k,
-        top_p=a.top_p,
-        seed=a.seed,
-        engine=a.engine,
-        on_text=None if a.no_stream else out,
-    )
+    try:
+        r = generate(
+            a.path,
+            a.prompt,
+            a.max_new_tokens,
+            temperature=a.temperature,
+            top_k=a.top_k,
+            top_p=a.top_p,
+            seed=a.seed,
+            engine=a.engine,
+            on_text=out,
+        )
+    except BaseException:
+        if held:  # what was generated before the failure is not lost
+            print("".join(held), flush=True)
+        raise
     if a.no_stream:
         print(r.text, end="")
     print(
@@ -459,21 +499,16 @@ def cmd_generate(a) -> int:
         f"{len(r.ids)} new tokens, decode {r.decode_tokens_per_s:.1f} tokens/s",
         file=sys.stderr,
     )
-    if a.json:
-        Path(a.json).write_text(
-            json.dumps(
-                {
-                    "text": r.text,
-                    "ids": r.ids,
-                    "engine": r.engine,
-                    "prompt_tokens": r.prompt_tokens,
-                    "prefill_s": r.prefill_s,
-                    "decode_s": r.decode_s,
-                    "decode_tokens_per_s": r.decode_tokens_per_s,
-                },
-                indent=2,
-            )
-        )
+    record = {
+        "text": r.text,
+        "ids": r.ids,
+        "engine": r.engine,
+        "prompt_tokens": r.prompt_tokens,
+        "prefill_s": r.prefill_s,
+        "decode_s": r.decode_s,
+        "decode_tokens_per_s": r.decode_tokens_per_s,
+    }
+    _write_json(a.json, record, "the text is printed above")
     return 0
 
 
@@ -531,8 +566,9 @@ def cmd_quantize(a) -> int:
     out = Path(a.output)
     from lmpress.outputs import check_output_path
 
-    check_output_path(out, a.overwrite, is_dir=True)  # before any long work
-    _check_writable_file(a.json, "--json")
+    inputs = _local_inputs(a, "model", "recipe", "calib")
+    check_output_path(out, a.overwrite, is_dir=True, inputs=inputs)  # before any long work
+    _check_writable_file(a.json, "--json", [*inputs, str(out)])
     recipe = _recipe_from_args(a)
     cc = CalibConfig(a.calib, a.calib_samples, a.calib_seq_len, a.seed)
     res = lmpress.quantize(
@@ -562,9 +598,18 @@ def cmd_quantize(a) -> int:
         f"{stats.bits_per_weight_model:.3f} (whole model), {stats.size_bytes / 1e6:.1f} MB, "
         f"{summary['quantize_seconds']:.1f} s, peak RSS {summary['peak_rss_mb']:.0f} MiB"
     )
-    if a.json:
-        Path(a.json).write_text(json.dumps(summary, indent=2))
+    _write_json(a.json, summary, f"the checkpoint {out} is saved")
     return 0
+
+
+def _write_json(path: str | None, obj: Any, done: str) -> None:
+    """Write ``obj`` to ``path``; on failure say what was already done."""
+    if not path:
+        return
+    try:
+        Path(path).write_text(json.dumps(obj, indent=2))
+    except OSError as e:
+        raise LmpressError(f"{done}, but --json {path} could not be written: {e.strerror}") from e
 
 
 def cmd_eval(a) -> int:
@@ -573,7 +618,7 @@ def cmd_eval(a) -> int:
     import lmpress
     from lmpress.eval.result import EvalResult
 
-    _check_writable_file(a.json, "--json")
+    _check_writable_file(a.json, "--json", _local_inputs(a, "model", "ppl", "base"))
     res = EvalResult()
     tasks = None
     if a.tasks:
@@ -604,8 +649,11 @@ def cmd_eval(a) -> int:
         for name, r in scores.items():
             parts = [f"{m}={v:.4f}±{se:.4f}" for m, (v, se) in r.scores().items()]
             print(f"{name}: {' '.join(parts)} (n={r.n})")
-    if a.json:
-        Path(a.json).write_text(json.dumps(res.to_dict(), indent=2))
+    _write_json(a.json, res.to_dict(), "the evaluation ran")
+    p = res.perplexity
+    figures = [getattr(p, k, None) for k in ("ppl", "word_perplexity")] if p else []
+    if any(isinstance(v, float) and not math.isfinite(v) for v in figures):
+        raise LmpressError(f"the perplexity of {a.model} is not finite; the model is broken")
     return 0
 
 
@@ -747,7 +795,63 @@ def _gguf_loader_bars_follow_transformers() -> Iterator[None]:
         loader.tqdm = own
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that outputs being written are removed
+    (an interruption like Ctrl-C, with its own exit status)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status: 0, 2 for a user error, 1 for an
+    internal one, 130 on Ctrl-C and 143 on SIGTERM (outputs being written are removed)."""
+    import signal
+    import threading
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _main(argv)
+    except Terminated:
+        print("lmpress: terminated; no partial output was left", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("lmpress: interrupted; no partial output was left", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while torch and transformers import, and raise them
+    after: an interrupt inside torch's native initialisation cannot unwind (the
+    process aborts, or a half-imported torch fails at exit)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _frame: got.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if got:
+        raise Terminated if got[0] == signal.SIGTERM else KeyboardInterrupt
+
+
+def _main(argv: list[str] | None) -> int:
+    with _signals_held():
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
     parser = argparse.ArgumentParser(prog="lmpress", description=__doc__)
     from lmpress.__version__ import __version__
 
@@ -779,9 +883,6 @@ def main(argv: list[str] | None = None) -> int:
     except LmpressError as e:
         print(f"lmpress: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lmpress: interrupted; no output was written", file=sys.stderr)
-        return 130
     except Exception as e:  # noqa: BLE001  (the edge: one line, not a traceback)
         if os.environ.get("LMPRESS_DEBUG"):
             raise

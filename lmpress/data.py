@@ -87,8 +87,21 @@ def _from_hub(name: str, purpose: str) -> Path | None:
     return out
 
 
+def read_text_file(path: Path) -> str:
+    """The file's text (UTF-8), or an error naming the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LmpressError(
+            f"{path} is not UTF-8 text (byte {e.start}); give a plain text file"
+        ) from None
+    except OSError as e:
+        raise LmpressError(f"cannot read {path}: {e.strerror}") from None
+
+
 def read_rows_joined(path: Path) -> str:
     """The protocol's text: the file's rows (line endings stripped) joined by blank lines."""
-    with open(path, encoding="utf-8") as f:
-        rows = [line.rstrip("\r\n") for line in f]
+    rows = [line.rstrip("\r") for line in read_text_file(path).split("\n")]
+    if rows and rows[-1] == "":
+        rows.pop()  # the newline that ends the last row starts no row
     return "\n\n".join(rows)

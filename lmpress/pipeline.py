@@ -504,6 +504,11 @@ def _check_groups(model: nn.Module, plans: dict[str, ModulePlan]) -> None:
         by_scheme[plan.scheme] = max(by_scheme.get(plan.scheme, 0), in_f)
     for scheme, widest in by_scheme.items():
         scheme.check_fits(widest, "every quantized module")
+    for name, plan in plans.items():
+        w = linear_weight(model.get_submodule(name)).detach()
+        problem = plan.scheme.fmt.storage_problem(w)
+        if problem is not None:
+            raise LmpressError(f"{name} {problem}, or keep it float (--override '{name}=skip')")
 
 
 def quantizable_linears(model: nn.Module) -> list[str]:

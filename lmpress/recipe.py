@@ -116,7 +116,13 @@ class Recipe:
                 f"unknown recipe key(s) {sorted(unknown)}; allowed: {sorted(_RECIPE_KEYS)}"
             )
         overrides = []
-        for o in d.get("overrides") or []:
+        given = d.get("overrides") or []
+        if not isinstance(given, list) or not all(isinstance(o, dict) for o in given):
+            raise LmpressError(
+                "recipe 'overrides' must be a list of mappings, e.g. "
+                "[{pattern: down_proj, scheme: w8}]"
+            )
+        for o in given:
             bad = set(o) - _OVERRIDE_KEYS
             if bad or "pattern" not in o:
                 raise LmpressError(
@@ -152,12 +158,21 @@ class Recipe:
         if not p.is_file():
             raise LmpressError(f"recipe file {path} does not exist")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise LmpressError(f"recipe file {path} is not UTF-8 text") from None
         except yaml.YAMLError as e:
             raise LmpressError(f"recipe file {path} is not valid YAML: {e}") from e
         if not isinstance(data, dict):
             raise LmpressError(f"recipe file {path} must hold a mapping")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except LmpressError as e:
+            raise LmpressError(f"recipe file {path}: {e}") from None
+        except (TypeError, AttributeError, ValueError, KeyError) as e:
+            raise LmpressError(
+                f"recipe file {path}: malformed ({type(e).__name__}: {e}); see docs/recipes.md"
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {

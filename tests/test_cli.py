@@ -66,7 +66,8 @@ def test_bad_quantize_args(capsys, tmp_path, tiny_llama_dir, args, needle):
 )
 def test_bad_calibration_text(capsys, tmp_path, tiny_llama_dir, calib, needle):
     (tmp_path / "empty.txt").write_text("\n \n")
-    args = ["--method", "gptq", "--calib", tmp_path / calib, "-o", tmp_path / "o"]
+    args = ["--method", "gptq", "--calib", tmp_path / calib, "--calib-seq-len", "128"]
+    args += ["-o", tmp_path / "o"]
     code, _, err = run(capsys, "quantize", tiny_llama_dir, *args)
     assert_user_error(code, err, needle)
     assert not (tmp_path / "o").exists()

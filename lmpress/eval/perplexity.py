@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lmpress.data import read_rows_joined, resolve_text
+from lmpress.data import read_rows_joined, read_text_file, resolve_text
 from lmpress.errors import LmpressError
 from lmpress.eval.base_cache import BaseLogitsCache
 from lmpress.eval.result import Record
@@ -95,7 +95,7 @@ def eval_ids(tokenizer, text: str, convention: str = "gptq", ctx: int = 2048) ->
     path: Path = resolve_text(text, purpose="eval")
     if convention == "gptq":
         return tokenizer(read_rows_joined(path), return_tensors="pt").input_ids[0]
-    ids = tokenizer(path.read_text(encoding="utf-8"), return_tensors="pt").input_ids[0].clone()
+    ids = tokenizer(read_text_file(path), return_tensors="pt").input_ids[0].clone()
     bos = tokenizer.bos_token_id
     probe = tokenizer("a").input_ids
     if bos is not None and probe and probe[0] == bos:

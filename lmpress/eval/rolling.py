@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lmpress.data import read_text_file
 from lmpress.errors import LmpressError
 from lmpress.eval.result import Record
 
@@ -96,7 +97,7 @@ def detokenize(text: str) -> str:
 
 def wikitext_documents(path: Path) -> list[str]:
     """The articles of a raw WikiText file, each its lines joined by ``"\\n"``."""
-    lines = path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n")
+    lines = read_text_file(path).replace("\r\n", "\n").split("\n")
     docs, cur = [], []
     for line in lines:
         if _TOP_HEADING.match(line) and cur:

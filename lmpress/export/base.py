@@ -48,12 +48,15 @@ class ExportOption:
 class ExporterSpec:
     """A registered exporter: ``fn`` (see the module docstring), a one-line
     ``description``, its ``declared`` options, and ``suffix``: the file suffix of a
-    format written as one file (``".gguf"``), ``None`` for one written as a directory."""
+    format written as one file (``".gguf"``), ``None`` for one written as a directory;
+    ``magic``: the first bytes of such a file, by which ``--overwrite`` knows a file it
+    may replace."""
 
     fn: ExportFn
     description: str
     declared: dict[str, ExportOption] = field(default_factory=dict)
     suffix: str | None = None
+    magic: bytes | None = None
 
     @property
     def writes_directory(self) -> bool:
@@ -107,7 +110,11 @@ EXPORTERS: Registry[ExporterSpec] = Registry("export format")
 
 
 def register_exporter(
-    name: str, description: str, suffix: str | None = None, **declared: ExportOption
+    name: str,
+    description: str,
+    suffix: str | None = None,
+    magic: bytes | None = None,
+    **declared: ExportOption,
 ) -> Callable[[ExportFn], ExportFn]:
     """Register ``fn`` as the exporter ``name`` taking the ``declared`` options."""
     clash = sorted(set(declared) & set(CONTEXT_KEYS))
@@ -118,7 +125,7 @@ def register_exporter(
             raise ValueError(f"exporter {name!r}: default {key}={opt.default!r} is no choice")
 
     def deco(fn: ExportFn) -> ExportFn:
-        EXPORTERS.register(name)(ExporterSpec(fn, description, declared, suffix))
+        EXPORTERS.register(name)(ExporterSpec(fn, description, declared, suffix, magic))
         return fn
 
     return deco

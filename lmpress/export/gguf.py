@@ -348,6 +348,7 @@ register_exporter(
     "gguf",
     "one GGUF file for llama.cpp",
     suffix=".gguf",
+    magic=b"GGUF",
     embed_type=ExportOption(
         "q8_0", "type of the token embedding and the output head", tuple(FLOAT_TYPES)
     ),

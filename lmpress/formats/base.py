@@ -110,6 +110,13 @@ class Format:
         """``params`` rounded to what the stored tensors can hold (float32 out)."""
         raise NotImplementedError
 
+    def storage_problem(self, w: torch.Tensor) -> str | None:
+        """Why ``w [out, in]`` (float32) cannot be stored faithfully in this format's
+        parameter dtypes (scales that would overflow or underflow them), as a clause
+        to follow a module's name; ``None`` when it can. Formats whose parameters
+        cannot overflow keep the default."""
+        return None
+
     def expand(self, params: Params, in_features: int) -> Params:
         """Per-group parameters ``[P, G]`` broadcast to columns ``[P, in_features]``."""
         from lmpress.formats.affine import expand_to_columns

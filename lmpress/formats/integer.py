@@ -12,6 +12,7 @@ Spellings: ``w<bits>[g<group>|gt][a|s][:bf16][:fz]``, e.g. ``w8`` (per output ch
 """
 
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -165,6 +166,32 @@ class IntFormat(Format):
                 else affine.integer_zero(z, self.qmax)
             )
         return out
+
+    def storage_problem(self, w: torch.Tensor) -> str | None:
+        s = self.scheme
+        dt = s.torch_scale_dtype
+        lo, hi, amax = affine._extremes(w.float(), s)
+        steps = (self.mid - 1 if self.bits > 1 else 1) if s.symmetric else self.qmax
+        scale = (amax if s.symmetric else hi - lo) / steps
+        info = torch.finfo(dt)
+        name = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dt, str(dt))
+        wide = replace(s, scale_dtype="bfloat16")
+        fix = f"; quantize it as {wide.name} (bf16 scales)" if dt != torch.bfloat16 else ""
+        if bool((scale > info.max).any()):
+            return (
+                f"has weights up to {float(amax.max()):.3g}, whose {s.name} scales would "
+                f"exceed {name}'s largest value {info.max:.5g}{fix}"
+            )
+        smallest = 2.0**-24 if dt == torch.float16 else info.tiny
+        # groups that matter next to the tensor's largest, whose grid would collapse to 0
+        lost = (scale > 0) & (scale < smallest) & (amax >= 1e-3 * amax.max())
+        if bool(lost.any()):
+            return (
+                f"has groups of weights as small as {float(amax[lost].min()):.3g}, whose "
+                f"{s.name} scales would fall below {name}'s smallest value {smallest:.3g} "
+                f"and decode to 0{fix}"
+            )
+        return None
 
     # -- storage -------------------------------------------------------------------
     def components(self, out_features: int, in_features: int) -> "dict[str, Component]":

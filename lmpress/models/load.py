@@ -11,6 +11,15 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from lmpress.errors import LmpressError
+from lmpress.models.checks import (
+    check_finite_state,
+    check_layer_count,
+    check_loading_info,
+    check_tokenizer_files,
+    layer_count,
+    read_model_config,
+    safetensors_keys,
+)
 
 DEFAULT_MODEL = "smollm2-135m"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -61,20 +70,43 @@ def resolve_model_path(spec: str) -> str:
 
 
 def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a causal LM and its tokenizer in ``dtype`` (weights of GGUF files are dequantized)."""
+    """Load a causal LM and its tokenizer in ``dtype`` (weights of GGUF files are dequantized).
+
+    Every tensor the model needs must be in the files, none may be extra or of another
+    shape, and all must be finite; the files are checked before the model is built,
+    and any failure is an :class:`LmpressError` naming the file."""
     path = resolve_model_path(spec)
     p = Path(path)
-    if p.is_dir() and (p / "config.json").is_file() and _is_lmpress_checkpoint(p):
-        from lmpress.checkpoint import load_checkpoint
+    try:
+        loaded = _load(spec, path, p, dtype)
+    except LmpressError:
+        raise
+    except Exception as e:  # noqa: BLE001  (whatever the libraries raise on a damaged file)
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise LmpressError(
+            f"cannot load model {path}: {type(e).__name__}: {first}; check that it is a "
+            "complete model (config.json, weights, tokenizer files) or a .gguf file"
+        ) from e
+    return loaded
 
-        model, tok = load_checkpoint(p)
-        return LoadedModel(model, tok, str(p))
+
+def _load(spec: str, path: str, p: Path, dtype: torch.dtype) -> LoadedModel:
     if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise LmpressError(f"{path} has no config.json; is it a Hugging Face model?")
+        cfg = check_directory(p)
+        qc = cfg.get("quantization_config")
+        if isinstance(qc, dict) and qc.get("quant_method") == "lmpress":
+            from lmpress.checkpoint import load_checkpoint
+
+            model, tok = load_checkpoint(p)
+            return LoadedModel(model, tok, str(p))
         from lmpress.models.imports import foreign_method, load_foreign
 
         method = foreign_method(p)
         if method is not None:
             model, tok = load_foreign(p, method)
+            check_finite_state(model, str(p))
             return LoadedModel(model, tok, str(p))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -82,16 +114,17 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
             if p.is_file():
                 if p.suffix != ".gguf":
                     raise LmpressError(f"{path} is a file but not a .gguf; give a model directory")
+                _check_gguf(p)
                 kw = {"gguf_file": p.name}
                 tok = AutoTokenizer.from_pretrained(p.parent, **kw)
-                model = AutoModelForCausalLM.from_pretrained(p.parent, dtype=dtype, **kw)
+                model, info = AutoModelForCausalLM.from_pretrained(
+                    p.parent, dtype=dtype, output_loading_info=True, **_REPORTED, **kw
+                )
             else:
-                if p.is_dir() and not (p / "config.json").is_file():
-                    raise LmpressError(f"{path} has no config.json; is it a Hugging Face model?")
                 _check_architecture(path)
                 tok = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(
-                    path, dtype=dtype, use_safetensors=None
+                model, info = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=dtype, use_safetensors=None, output_loading_info=True, **_REPORTED
                 )
         except LmpressError:
             raise
@@ -99,12 +132,56 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
             raise LmpressError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from e
         except ValueError as e:
             raise LmpressError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from e
+    check_loading_info(info, path, _tied_names(model))
+    check_finite_state(model, path)
     return LoadedModel(model.eval(), tok, path)
 
 
-def _is_lmpress_checkpoint(p: Path) -> bool:
-    cfg = json.loads((p / "config.json").read_text())
-    return cfg.get("quantization_config", {}).get("quant_method") == "lmpress"
+# Shape mismatches reported rather than raised, so that the check names the tensor
+# (the model is refused either way).
+_REPORTED = {"ignore_mismatched_sizes": True}
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+
+
+def check_directory(p: Path) -> dict:
+    """``p``'s config (parsed) after checking its weight files' headers and that the
+    config's block count is the one they hold."""
+    cfg = read_model_config(p)
+    check_tokenizer_files(p)
+    keys = safetensors_keys(p)
+    if keys:
+        key = next((k for k in _LAYER_KEYS if k in cfg), _LAYER_KEYS[0])
+        check_layer_count(cfg.get(key), layer_count(keys), str(p / "config.json"), key)
+    return cfg
+
+
+def _check_gguf(p: Path) -> None:
+    """``p`` reads as GGUF and its ``block_count`` is the number of blocks it holds."""
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(p))
+    except Exception as e:  # noqa: BLE001  (the reader raises plain ValueError/KeyError)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise LmpressError(
+            f"{p}: not a readable GGUF file ({first}); the file is damaged"
+        ) from None
+    arch = reader.fields.get("general.architecture")
+    if arch is None:
+        raise LmpressError(f"{p}: the GGUF has no general.architecture; the file is damaged")
+    arch_name = bytes(arch.parts[arch.data[0]]).decode("utf-8", "replace")
+    field = reader.fields.get(f"{arch_name}.block_count")
+    declared = int(field.parts[field.data[0]][0]) if field is not None else None
+    stored = layer_count(t.name for t in reader.tensors)
+    check_layer_count(declared, stored, str(p), f"{arch_name}.block_count")
+
+
+def _tied_names(model: PreTrainedModel) -> set[str]:
+    """Parameter names that share their tensor with another name (a tied output head)."""
+    by_tensor: dict[int, list[str]] = {}
+    for name, t in model.named_parameters(remove_duplicate=False):
+        by_tensor.setdefault(id(t), []).append(name)
+    return {n for names in by_tensor.values() if len(names) > 1 for n in names}
 
 
 def _check_architecture(path: str) -> None:

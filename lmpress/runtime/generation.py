@@ -174,6 +174,16 @@ def generate(
     prompt_ids = tokenizer(prompt).input_ids
     if not prompt_ids:
         raise LmpressError("the prompt is empty; give some text with --prompt")
+    from lmpress.models.checks import max_positions
+
+    limit = max_positions(getattr(model, "config", None))
+    if limit is not None and len(prompt_ids) + max_new_tokens > limit:
+        room = limit - len(prompt_ids)
+        fix = f"use --max-new-tokens {room} or less" if room > 0 else "shorten the prompt"
+        raise LmpressError(
+            f"the prompt's {len(prompt_ids)} tokens and {max_new_tokens} new ones exceed the "
+            f"model's {limit} positions; {fix}"
+        )
     eos = set()
     if stop_at_eos and tokenizer.eos_token_id is not None:
         eos = {int(tokenizer.eos_token_id)}
