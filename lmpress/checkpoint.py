@@ -249,7 +249,7 @@ def load_checkpoint(path: str | Path, with_tokenizer: bool = True):
         raise LmpressError(f"{path} has no {WEIGHTS_FILE}; the checkpoint is incomplete")
     from lmpress.models.load import check_directory
 
-    check_directory(path)  # headers readable, block count as stored: before building
+    check_directory(path, cfg_dict)  # headers readable, block count as stored: before building
     model = empty_model(cfg_dict)
     state = load_file(str(path / WEIGHTS_FILE))
     schemes: dict[str, Scheme] = {}

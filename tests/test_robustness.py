@@ -70,6 +70,9 @@ class Inputs:
     def model(self, tmp: Path, name: str = "model") -> Path:
         return self.copy(self.tiny, tmp / name)
 
+    def checkpoint(self, tmp: Path) -> Path:
+        return self.copy(self.ckpt, tmp / "ckpt")
+
 
 def _edit_state(d: Path, fn: Callable[[dict], None], file: str = "model.safetensors") -> None:
     sd = load_file(str(d / file))
@@ -102,6 +105,7 @@ def _present(*names: str) -> Callable[[Path], None]:
 
 
 QUANT = ["--scheme", "w4g32", "--quiet"]
+EVAL = ["--windows", "1", "--ctx", "64", "--quiet"]
 
 # -- 1. --overwrite never deletes what lmpress did not write, nor an input ------------
 
@@ -163,7 +167,7 @@ def output_inside_the_source(tmp, inp):
     _present("ckpt/model.safetensors"),
 )
 def export_over_its_checkpoint(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
     return ["export", c, "--to", "compressed-tensors", "-o", c, "--overwrite", "--quiet"]
 
 
@@ -244,7 +248,7 @@ def more_layers_in_config(tmp, inp):
 def fewer_layers_in_config(tmp, inp):
     m = inp.model(tmp)
     _edit_config(m, lambda c: c.__setitem__("num_hidden_layers", 1))
-    return ["eval", m, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", m, *EVAL]
 
 
 @case(2, "config.json omits num_hidden_layers", 2, "lacks num_hidden_layers")
@@ -279,9 +283,9 @@ def gguf_block_count(tmp, inp):
     2, "an lmpress checkpoint missing a tensor", 2, "lacks model.layers.0.self_attn.q_proj.scales"
 )
 def checkpoint_missing_tensor(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
     _edit_state(c, lambda sd: sd.pop("model.layers.0.self_attn.q_proj.scales"))
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 # -- 3. non-finite weights and results -------------------------------------------------
@@ -311,21 +315,21 @@ def inf_norm(tmp, inp):
 
 @case(3, "an lmpress checkpoint with a NaN scale", 2, "q_proj.scales holds 1 NaN/Inf")
 def nan_scale(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
     _edit_state(
         c,
         lambda sd: (
             sd["model.layers.0.self_attn.q_proj.scales"].view(-1).__setitem__(0, float("nan"))
         ),
     )
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 @case(3, "finite weights whose logits overflow: `eval` gives ppl=nan", 2, "perplexity of")
 def eval_nan_perplexity(tmp, inp):
     m = inp.model(tmp)
     _edit_state(m, lambda sd: sd["model.norm.weight"].fill_(3e38))
-    return ["eval", m, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", m, *EVAL]
 
 
 # -- 4. scales beyond their dtype ------------------------------------------------------
@@ -384,18 +388,18 @@ def _calib(tmp: Path) -> Path:
 
 @case(5, "a checkpoint's fp16 scales stored as float32", 2, "is stored as [64, 2] torch.float32")
 def float32_scales(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
     k = "model.layers.0.self_attn.q_proj.scales"
     _edit_state(c, lambda sd: sd.__setitem__(k, sd[k].float()))
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 @case(5, "a checkpoint's scales relabelled int16", 2, "torch.int16")
 def int16_scales(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
     k = "model.layers.0.self_attn.q_proj.scales"
     _edit_state(c, lambda sd: sd.__setitem__(k, sd[k].view(torch.int16)))
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 def _edit_schemes(fn):
@@ -408,14 +412,14 @@ def _edit_schemes(fn):
 
 @case(5, "a checkpoint declaring bf16 scales that stores fp16", 2, "bfloat16")
 def bf16_declared(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
 
     def relabel(spec):
         spec["scheme"]["scale_dtype"] = "bfloat16"
         spec.pop("components", None)  # as a checkpoint from before the component list
 
     _edit_config(c, _edit_schemes(relabel))
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 @case(5, "a w4g24 checkpoint whose config says g16", 2, "is stored as")
@@ -427,7 +431,7 @@ def group_relabelled(tmp, inp):
         spec.pop("components", None)
 
     _edit_config(c, _edit_schemes(relabel))
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 @case(
@@ -437,9 +441,9 @@ def group_relabelled(tmp, inp):
     "model.norm.weight is stored as [64] torch.float16",
 )
 def fp16_norm_in_checkpoint(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
     _edit_state(c, lambda sd: sd.__setitem__("model.norm.weight", sd["model.norm.weight"].half()))
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 # -- 6. sizes bounded by the model and the machine ------------------------------------
@@ -619,28 +623,28 @@ def gguf_empty(tmp, inp):
 
 @case(9, "a checkpoint whose quantization_config.modules is a list", 2, "quantization_config")
 def checkpoint_modules_list(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
     _edit_config(c, lambda cfg: cfg["quantization_config"].__setitem__("modules", [1]))
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 @case(9, "a checkpoint whose module scheme is a string", 2, "quantization_config")
 def checkpoint_scheme_string(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
     _edit_config(c, _edit_schemes(lambda spec: spec.__setitem__("scheme", "w4")))
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 @case(9, "a checkpoint naming a module the model lacks", 2, "quantization_config")
 def checkpoint_unknown_module(tmp, inp):
-    c = inp.copy(inp.ckpt, tmp / "ckpt")
+    c = inp.checkpoint(tmp)
 
     def add(cfg):
         mods = cfg["quantization_config"]["modules"]
         mods["model.layers.9.mlp.up_proj"] = next(iter(mods.values()))
 
     _edit_config(c, add)
-    return ["eval", c, "--windows", "1", "--ctx", "64", "--quiet"]
+    return ["eval", c, *EVAL]
 
 
 @case(9, "a recipe file that is binary", 2, "recipe file")

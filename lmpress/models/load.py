@@ -94,13 +94,14 @@ def _load(spec: str, path: str, p: Path, dtype: torch.dtype) -> LoadedModel:
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise LmpressError(f"{path} has no config.json; is it a Hugging Face model?")
-        cfg = check_directory(p)
+        cfg = read_model_config(p)
         qc = cfg.get("quantization_config")
         if isinstance(qc, dict) and qc.get("quant_method") == "lmpress":
             from lmpress.checkpoint import load_checkpoint
 
-            model, tok = load_checkpoint(p)
+            model, tok = load_checkpoint(p)  # which runs check_directory itself
             return LoadedModel(model, tok, str(p))
+        check_directory(p, cfg)
         from lmpress.models.imports import foreign_method, load_foreign
 
         method = foreign_method(p)
@@ -143,16 +144,15 @@ _REPORTED = {"ignore_mismatched_sizes": True}
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 
-def check_directory(p: Path) -> dict:
-    """``p``'s config (parsed) after checking its weight files' headers and that the
+def check_directory(p: Path, cfg: dict) -> None:
+    """Check model directory ``p`` (whose parsed ``config.json`` is ``cfg``) before a
+    model is built: its tokenizer files parse, its weight files' headers read, and the
     config's block count is the one they hold."""
-    cfg = read_model_config(p)
     check_tokenizer_files(p)
     keys = safetensors_keys(p)
     if keys:
         key = next((k for k in _LAYER_KEYS if k in cfg), _LAYER_KEYS[0])
         check_layer_count(cfg.get(key), layer_count(keys), str(p / "config.json"), key)
-    return cfg
 
 
 def _check_gguf(p: Path) -> None:
