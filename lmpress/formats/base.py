@@ -117,15 +117,17 @@ class Format:
         cannot overflow keep the default."""
         return None
 
-    def expand(self, params: Params, in_features: int) -> Params:
-        """Per-group parameters ``[P, G]`` broadcast to columns ``[P, in_features]``."""
+    def expand(self, params: Params, in_features: int, out_features: int | None = None) -> Params:
+        """Per-group parameters ``[P, G]`` broadcast to columns ``[P, in_features]``
+        (formats whose parameters also span rows, 2-D blocks, need ``out_features`` and
+        broadcast to ``[out_features, in_features]``)."""
         from lmpress.formats.affine import expand_to_columns
 
         return {k: expand_to_columns(v, in_features, self.scheme) for k, v in params.items()}
 
     def fake_quantize(self, w: torch.Tensor, params: Params) -> torch.Tensor:
         """Encode then decode ``w [out, in]`` with per-group ``params``."""
-        cols = self.expand(params, w.shape[1])
+        cols = self.expand(params, w.shape[1], w.shape[0])
         return self.decode(self.encode(w, cols), cols)
 
     # -- storage -----------------------------------------------------------------

@@ -66,6 +66,10 @@ class IntFormat(Format):
                 f"bits={scheme.bits} is not supported for integer codes; "
                 f"choose one of {', '.join(map(str, SUPPORTED_INT_BITS))}"
             )
+        if scheme.scale_dtype not in ("float16", "bfloat16"):
+            raise LmpressError(f"integer codes store fp16 or bf16 scales, not {scheme.scale_dtype}")
+        if scheme.variant or scheme.block_rows:
+            raise LmpressError("integer codes have no element variants or 2-D blocks")
         if scheme.zero_format not in ("int", "float"):
             raise LmpressError(f"zero_format {scheme.zero_format!r} unknown; use int or float")
         if scheme.zero_format == "float" and scheme.symmetric:

@@ -18,7 +18,15 @@ from lmpress.errors import LmpressError
 from lmpress.formats.base import FORMATS, Format
 
 Granularity = Literal["tensor", "channel", "group"]
-SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+# how a scale may be stored (each format says which it accepts): the torch dtype it is
+# computed in before storage; "e8m0" is a power of two stored as its exponent byte
+SCALE_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float8_e4m3": torch.float8_e4m3fn,
+    "e8m0": torch.float32,
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,10 @@ class Scheme:
     # "int": zero points are integers in [0, qmax] packed at the code width;
     # "float": stored in the scale dtype, so the grid can shift by a fraction of a step.
     zero_format: str = "int"
+    # the format's element variant where it has several (fp8 "e5m2", mxfp6 "e3m2")
+    variant: str = ""
+    # rows of a 2-D block of one scale (fp8b128: 128 x group_size blocks); 0: 1 row
+    block_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -90,8 +102,10 @@ class Scheme:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if d["zero_format"] == "int":
-            del d["zero_format"]  # the default: dicts stay readable by older versions
+        # defaults are left out, so that dicts stay readable by older versions
+        for key, default in (("zero_format", "int"), ("variant", ""), ("block_rows", 0)):
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod
@@ -103,7 +117,13 @@ class Scheme:
                 f"unknown scheme key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
             )
         d = dict(d)
-        for key, typ in (("bits", int), ("group_size", int), ("symmetric", bool)):
+        for key, typ in (
+            ("bits", int),
+            ("group_size", int),
+            ("symmetric", bool),
+            ("block_rows", int),
+            ("variant", str),
+        ):
             if key in d and (
                 not isinstance(d[key], typ) or (typ is int and isinstance(d[key], bool))
             ):

@@ -10,8 +10,6 @@ use *static* parameters chosen on the original weight, so that a column's
 scale and zero depend on its group, not on the visiting order.
 """
 
-import dataclasses
-
 import torch
 
 from lmpress.errors import LmpressError
@@ -145,14 +143,18 @@ def gptq(
     W[:, dead] = 0.0
 
     dynamic = scheme.granularity == "group" and not act_order
+    if dynamic and (scheme.block_rows or "whole_matrix_params" in fmt.traits):
+        raise LmpressError(
+            f"gptq with act_order=false re-fits each group's scale as it goes, but "
+            f"{scheme.name}'s scales are chosen for the whole matrix at once; use act_order=true"
+        )
     g = scheme.group_len(n_in)
     if dynamic:
         params = {k: torch.zeros(n_out, num_groups(n_in, scheme)) for k in fmt.param_names}
         cols_p = {k: torch.zeros(n_out, n_in) for k in fmt.param_names}
-        col_fmt = dataclasses.replace(scheme, granularity="channel", group_size=0).fmt
     elif not (mse and grid_weight == "hinv"):  # (hinv: chosen below, after the factor)
         params = fmt.choose_params(W, H.diagonal() if mse else None, search=mse)
-        cols_p = {k: v.clone() for k, v in fmt.expand(params, n_in).items()}
+        cols_p = {k: v.clone() for k, v in fmt.expand(params, n_in, n_out).items()}
 
     perm = torch.arange(n_in)
     if act_order:
@@ -163,7 +165,7 @@ def gptq(
         imp = torch.empty(n_in)
         imp[perm] = hinv.diagonal().pow(-2.0 * grid_power)
         params = fmt.choose_params(W, imp, search=True)
-        cols_p = {k: v.clone() for k, v in fmt.expand(params, n_in).items()}
+        cols_p = {k: v.clone() for k, v in fmt.expand(params, n_in, n_out).items()}
     if act_order:
         W, H = W[:, perm], H[perm][:, perm]
         cols_p = {k: v[:, perm] for k, v in cols_p.items()}
@@ -185,7 +187,7 @@ def gptq(
                     later = W[:, i2:end] - err1[:, :i] @ hinv[i1:j, i2:end]
                     cols = torch.cat([cols, later], dim=1)
                 imp = H.diagonal()[j : j + cols.shape[1]] if mse else None
-                for k, v in col_fmt.choose_params(cols, imp, search=mse).items():
+                for k, v in fmt.choose_params(cols, imp, search=mse).items():  # one group
                     params[k][:, j // g] = v[:, 0]
                     cols_p[k][:, j:end] = v
             col = W1[:, i]

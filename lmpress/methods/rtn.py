@@ -34,4 +34,4 @@ def rtn(
         params = fmt.choose_params(w, hessian.diagonal(), search=True)
     else:
         params = fmt.choose_params(w, search=mse)
-    return QuantResult(fmt.encode(w, fmt.expand(params, w.shape[1])), params)
+    return QuantResult(fmt.encode(w, fmt.expand(params, w.shape[1], w.shape[0])), params)

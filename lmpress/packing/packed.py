@@ -130,7 +130,7 @@ class PackedWeight:
     def dequantize(self) -> torch.Tensor:
         """Float32 weight ``[out, in]`` exactly as the stored tensors define it."""
         fmt = self.scheme.fmt
-        w = fmt.decode(self.codes(), fmt.expand(self.params(), self.in_features))
+        w = fmt.decode(self.codes(), fmt.expand(self.params(), self.in_features, self.out_features))
         for name in self.optional_components():
             w = OPTIONAL_COMPONENTS.get(name).apply(w, self.component_tensors(name))
         return w

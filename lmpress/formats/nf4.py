@@ -1,0 +1,66 @@
+"""NormalFloat-4: 16 values at the quantiles of a standard normal, scaled by each
+group's absolute maximum (Dettmers et al. 2023, "QLoRA", the table of its appendix E,
+as bitsandbytes ships it).
+
+Spellings: ``nf4g64`` (bitsandbytes' default block), ``nf4g128``, ``nf4g64:bf16``.
+"""
+
+import re
+from typing import TYPE_CHECKING
+
+import torch
+
+from lmpress.errors import LmpressError
+from lmpress.formats.base import register_format
+from lmpress.formats.fp4 import parse_simple
+from lmpress.formats.grid import GridFormat
+
+if TYPE_CHECKING:
+    from lmpress.formats.scheme import Scheme
+
+_SHORT = re.compile(r"^nf4(?P<g>g\d+|gt)?(?::(?P<dt>fp16|bf16))?$")
+
+# QLoRA's NF4 levels, in code order (code 7 is exactly 0)
+NF4_LEVELS = (
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+)
+
+
+@register_format("nf4")
+class NF4Format(GridFormat):
+    """NF4 codes times a per-group absmax scale."""
+
+    @classmethod
+    def check_scheme(cls, scheme: "Scheme") -> None:
+        if scheme.bits != 4:
+            raise LmpressError(f"nf4 codes have 4 bits, not {scheme.bits}")
+        super().check_scheme(scheme)
+
+    @classmethod
+    def parse(cls, spec: str) -> "Scheme | None":
+        return parse_simple(spec, _SHORT, cls.name, 4)
+
+    @classmethod
+    def spellings(cls) -> str:
+        return "nf4g64, nf4g128"
+
+    def scheme_name(self) -> str:
+        return f"nf4{self._group_suffix()}{self._dtype_suffix()}"
+
+    def levels(self) -> torch.Tensor:
+        return torch.tensor(NF4_LEVELS, dtype=torch.float32)
