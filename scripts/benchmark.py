@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 # the page's renderers sit beside this script (its folder is on sys.path when run)
 from benchmark_evaluation import render_evaluation  # noqa: E402
+from benchmark_formats import FORMAT_CELLS  # noqa: E402
 from benchmark_history import history_lines, measurements  # noqa: E402
 from benchmark_methods import GRID_METHODS, GRID_SCHEMES  # noqa: E402
 from benchmark_report import render  # noqa: E402
@@ -89,6 +90,12 @@ VARIANTS = {
 
 
 def asym(scheme: str) -> str:
+    """Integer spellings made explicitly asymmetric (the grid's convention); other
+    formats' spellings as they are."""
+    from lmpress.formats.scheme import parse_scheme
+
+    if parse_scheme(scheme).format != "int":
+        return scheme
     return scheme if scheme.endswith(("a", "s")) or ":" in scheme else scheme + "a"
 
 
@@ -323,6 +330,11 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help="issue 2's grid")
     ap.add_argument("--schemes-3", default=",".join(SCHEMES_3), help="issue 3's grid")
     ap.add_argument("--methods-3", default=",".join(METHODS_3), help="issue 3's grid")
+    ap.add_argument(
+        "--formats",
+        default=",".join(f"{m}@{s}" for m, s in FORMAT_CELLS),
+        help="issue 23's cells, METHOD@SCHEME[,...] ('' for none)",
+    )
     ap.add_argument("--no-presets", action="store_true", help="skip the preset cells")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results")
     ap.add_argument(
@@ -416,6 +428,7 @@ def main() -> None:
     grid += [] if a.no_presets else preset_cells()
     grid += grid2
     grid += [(m, s) for s in a.schemes_3.split(",") if s for m in a.methods_3.split(",") if m]
+    grid += [tuple(c.split("@")) for c in a.formats.split(",") if c]
     grid += [tuple(c.split("|")[:2]) for c in remeasure if c != ref_cell]
     for method, scheme in dict.fromkeys(grid):
         cell = f"{method}|{scheme}|{protocol}"

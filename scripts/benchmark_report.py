@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from benchmark_anchors import rtn_anchor_lines
 from benchmark_bars import rtn_gptq_bars
+from benchmark_formats import formats_section
 from benchmark_machines import machine_legend
 from benchmark_methods import methods_section
 from benchmark_tables import QUALITY_HEADER, command_lines, quality_rows
@@ -65,6 +66,7 @@ def render(done: dict[str, dict], protocol: str, args: argparse.Namespace) -> st
     ]
     lines += rtn_gptq_bars(ref, by, schemes, noise)
     lines += methods_section(ref, rows, by, Path(args.out))
+    lines += formats_section(ref, by)
     return "\n".join(lines) + "\n"
 
 

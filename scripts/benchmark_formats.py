@@ -1,0 +1,114 @@
+"""BENCHMARKS.md's formats section (issue 23): the float and non-uniform formats under
+RTN, GPTQ and the best applicable method, beside the integer schemes of nearest bits."""
+
+from benchmark_cells import fmt_ppl
+from benchmark_tables import QUALITY_HEADER, command_lines, quality_rows
+
+# (method, scheme) in the order they are measured: the bars' cells first
+FORMAT_CELLS = [
+    ("rtn", "nvfp4"),
+    ("gptq", "nvfp4"),
+    ("rtn", "mxfp4"),
+    ("gptq", "mxfp4"),
+    ("rtn", "lut4"),
+    ("gptq", "lut4"),
+    ("rtn", "nf4g64"),
+    ("gptq", "nf4g64"),
+    ("rtn", "fp4g32"),
+    ("gptq", "fp4g32"),
+    ("rtn", "mix4g64"),
+    ("gptq", "mix4g64"),
+    ("rtn", "nupes4g64"),
+    ("rtn:imatrix", "lut4"),
+    ("rtn", "fp8"),
+    ("rtn", "fp8b128"),
+    ("rtn", "mxfp8"),
+    ("rtn", "mxfp6"),
+    ("rtn", "lut3"),
+    ("gptq", "lut3"),
+    ("gptq", "nupes4g64"),
+    ("gptq", "mxfp6"),
+    ("awq+gptq", "nf4g64"),
+    ("awq+gptq", "lut4"),
+]
+# integer schemes shown beside them (measured by issue 2's grid), by nearest bits
+INT_NEIGHBOURS = ["w8", "w4g64", "w4g128", "w3g64"]
+# shared/ANCHORS.md: (tool and format, bits per weight, perplexity), same protocol
+FORMAT_ANCHORS = [
+    ("bitsandbytes NF4, block 64", 4.50, 26.35),
+    ("llama.cpp IQ4_XS", 4.47, 25.10),
+    ("llama.cpp Q4_0", 4.50, 26.06),
+]
+METHODS = ["rtn", "rtn:imatrix", "gptq", "awq+gptq"]
+
+
+def formats_section(ref: dict, by: dict) -> list[str]:
+    """The section's markdown lines from the recorded cells ``by[(method, scheme)]``."""
+    schemes = list(dict.fromkeys(s for _, s in FORMAT_CELLS))
+    if not any((m, s) in by for m, s in FORMAT_CELLS):
+        return []
+    lines = [
+        "",
+        "## Float and non-uniform formats (issue 23)",
+        "",
+        "Same protocol as the integer grid. `nvfp4`: E2M1 codes, an E4M3 scale per 16 "
+        "weights and an fp32 tensor scale; `mxfp4`/`mxfp6`/`mxfp8`: OCP MX, an E8M0 scale "
+        "per 32; `fp4g32`/`nf4g64`: E2M1 / NormalFloat-4 codes with an fp16 scale per "
+        "group; `lut4`/`lut3`: a 16-/8-value fp16 grid per output channel fitted by "
+        "weighted k-means (weights: E[x^2] where the method has calibration data); "
+        "`nupes4g64`: power grid, power per channel; `mix4g64`: per-group choice among 4 "
+        "grids (2-bit tag); `fp8`: E4M3 with an fp32 scale per output channel, `fp8b128` "
+        "per 128 x 128 block. Bits per weight count codes, every scale, grid and tag.",
+        "",
+        *QUALITY_HEADER,
+        f"| float32 | reference | 32 | {ref['ppl']:.2f} | 1.00 | 0 | 0 | 1.000 | - | - | - |",
+    ]
+    lines += quality_rows(ref, by, schemes, METHODS)
+    lines += ["", "Integer schemes of nearest bits per weight (from the grid above):", ""]
+    lines += [*QUALITY_HEADER]
+    lines += quality_rows(ref, by, INT_NEIGHBOURS, ["rtn", "gptq"])
+    lines += ["", "Commands that made each row:", ""]
+    lines += command_lines(by, schemes, METHODS)
+    lines += ["", "### Bars", ""]
+    lines += format_bars(by)
+    return lines
+
+
+def format_bars(by: dict) -> list[str]:
+    """Issue 23's quality bars, each with the figures that decide it."""
+    out = []
+    rows = [
+        (m, s, r)
+        for (m, s), r in by.items()
+        if (m, s) in set(FORMAT_CELLS) and r["bits_per_weight"] <= 4.5
+    ]
+    if rows:
+        m, s, best = min(rows, key=lambda t: t[2]["ppl"])
+        worst_anchor = min(a[2] for a in FORMAT_ANCHORS)
+        verdict = "pass" if best["ppl"] < worst_anchor else "FAIL"
+        anchors = "; ".join(f"{n} {p:.2f} ({b:.2f} bits)" for n, b, p in FORMAT_ANCHORS)
+        out.append(
+            f"- Best float/non-uniform recipe within 4.5 bits/weight: {s} {m}, "
+            f"{fmt_ppl(best['ppl'])} at {best['bits_per_weight']:.3f} bits, against every "
+            f"4-bit anchor ({anchors}): **{verdict}**"
+        )
+    lut, w4 = by.get(("rtn", "lut4")), by.get(("rtn", "w4g64"))
+    w4b = by.get(("rtn", "w4g128"))
+    if lut and w4 and w4b:
+        near = min((w4, w4b), key=lambda r: abs(r["bits_per_weight"] - lut["bits_per_weight"]))
+        verdict = "pass" if lut["ppl"] < near["ppl"] else "FAIL"
+        out.append(
+            f"- lut4 (learned grid, RTN) {fmt_ppl(lut['ppl'])} at "
+            f"{lut['bits_per_weight']:.3f} bits against integer RTN {near['scheme']} "
+            f"{fmt_ppl(near['ppl'])} at {near['bits_per_weight']:.3f} bits (the integer "
+            f"scheme of nearest bits): **{verdict}**"
+        )
+    for s in ("nvfp4", "mxfp4"):
+        rtn, gptq = by.get(("rtn", s)), by.get(("gptq", s))
+        if rtn and gptq:
+            verdict = "pass" if gptq["ppl"] < rtn["ppl"] else "FAIL"
+            out.append(
+                f"- GPTQ on {s} {fmt_ppl(gptq['ppl'])} against RTN {fmt_ppl(rtn['ppl'])}: "
+                f"**{verdict}**"
+            )
+    return out
