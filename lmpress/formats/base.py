@@ -110,6 +110,16 @@ class Format:
         """``params`` rounded to what the stored tensors can hold (float32 out)."""
         raise NotImplementedError
 
+    def refit_params(
+        self, w: torch.Tensor, codes: torch.Tensor, params: Params, hessian: torch.Tensor
+    ) -> Params:
+        """Storable parameters ``{name: [P, G]}`` that lower ``tr(dW H dW^T)`` for the fixed
+        ``codes [out, in]`` of ``w [out, in]`` (float32), ``hessian [in, in]`` float32: a
+        closed-form update a Hessian-based method may apply after choosing its codes
+        (learned grids move their values). Formats without one keep the default: not
+        provided."""
+        raise NotImplementedError
+
     def storage_problem(self, w: torch.Tensor) -> str | None:
         """Why ``w [out, in]`` (float32) cannot be stored faithfully in this format's
         parameter dtypes (scales that would overflow or underflow them), as a clause

@@ -110,6 +110,12 @@ class FP8Format(GridFormat):
             comps["scales"] = replace(c, shape=(self.param_rows(out_features), c.shape[1]))
         return comps
 
+    def concat_params(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if self.scheme.block_rows:
+            # a matrix whose rows are not a multiple of the block ends mid-block
+            raise LmpressError("fp8 block scales cannot be stacked by rows; keep them apart")
+        return super().concat_params(parts)
+
 
 def _blocks(w: torch.Tensor, b: int, pad_value: float | None = None) -> torch.Tensor:
     """``w [R, C]`` as ``[ceil(R/b), ceil(C/b), b*b]`` blocks, padded with zeros (or

@@ -201,4 +201,6 @@ def gptq(
 
     if act_order:
         codes = codes[:, torch.argsort(perm)]
+    if fmt.provides("refit_params"):
+        params = fmt.refit_params(w.detach().to(torch.float32), codes, params, hessian)
     return QuantResult(codes, params)
