@@ -58,11 +58,14 @@ def _key_value(kv: str, flag: str, example: str) -> tuple[str, Any]:
 
 
 def _scheme_examples() -> list[str]:
-    """Scheme names to show as examples: those of the presets, each once."""
+    """Scheme names to show as examples: those of the presets, then the first spelling
+    of every other format, each once."""
+    from lmpress.formats import FORMATS
     from lmpress.presets import PRESETS
 
-    schemes = (PRESETS.get(n).recipe.get("scheme") for n in PRESETS.names())
-    return list(dict.fromkeys(s for s in schemes if isinstance(s, str)))
+    schemes = [PRESETS.get(n).recipe.get("scheme") for n in PRESETS.names()]
+    schemes += [FORMATS.get(n).spellings().split(",")[0] for n in FORMATS.names() if n != "int"]
+    return list(dict.fromkeys(s for s in schemes if isinstance(s, str) and s))
 
 
 def _methods_with(option: str) -> list[str]:

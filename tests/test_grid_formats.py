@@ -322,3 +322,30 @@ def test_gptq_moves_a_learned_grid_to_its_codes():
     again = LutFormat.refit_params(s.fmt, w, r.codes, r.params, h)
     assert out_err(again) <= out_err(r.params) * (1 + 1e-5)
     assert cols["v0"].shape == (32, 96)
+
+
+def test_formats_mix_per_module_by_overrides(tmp_path):
+    from lmpress import api
+    from lmpress.api import as_recipe
+    from lmpress.nn.qlinear import QLinear
+    from lmpress.pipeline import quantize_model
+
+    recipe = {
+        "method": "gptq",
+        "scheme": "nvfp4",
+        "overrides": [
+            {"pattern": r"mlp\.down_proj", "scheme": "fp8"},
+            {"pattern": r"self_attn\.o_proj", "scheme": "w4g32", "method": "rtn"},
+        ],
+    }
+    r = quantize_model(
+        tiny_model(), as_recipe(recipe), torch.randint(0, 512, (4, 32)), progress=False
+    )
+    api.save(r, tmp_path / "q")
+    got = {
+        (n.rsplit(".", 1)[-1], m.packed().scheme.name)
+        for n, m in api.load(tmp_path / "q").named_modules()
+        if isinstance(m, QLinear)
+    }
+    assert ("down_proj", "fp8") in got and ("o_proj", "w4g32") in got
+    assert ("q_proj", "nvfp4") in got

@@ -101,8 +101,15 @@ class NearestTable:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes (float32 integers, ``x``'s shape) of the entries nearest ``x`` (float32);
         values beyond the table saturate to its ends, ties go to the larger value."""
-        idx = torch.bucketize(x.contiguous(), self.mids.to(x.device), right=True)
-        return self.codes.to(x.device)[idx].to(torch.float32)
+        if len(self.mids) <= 32:
+            # a few comparisons beat bucketize's per-element binary search; >= keeps its
+            # right=True ties (toward the larger value)
+            idx = torch.zeros(x.shape, dtype=torch.uint8, device=x.device)
+            for m in self.mids.tolist():
+                idx += x >= m
+        else:
+            idx = torch.bucketize(x.contiguous(), self.mids.to(x.device), right=True)
+        return self.codes.to(x.device)[idx.long()].to(torch.float32)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Values (float32) of ``codes`` (any integer-valued tensor)."""
