@@ -37,6 +37,7 @@ GRID_SPECS = [
     "lut4g128",
     "nupes4g64",
     "mix4g64",
+    "iq4nlg32",
 ]
 
 
@@ -150,6 +151,7 @@ def test_search_is_never_worse_than_minmax(spec):
         ("fp8gt", 8 + 32 / (64 * 256)),
         ("fp8b128", 8 + 32 * 2 / (64 * 256)),
         ("lut4", 4 + 16 * 16 / 256),
+        ("lut4g128", 4 + 16 * 2 / 256 + 16 * 16 / 256),
         ("lut3", 3 + 8 * 16 / 256),
         ("nupes4g64", 4 + 16 / 64 + 16 / 256),
         ("mix4g64", 4 + 16 / 64 + 2 / 64),
@@ -205,6 +207,20 @@ def test_lut_grid_is_a_weighted_fit():
     assert ((weighted - w).square() * imp).sum() < ((plain - w).square() * imp).sum()
 
 
+def test_lut_is_never_worse_than_nf4_on_gridded_weights():
+    """Weights already on a coarse affine grid per 32 (as the default model's Q4_1
+    weights are) trap Lloyd's iterations from the quantiles; the NF4 start keeps the
+    grouped learned grid at least as good as NF4 with the same scales."""
+    g = torch.Generator().manual_seed(6)
+    lo = torch.randn(64, 8, 1, generator=g) * 0.02 - 0.03
+    step = torch.rand(64, 8, 1, generator=g) * 0.004 + 0.002
+    w = (lo + step * torch.randint(0, 16, (64, 8, 32), generator=g)).reshape(64, 256)
+    nf4, lut = parse_scheme("nf4g64"), parse_scheme("lut4g64")
+    e_nf4 = (rtn(w, nf4).packed(nf4).dequantize() - w).square().sum()
+    e_lut = (rtn(w, lut).packed(lut).dequantize() - w).square().sum()
+    assert e_lut <= e_nf4
+
+
 def test_nupes_picks_a_power_per_row():
     s = parse_scheme("nupes4g64")
     w = torch.cat([weights(8, 128), torch.randn(8, 128).sign() * torch.rand(8, 128) * 0.02])
@@ -229,7 +245,7 @@ def test_mix_tags_each_group_with_its_best_grid():
         assert bool((chosen <= alone + 1e-12).all())
 
 
-@pytest.mark.parametrize("spec", ["nvfp4", "mxfp4", "nf4g64", "lut4", "fp8", "mix4g64"])
+@pytest.mark.parametrize("spec", ["nvfp4", "mxfp4", "nf4g64", "lut4", "lut4g128", "fp8", "mix4g64"])
 def test_gptq_beats_rtn_on_the_layer_output(spec):
     s = parse_scheme(spec)
     g = torch.Generator().manual_seed(4)
@@ -267,7 +283,7 @@ def test_gptq_refits_grid_groups_as_it_goes():
 
 
 def test_rows_stack_where_they_can():
-    for spec in ("mxfp4", "nf4g64", "lut4", "mix4g64", "nupes4g64"):
+    for spec in ("mxfp4", "nf4g64", "lut4", "lut4g128", "mix4g64", "nupes4g64"):
         s = parse_scheme(spec)
         parts = [rtn(weights(8 + i, 64, seed=i), s).packed(s) for i in range(2)]
         stacked = concat_rows(parts)
