@@ -23,7 +23,7 @@ def test_every_exporter_declares_usable_defaults():
 def test_options_are_checked_by_name_type_and_choice():
     gguf_spec = EXPORTERS.get("gguf")
     given = gguf_spec.options({"embed_type": "f16"}, "gguf")
-    assert given == {"embed_type": "f16", "fallback_type": "q8_0"}
+    assert given == {"embed_type": "f16", "fallback_type": "q8_0", "grid_fallback_type": "auto"}
     with pytest.raises(LmpressError, match=r"unknown option\(s\) \['scale_dtype'\] for export"):
         gguf_spec.options({"scale_dtype": "float32"}, "gguf")
     with pytest.raises(LmpressError, match="embed_type=16 of export format 'gguf' must be a str"):

@@ -1,7 +1,8 @@
 """Export to GGUF, the file format of llama.cpp.
 
 Each quantized module is mapped onto the ggml block type that holds its grid
-exactly, where one does (ggml blocks are 32 weights with one fp16 scale):
+exactly, where one does (ggml blocks are 32 weights with one scale, fp16 but for
+MXFP4's E8M0 byte):
 
 - symmetric, 2-4 bits -> Q4_0, ``d * (c - 8)`` with ``d = s``, ``c = q - mid + 8``: exact;
 - asymmetric, 2-4 bits (integer or float zeros) -> Q4_1, ``d * c + m`` with ``d = s``,
@@ -9,12 +10,25 @@ exactly, where one does (ggml blocks are 32 weights with one fp16 scale):
 - 5-7 bits, or 8 bits symmetric -> Q8_0, ``d * c`` with ``d = s``, ``c = q - z`` (fits
   int8): exact;
 - 8 bits asymmetric -> Q8_0 with ``d = s`` in every block where ``|q - z| <= 127``,
-  re-quantized in the others.
+  re-quantized in the others;
+- ``mxfp4`` -> MXFP4: the E8M0 byte and the E2M1 codes as they are. ggml's table is
+  E2M1 doubled (0, 1, 2, 3, 4, 6, 8, 12, ...) under a halved scale ``2**(e - 128)``,
+  a power-of-two rescaling of both factors, so every product is the same float: exact
+  (lmpress's -0 decodes as +0);
+- ``iq4nl`` (fp16 scales, or bf16 ones fp16 holds exactly) -> IQ4_NL: ``d = s``, the
+  codes index the same ``kvalues_iq4nl`` table: exact.
+
+Grid formats with no such type (``nf4``, ``fp4``, ``nvfp4``, ``lut``, ``nupes``,
+``mix``, FP8, ``mxfp6``, ``mxfp8``) are re-quantized from their dequantized weights into
+``grid_fallback_type``: by default IQ4_NL, ggml's non-uniform 4-bit type, for codes of
+at most 4 bits, Q8_0 for wider ones; the summary reports each module's error.
 
 A group length that is a multiple of 32 covers whole ggml blocks, so a group's
 scale and zero repeat over its blocks (a partial last group of 64 in a 576-wide
 row is two blocks). Other groupings (e.g. 48) are re-quantized from the
-dequantized weight into ``fallback_type`` and reported with their error. Q/K
+dequantized weight into ``fallback_type`` and reported with their error. Nibbles
+are stored ggml's way: value ``j`` of a block in the low nibble of byte ``j``, value
+``j + 16`` in its high nibble (lmpress packs consecutive codes into one byte). Q/K
 projections of Llama-family models are row-permuted to ggml's rotary layout,
 which moves whole rows and their parameters and so changes no value.
 
@@ -35,13 +49,19 @@ from tqdm import tqdm
 
 from lmpress.errors import LmpressError
 from lmpress.export.base import ExportOption, exportable_modules, register_exporter
+from lmpress.formats import FORMATS, parse_scheme
 from lmpress.models.families import FAMILIES, Family
 from lmpress.packing.packed import PackedWeight
 
-QK = 32  # weights per ggml block for Q4_0, Q4_1, Q8_0
+QK = 32  # weights per ggml block for Q4_0, Q4_1, Q8_0, IQ4_NL, MXFP4
 Q = gguf.GGMLQuantizationType
 FLOAT_TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
 FALLBACK_TYPES = {"q8_0": Q.Q8_0, "q4_1": Q.Q4_1, "q4_0": Q.Q4_0, "f16": Q.F16}
+# targets for grid formats that map onto no ggml type; "auto" picks by code width
+GRID_FALLBACK_TYPES = {"auto": None, "iq4_nl": Q.IQ4_NL, "mxfp4": Q.MXFP4, **FALLBACK_TYPES}
+# the lmpress scheme whose codes and scales re-quantization into IQ4_NL chooses (gguf-py
+# has no IQ4_NL quantizer); it maps onto IQ4_NL exactly
+IQ4_NL_SCHEME = "iq4nlg32"
 # model_type -> the family rows this exporter writes (a llama.cpp architecture named in
 # the family table); what each family needs (architecture, Q/K permutation) is read there.
 ARCHS: dict[str, Family] = {t: f for t, f in FAMILIES.items() if f.gguf_arch is not None}
@@ -82,6 +102,38 @@ def _f16_bytes(x: torch.Tensor) -> np.ndarray:
     return x.to(torch.float16).numpy().view(np.uint8).reshape(*x.shape, 2)
 
 
+def _encode_mxfp4(packed: PackedWeight, order: torch.Tensor | None) -> np.ndarray:
+    """An ``mxfp4`` weight ``[N, K]`` as MXFP4 blocks, uint8 ``[N, K/32 * 17]``: per block
+    the E8M0 byte (lmpress's ``scales`` byte as it is) then 16 bytes of E2M1 codes.
+
+    lmpress's E2M1 code order (sign bit 3, then the magnitudes 0, 0.5, ... 6) is ggml's
+    ``kvalues_mxfp4`` order; ggml's values are twice E2M1 and its scale half of
+    ``2**(e - 127)``, so the codes and bytes carry over unchanged.
+    """
+    n, k = packed.out_features, packed.in_features
+    codes, e = packed.codes(), packed.scales
+    if order is not None:
+        codes, e = codes[order], e[order]
+    nb = k // QK
+    body = [e.reshape(n, nb, 1).numpy(), _nibbles(codes.reshape(n, nb, QK).numpy())]
+    return np.concatenate(body, axis=-1).reshape(n, -1)
+
+
+def _encode_iq4_nl(packed: PackedWeight, order: torch.Tensor | None) -> np.ndarray | None:
+    """An ``iq4nl`` weight ``[N, K]`` as IQ4_NL blocks, uint8 ``[N, K/32 * 18]`` (fp16
+    ``d`` = lmpress's scale, then 16 bytes of codes); None where a (bf16) scale has no
+    exact fp16 value."""
+    n, k = packed.out_features, packed.in_features
+    scale = _block_params(packed.scales, packed, n)
+    if not torch.equal(scale.to(torch.float16).float(), scale):
+        return None
+    codes = packed.codes()
+    if order is not None:
+        codes, scale = codes[order], scale[order]
+    body = [_f16_bytes(scale), _nibbles(codes.reshape(n, k // QK, QK).numpy())]
+    return np.concatenate(body, axis=-1).reshape(n, -1)
+
+
 def encode_exact(packed: PackedWeight, order: torch.Tensor | None) -> tuple[Q, np.ndarray] | None:
     """The packed weight as ggml blocks on its own grid, or None where no type holds it.
 
@@ -91,6 +143,13 @@ def encode_exact(packed: PackedWeight, order: torch.Tensor | None) -> tuple[Q, n
     n, k = packed.out_features, packed.in_features
     if not blocks_fit(packed):
         return None
+    if s.format == "mx":
+        return (Q.MXFP4, _encode_mxfp4(packed, order)) if (s.bits, s.variant) == (4, "") else None
+    if s.format == "iq4nl":
+        data = _encode_iq4_nl(packed, order)
+        return None if data is None else (Q.IQ4_NL, data)
+    if s.format != "int":
+        return None  # the other grid formats' tables are no ggml type's
     codes = packed.codes().to(torch.int32)
     scale = _block_params(packed.scales, packed, n)
     zero = _block_params(packed.zeros(), packed, n)
@@ -121,7 +180,7 @@ def encode_q8_0_partial(packed: PackedWeight, order: torch.Tensor | None) -> np.
     """8-bit asymmetric in Q8_0: exact blocks where ``|q - z| <= 127``, re-quantized elsewhere."""
     s = packed.scheme
     n, k = packed.out_features, packed.in_features
-    if s.bits != 8 or s.float_zero or not blocks_fit(packed):
+    if s.format != "int" or s.bits != 8 or s.float_zero or not blocks_fit(packed):
         return None
     codes = packed.codes().to(torch.int32)
     scale = _block_params(packed.scales, packed, n)
@@ -138,6 +197,39 @@ def encode_q8_0_partial(packed: PackedWeight, order: torch.Tensor | None) -> np.
     )
     out = np.where(fits.numpy()[..., None], exact, requant)
     return out.reshape(n, -1)
+
+
+def grid_fallback(packed: PackedWeight, choice: str) -> Q:
+    """The type a grid-format weight that maps onto no ggml type is re-quantized into:
+    ``choice`` (a key of :data:`GRID_FALLBACK_TYPES`); ``"auto"``: IQ4_NL for codes of
+    at most 4 bits (the same size, and non-uniform like the source), else Q8_0."""
+    qtype = GRID_FALLBACK_TYPES[choice]
+    if qtype is not None:
+        return qtype
+    return Q.IQ4_NL if packed.scheme.bits <= 4 else Q.Q8_0
+
+
+def requantize(w: torch.Tensor, qtype: Q) -> np.ndarray:
+    """``w [N, K]`` float32 re-quantized into ``qtype``: uint8 blocks ``[N, K/32 *
+    block_bytes]`` (float16 ``[N, K]`` for F16).
+
+    IQ4_NL goes through lmpress's ``iq4nlg32`` format (its signed-scale range search),
+    whose weight then maps onto IQ4_NL exactly; the other types use gguf-py's quantizers.
+    """
+    n, k = w.shape
+    if qtype != Q.F16 and k % QK:
+        raise LmpressError(
+            f"rows of {k} weights do not fill ggml's {QK}-weight {qtype.name} blocks"
+        )
+    if qtype != Q.IQ4_NL:
+        return gguf.quants.quantize(w.numpy(), qtype)
+    scheme = parse_scheme(IQ4_NL_SCHEME)
+    fmt = scheme.fmt
+    params = fmt.choose_params(w, search=True)
+    codes = fmt.encode(w, fmt.expand(params, k, n))
+    data = _encode_iq4_nl(PackedWeight.from_codes(codes, params, scheme), None)
+    assert data is not None  # fp16 scales: always exact
+    return data
 
 
 def _tokenizer_from_gguf(writer: gguf.GGUFWriter, src: Path) -> None:
@@ -213,6 +305,7 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
     q_name, k_name = fam.qkv[:2]  # block-relative paths of Q and K, whose rows are permuted
     embed_type = FLOAT_TYPES[options["embed_type"]]  # validated against the declaration below
     fallback = FALLBACK_TYPES[options["fallback_type"]]
+    grid_choice = options["grid_fallback_type"]
     n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
     n_layers = cfg.num_hidden_layers
@@ -252,7 +345,9 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     tensors: dict[str, dict[str, Any]] = {}
     type_counts: dict[str, int] = {}
-    items = exportable_modules(model, "GGUF")
+    # integers and every grid format: those without a ggml type are re-quantized below
+    formats = ("int", *(n for n in FORMATS.names() if FORMATS.get(n).provides("grid")))
+    items = exportable_modules(model, "GGUF", formats)
     floats = [
         (n, p)
         for n, p in model.state_dict().items()
@@ -280,8 +375,10 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
             if data is not None:
                 qtype, how = Q.Q8_0, "exact where |q-z|<=127, re-quantized elsewhere"
             else:
-                qtype, how = fallback, "re-quantized"
-                data = gguf.quants.quantize(w.numpy(), qtype)
+                grid = packed.scheme.format != "int"
+                qtype = grid_fallback(packed, grid_choice) if grid else fallback
+                how = "re-quantized"
+                data = requantize(w, qtype)
         back = torch.from_numpy(gguf.quants.dequantize(data, qtype).reshape(w.shape).copy())
         err = (back - w).abs().max().item()
         rel = ((back - w).norm() / w.norm().clamp(min=1e-30)).item()
@@ -338,10 +435,20 @@ def export_gguf(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
 
 def _file_type(counts: dict[str, int]) -> int:
     """llama.cpp's ``general.file_type`` for the most common quantized type."""
-    ftypes = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "F16": 1, "F32": 0}
+    F = gguf.LlamaFileType
+    ftypes = {
+        "Q4_0": F.MOSTLY_Q4_0,
+        "Q4_1": F.MOSTLY_Q4_1,
+        "Q8_0": F.MOSTLY_Q8_0,
+        "IQ4_NL": F.MOSTLY_IQ4_NL,
+        # llama.cpp's only MXFP4 file type (named for gpt-oss's MoE experts); informational
+        "MXFP4": F.MOSTLY_MXFP4_MOE,
+        "F16": F.MOSTLY_F16,
+        "F32": F.ALL_F32,
+    }
     if not counts:
         return 0
-    return ftypes.get(max(counts, key=counts.get), 0)
+    return int(ftypes.get(max(counts, key=counts.get), F.ALL_F32))
 
 
 register_exporter(
@@ -354,7 +461,13 @@ register_exporter(
     ),
     fallback_type=ExportOption(
         "q8_0",
-        "type for modules whose grid no ggml type holds (re-quantized)",
+        "type for integer modules whose grouping no ggml type holds (re-quantized)",
         tuple(FALLBACK_TYPES),
+    ),
+    grid_fallback_type=ExportOption(
+        "auto",
+        "type for grid-format modules (nf4, fp4, nvfp4, fp8, lut, ...) that map onto no "
+        "ggml type (re-quantized); auto: iq4_nl for 4-bit codes, q8_0 for wider",
+        tuple(GRID_FALLBACK_TYPES),
     ),
 )(export_gguf)
