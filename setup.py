@@ -33,9 +33,11 @@ setup(
                 "lmpress/kernels/_cpu.c",
                 "lmpress/kernels/decode_ops.c",
                 "lmpress/kernels/lut.c",
+                "lmpress/kernels/grid.c",
             ],
             depends=[
                 "lmpress/kernels/decode_ops.h",
+                "lmpress/kernels/grid.h",
                 "lmpress/kernels/linear.h",
                 "lmpress/kernels/lut.h",
                 "lmpress/kernels/simd.h",

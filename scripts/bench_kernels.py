@@ -11,6 +11,12 @@ where 128 does not divide K). Two regimes:
   each call reads its weight from memory, as decoding a model does;
 - ``warm``: the same weight every call (it may sit in the cache).
 
+With ``--grid`` the same run also times the grid formats NVFP4, MXFP4, NF4 (groups of
+64) and a learned 16-value grid (``lut4``) through lmpress's table-lookup kernel, side by
+side with the integer 4-bit rows (``w4g128``, and ``w4g64`` at NF4's group size), and the
+JSON records each grid row's time over ``w4g128``'s at its shape, batch size and regime
+(``grid_vs_int4``, against the bar ``GRID_BAR``); ``--grid-only`` times just those rows.
+
 Medians over repeated timings after warm-up, in ``--processes`` (3) fresh processes
 run one after another and pooled; effective GB/s = bytes the method
 stores for the weight / time, against a plain large copy (read + write) of the
@@ -18,6 +24,7 @@ same machine, measured in the same run. Results: JSON (``--json``) for
 ``scripts/benchmark.py`` to render.
 
     python scripts/bench_kernels.py --json benchmarks/kernels.json
+    python scripts/bench_kernels.py --grid-only --json benchmarks/kernels-grid.json
 """
 
 import argparse
@@ -40,7 +47,7 @@ os.environ.setdefault("OMP_PROC_BIND", "true")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from kernel_runs import merge_kernel_runs  # noqa: E402
+from kernel_runs import merge_kernel_runs, speedup  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -55,6 +62,8 @@ from lmpress.kernels.cpu import (  # noqa: E402
     cpu_gemm,
     source_digest,
 )
+from lmpress.kernels.grid import GridState, grid_dequantize, grid_gemm  # noqa: E402
+from lmpress.methods.rtn import rtn  # noqa: E402
 from lmpress.packing.packed import PackedWeight  # noqa: E402
 from lmpress.report.machine import cpu_name  # noqa: E402
 
@@ -71,6 +80,11 @@ SHAPES = [
 ]
 BITS = [8, 4, 3, 2]
 COLD_BYTES = 1 << 30
+# Grid formats timed with --grid, and the integer 4-bit row each is compared with.
+GRID_SCHEMES = {"nvfp4": "w4g128", "mxfp4": "w4g128", "nf4g64": "w4g128", "lut4": "w4g128"}
+# The issue's bar: a 16-value grid format's batch-1 GEMV within this factor of the
+# integer 4-bit path's time at the same shape.
+GRID_BAR = 1.25
 
 
 def memory_bandwidth_gbs(repeats: int) -> float:
@@ -133,6 +147,17 @@ def clone_state(st):  # noqa: ANN001, ANN201
     """A copy of a kernel state with its own memory (for the cold regime)."""
     import copy
 
+    if isinstance(st, GridState):
+        c = copy.copy(st)
+        for f in ("tables", "planes", "index", "scales", "scale_codes", "scale_table"):
+            t = getattr(st, f)
+            setattr(c, f, None if t is None else t.clone())
+        buf = torch.zeros(st.codes.numel() + 16, dtype=torch.uint8)  # the kernel's tail
+        buf[: st.codes.numel()] = st.codes
+        c.codes = buf[: st.codes.numel()]
+        c.dense = None
+        c.capsule = c.linear()  # pointers into the copy's own tensors
+        return c
     c = copy.copy(st)
     for f in ("scales", "zeros"):
         t = getattr(st, f)
@@ -153,7 +178,10 @@ def copies_for(nbytes: int, regime: str) -> int:
     return 1 if regime == "warm" else max(1, -(-COLD_BYTES // max(nbytes, 1)))
 
 
-def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]:
+def bench_shape(n: int, k: int, m: int, regime: str, repeats: int, grid: str = "") -> list[dict]:
+    """Rows of every method at one shape, batch size and regime; ``grid``: "" (the
+    integer and float methods), "also" (and the grid formats), "only" (the integer 4-bit
+    rows and the grid formats)."""
     torch.manual_seed(0)
     w = torch.randn(n, k)
     x = torch.randn(m, k)
@@ -179,36 +207,50 @@ def bench_shape(n: int, k: int, m: int, regime: str, repeats: int) -> list[dict]
 
     # (method, bits, bytes, note, fn, states), all built before any is timed
     cases: list[tuple] = []
-    fw = [w.clone() for _ in range(copies_for(w.numel() * 4, regime))]
-    cases.append(("float32 torch", 32, w.numel() * 4, "", lambda t: F.linear(x, t), fw))
-    group = 128 if k % 128 == 0 else 64
-    packed, sz = torch_int4(w, group)
-    nb = packed.numel() + sz.numel() * 2
-    tw = [(packed.clone(), sz.clone()) for _ in range(copies_for(nb, regime))]
-    xb = x.to(torch.bfloat16)
+    if grid != "only":
+        fw = [w.clone() for _ in range(copies_for(w.numel() * 4, regime))]
+        cases.append(("float32 torch", 32, w.numel() * 4, "", lambda t: F.linear(x, t), fw))
+        group = 128 if k % 128 == 0 else 64
+        packed, sz = torch_int4(w, group)
+        nb = packed.numel() + sz.numel() * 2
+        tw = [(packed.clone(), sz.clone()) for _ in range(copies_for(nb, regime))]
+        xb = x.to(torch.bfloat16)
 
-    def int4(t):  # noqa: ANN001, ANN202
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(xb, t[0], group, t[1])
+        def int4(t):  # noqa: ANN001, ANN202
+            return torch.ops.aten._weight_int4pack_mm_for_cpu(xb, t[0], group, t[1])
 
-    cases.append(("torch int4", 4, nb, f"g{group}, bf16 activations", int4, tw))
-    for bits in BITS:
-        pw = lmpress_packed(w, bits, 128)
-        st = CpuKernel().prepare(pw)  # the path (lookup or unpack) chosen as in a model,
-        cpu_gemm(torch.zeros(1, k), st, None)  # at the first batch-1 call
+        cases.append(("torch int4", 4, nb, f"g{group}, bf16 activations", int4, tw))
+
+    def run(s, _x=x):  # noqa: ANN001, ANN202
+        return cpu_gemm(_x, s, None) if m <= GEMM_MAX_ROWS else F.linear(_x, cpu_dequantize(s))
+
+    def run_grid(s, _x=x):  # noqa: ANN001, ANN202
+        return grid_gemm(_x, s, None) if m <= GEMM_MAX_ROWS else F.linear(_x, grid_dequantize(s))
+
+    def add_lmpress(name: str, pw: PackedWeight) -> None:
+        st = CpuKernel().prepare(pw)
+        grid_state = isinstance(st, GridState)
+        fn = run_grid if grid_state else run
+        # the integer GEMV path (lookup or unpack) is chosen as in a model, at the
+        # first batch-1 call
+        (grid_gemm if grid_state else cpu_gemm)(torch.zeros(1, k), st, None)
         nb = pw.stored_bits() // 8
         states = [st] + [clone_state(st) for _ in range(copies_for(nb, regime) - 1)]
+        if m > GEMM_MAX_ROWS:
+            path = "dequant+BLAS"
+        elif grid_state:
+            path = "table lookup"
+        else:
+            path = "lookup" if st.lut is not None and m == 1 else "unpack"
+        cases.append((f"lmpress {name}", pw.stored_bits() / (n * k), nb, path, fn, states))
 
-        def run(s, _x=x):  # noqa: ANN001, ANN202
-            return cpu_gemm(_x, s, None) if m <= GEMM_MAX_ROWS else F.linear(_x, cpu_dequantize(s))
-
-        path = (
-            "lookup"
-            if st.lut is not None and m == 1
-            else "unpack"
-            if m <= GEMM_MAX_ROWS
-            else "dequant+BLAS"
-        )
-        cases.append((f"lmpress w{bits}g128", pw.stored_bits() / (n * k), nb, path, run, states))
+    for bits in [4] if grid == "only" else BITS:
+        add_lmpress(f"w{bits}g128", lmpress_packed(w, bits, 128))
+    if grid:
+        add_lmpress("w4g64", lmpress_packed(w, 4, 64))
+        for spec in GRID_SCHEMES:
+            scheme = parse_scheme(spec)
+            add_lmpress(spec, rtn(w, scheme).packed(scheme))
     reps = timed([(c[4], c[5]) for c in cases], repeats, min_calls)
     for (method, bits, nbytes, note, _fn, _states), rep in zip(cases, reps, strict=True):
         add(method, bits, nbytes, rep, note)
@@ -227,7 +269,7 @@ def measure(a: argparse.Namespace) -> dict:
     for regime in a.regimes.split(","):
         for m in [int(v) for v in a.batch.split(",")]:
             for n, k in shapes:
-                for r in bench_shape(n, k, m, regime, a.repeats):
+                for r in bench_shape(n, k, m, regime, a.repeats, a.grid):
                     rows.append(r)
                     print(
                         f"{regime:4s} M={m} {n}x{k} {r['method']:18s} {r['seconds'] * 1e6:9.1f} us "
@@ -246,8 +288,38 @@ def measure(a: argparse.Namespace) -> dict:
         "repeats": a.repeats,
         "command": "python scripts/bench_kernels.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "grid": a.grid,
         "rows": rows,
     }
+
+
+def grid_vs_int4(run: dict) -> list[dict]:
+    """Each grid row's time over its integer 4-bit row's (GRID_SCHEMES) at the same shape,
+    batch size and regime: the median of per-repetition ratios (kernel_runs.speedup),
+    and whether it is within GRID_BAR."""
+    by_key = {(tuple(r["shape"]), r["m"], r["regime"], r["method"]): r for r in run["rows"]}
+    out = []
+    for (shape, m, regime, method), row in by_key.items():
+        spec = method.removeprefix("lmpress ")
+        if spec not in GRID_SCHEMES:
+            continue
+        base = by_key.get((shape, m, regime, f"lmpress {GRID_SCHEMES[spec]}"))
+        if base is None:
+            continue
+        ratio = 1 / speedup(base, row)  # grid time / integer time
+        out.append(
+            {
+                "shape": list(shape),
+                "m": m,
+                "regime": regime,
+                "method": method,
+                "versus": base["method"],
+                "ratio": ratio,
+                "bar": GRID_BAR,
+                "within_bar": ratio <= GRID_BAR,
+            }
+        )
+    return out
 
 
 def _all_cores() -> None:
@@ -261,6 +333,7 @@ def measure_in_processes(a: argparse.Namespace) -> dict:
     ours alike), which one process's repetitions cannot average out."""
     flags = ["--repeats", str(a.repeats), "--threads", str(a.threads), "--batch", a.batch]
     flags += ["--regimes", a.regimes] + (["--shapes", a.shapes] if a.shapes else [])
+    flags += {"": [], "also": ["--grid"], "only": ["--grid-only"]}[a.grid]
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.processes):
@@ -289,10 +362,34 @@ def main() -> None:
     ap.add_argument(
         "--processes", type=int, default=3, help="separate processes to pool (1: this one)"
     )
+    ap.add_argument(
+        "--grid",
+        dest="grid",
+        action="store_const",
+        const="also",
+        default="",
+        help="also time the grid formats " + ", ".join(GRID_SCHEMES) + " (table lookup)",
+    )
+    ap.add_argument(
+        "--grid-only",
+        dest="grid",
+        action="store_const",
+        const="only",
+        help="time only the grid formats and the integer 4-bit rows they are compared with",
+    )
     a = ap.parse_args()
     if a.processes < 1:
         ap.error("--processes must be at least 1")
     out = measure_in_processes(a) if a.processes > 1 else measure(a)
+    if a.grid:
+        out["grid_vs_int4"] = grid_vs_int4(out)
+        for g in out["grid_vs_int4"]:
+            print(
+                f"{g['regime']:4s} M={g['m']} {g['shape'][0]}x{g['shape'][1]} {g['method']:18s} "
+                f"{g['ratio']:.2f}x {g['versus']} ({'within' if g['within_bar'] else 'over'} "
+                f"{g['bar']}x)",
+                flush=True,
+            )
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(out, indent=1))
     print(f"wrote {a.json}")

@@ -22,7 +22,8 @@
  * This file holds the products (packed-code GEMM/GEMV, dense GEMV, dequant), the
  * prepared linear layers the decode step runs (linear.h), and the Python module
  * glue of the whole extension. The decode step itself and its small float32 ops
- * are in decode_ops.c, the table-lookup GEMV in lut.c.
+ * are in decode_ops.c, the table-lookup GEMV in lut.c, the products of grid formats
+ * (codes indexing tables of values) in grid.c.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -42,6 +43,7 @@
 #endif
 
 #include "decode_ops.h"
+#include "grid.h"
 #include "linear.h"
 #include "lut.h"
 #include "simd.h"
@@ -1070,11 +1072,12 @@ static PyObject *py_dense_gemv(PyObject *self, PyObject *args) {
 /* ------------------------------------------------------- prepared linears */
 
 /* One linear layer for the decode step (linear.h), held by a Python capsule: packed
- * codes, lookup tables, or a dense float32 matrix; y = W x + bias for one row. */
+ * codes, lookup tables, a dense float32 matrix or grid codes; y = W x + bias for one row. */
 typedef struct LmpLinear {
-    int kind; /* 0 packed, 1 lookup, 2 dense */
+    int kind; /* 0 packed, 1 lookup, 2 dense, 3 grid */
     Job job;  /* kind 0: every field but x, y, M, bias */
     LutJob lut;
+    LmpGridJob grid; /* kind 3: every field but x, y, M, bias */
     const void *dense; /* kind 2: [n, k] float32, or bfloat16 words if dense_bf16 */
     int dense_bf16;
     int64_t n, k;
@@ -1104,6 +1107,17 @@ int lmp_linear_run(const Linear *L, const float *x, float *y_out, const float *r
         j.M = 1;
         j.bias = NULL;
         if (packed_gemm(&j, nthreads)) {
+            if (residual)
+                free(y);
+            return -1;
+        }
+    } else if (L->kind == 3) {
+        LmpGridJob gj = L->grid;
+        gj.x = x;
+        gj.y = y;
+        gj.M = 1;
+        gj.bias = NULL;
+        if (lmp_grid_gemm(&gj, nthreads)) {
             if (residual)
                 free(y);
             return -1;
@@ -1204,6 +1218,112 @@ static PyObject *py_dense_linear(PyObject *self, PyObject *args) {
     L.k = k;
     L.bias = bias ? PTR(bias) : NULL;
     return new_linear(&L);
+}
+
+/* grid_linear(codes, row_bytes, bits, tile_rows, tables, tstride, planes, hi16, index, scales,
+ *             scale_codes, scale_table, p_stride, n, k, group_len, groups, bias): a
+ * grid-format linear (grid.h) for decode_step, grid_gemm and grid_dequant; pointers are
+ * addresses of contiguous tensors (planes 0: none; index 0: table 0 everywhere; scales 0
+ * with scale_codes and scale_table, or scale_codes 0; bias float32 [n] or 0). */
+static PyObject *py_grid_linear(PyObject *self, PyObject *args) {
+    Linear L;
+    unsigned long long codes, tables, planes, index, scales, scodes, stable, bias;
+    long long row_bytes, tstride, p_stride, n, k, group_len, groups;
+    int bits, tile_rows, hi16;
+    (void)self;
+    memset(&L, 0, sizeof L);
+    if (!PyArg_ParseTuple(args, "KLiiKLKpKKKKLLLLLK", &codes, &row_bytes, &bits, &tile_rows,
+                          &tables, &tstride, &planes, &hi16, &index, &scales, &scodes, &stable,
+                          &p_stride, &n, &k, &group_len, &groups, &bias))
+        return NULL;
+    /* the entries a table must hold for the lookups of this width (grid.h) */
+    const long long need = bits < 1 || bits > 8 ? 0 : bits <= 3 ? 8 : 1LL << bits;
+    if (!need || n <= 0 || k <= 0 || group_len <= 0 || groups <= 0 ||
+        (groups - 1) * group_len >= k || row_bytes != (k + 7) / 8 * bits || tstride < need ||
+        tile_rows < 0 || tile_rows > 16 || (p_stride != 0 && p_stride != groups) ||
+        (planes && bits != 4) || !(scales ? !scodes : scodes && stable)) {
+        PyErr_SetString(PyExc_ValueError, "lmpress grid_linear: invalid shape, bit width or table");
+        return NULL;
+    }
+    L.kind = 3;
+    L.grid = (LmpGridJob){.K = k,
+                          .N = n,
+                          .codes = (const uint8_t *)(uintptr_t)codes,
+                          .row_bytes = row_bytes,
+                          .bits = bits,
+                          .tile_rows = tile_rows,
+                          .tables = PTR(tables),
+                          .tstride = tstride,
+                          .planes = (const uint8_t *)(uintptr_t)planes,
+                          .hi16 = planes ? hi16 : 0,
+                          .index = (const int32_t *)(uintptr_t)index,
+                          .scales = scales ? PTR(scales) : NULL,
+                          .scale_codes = (const uint8_t *)(uintptr_t)scodes,
+                          .scale_table = scodes ? PTR(stable) : NULL,
+                          .p_stride = p_stride,
+                          .group_len = group_len,
+                          .G = groups};
+    L.n = n;
+    L.k = k;
+    L.bias = bias ? PTR(bias) : NULL;
+    return new_linear(&L);
+}
+
+static const Linear *grid_capsule(PyObject *cap) {
+    const Linear *L = (const Linear *)PyCapsule_GetPointer(cap, "lmpress.linear");
+    if (L && L->kind != 3) {
+        PyErr_SetString(PyExc_ValueError, "lmpress grid kernel: needs a grid_linear");
+        return NULL;
+    }
+    return L;
+}
+
+/* grid_gemm(linear, x, y, M, bias, nthreads): y [M, n] = x [M, k] @ W.T (+ bias [n] or 0)
+ * through a grid_linear capsule (float32, contiguous), 0 <= M <= max_m; the capsule's own
+ * bias is not added. */
+static PyObject *py_grid_gemm(PyObject *self, PyObject *args) {
+    PyObject *cap;
+    unsigned long long x, y, bias;
+    long long M;
+    int nthreads, rc;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OKKLKi", &cap, &x, &y, &M, &bias, &nthreads))
+        return NULL;
+    const Linear *L = grid_capsule(cap);
+    if (!L)
+        return NULL;
+    if (M < 0 || M > MAX_M) {
+        PyErr_SetString(PyExc_ValueError, "lmpress grid_gemm: needs 0 <= M <= max_m");
+        return NULL;
+    }
+    LmpGridJob j = L->grid;
+    j.x = PTR(x);
+    j.y = PTR(y);
+    j.M = M;
+    j.bias = bias ? PTR(bias) : NULL;
+    Py_BEGIN_ALLOW_THREADS;
+    rc = lmp_grid_gemm(&j, nthreads < 1 ? 1 : nthreads);
+    Py_END_ALLOW_THREADS;
+    if (rc)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* grid_dequant(linear, w, nthreads): w float32 [n, k] from a grid_linear capsule. */
+static PyObject *py_grid_dequant(PyObject *self, PyObject *args) {
+    PyObject *cap;
+    unsigned long long w;
+    int nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OKi", &cap, &w, &nthreads))
+        return NULL;
+    const Linear *L = grid_capsule(cap);
+    if (!L)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS;
+    lmp_grid_dequant(&L->grid, PTR(w), nthreads < 1 ? 1 : nthreads);
+    Py_END_ALLOW_THREADS;
+    Py_RETURN_NONE;
 }
 
 /* decode_step(blocks, x, pos, cos, sin, scratch, dims, eps, scale, nthreads): glue for
@@ -1434,6 +1554,7 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
         return NULL;
     simd_level = level < 0 ? 0 : level > 2 ? 2 : level;
     lmp_decode_set_vector(simd_level > 0);
+    lmp_grid_set_simd(simd_level);
     Py_RETURN_NONE;
 }
 
@@ -1455,6 +1576,9 @@ static PyMethodDef methods[] = {
     {"linear_gemm", py_linear_gemm, METH_VARARGS, "y = x @ W.T (+ bias) through a packed_linear"},
     {"packed_linear", py_packed_linear, METH_VARARGS, "a packed-code linear for decode_step"},
     {"lut_linear", py_lut_linear, METH_VARARGS, "a lookup-table linear for decode_step"},
+    {"grid_linear", py_grid_linear, METH_VARARGS, "a grid-format (table lookup) linear"},
+    {"grid_gemm", py_grid_gemm, METH_VARARGS, "y = x @ W.T (+ bias) through a grid_linear"},
+    {"grid_dequant", py_grid_dequant, METH_VARARGS, "float32 weights of a grid_linear"},
     {"dense_linear", py_dense_linear, METH_VARARGS, "a float32 (or bfloat16) linear for decode_step"},
     {"dense_gemv", py_dense_gemv, METH_VARARGS, "y = W x for one float32 row (W float32 or bfloat16)"},
     {"decode_step", py_decode_step, METH_VARARGS, "one token through every block"},

@@ -7,6 +7,11 @@ Larger batches (prefill, perplexity windows) are compute-bound: their weight is
 dequantized by the C code into a temporary float32 matrix, bit-identical to the
 reference dequantization, and multiplied by torch's BLAS.
 
+Grid formats (codes indexing tables of values: FP8, NVFP4, MX, FP4, NF4, the learned
+and searched grids) take the same two routes through a table-lookup kernel of their
+own (:mod:`lmpress.kernels.grid`, ``grid.c``); their state is a
+:class:`~lmpress.kernels.grid.GridState` where integer formats have a :class:`CpuState`.
+
 The extension is built by the package's own build (``setup.py``); where it could
 not be built, :func:`available` is false, ``auto`` picks the torch reference,
 and one warning says so.
@@ -25,6 +30,13 @@ import torch
 import torch.nn.functional as F
 
 from lmpress.kernels.base import KERNELS, YES, Support
+from lmpress.kernels.grid import (
+    GridState,
+    grid_dequantize,
+    grid_gemm,
+    grid_supports,
+    prepare_grid_state,
+)
 from lmpress.kernels.lut import LutState, lut_gemv, lut_layout, lut_supported
 from lmpress.packing.bits import unpack_codes
 from lmpress.packing.packed import PackedWeight
@@ -162,6 +174,15 @@ def kernel_tile_rows() -> int:
     if forced is not None:
         return int(forced)
     return int(_cpu.info().get("tile_rows", 0)) if _cpu is not None else 0
+
+
+def grid_tile_rows() -> int:
+    """Rows the grid kernel's batch-1 tile works on here (4 with AVX2, 0 scalar), which its
+    code layout interleaves; env ``LMPRESS_TILE_ROWS`` overrides (0: row-major)."""
+    forced = os.environ.get("LMPRESS_TILE_ROWS")
+    if forced is not None:
+        return int(forced)
+    return 4 if _cpu is not None and _cpu.info().get("avx2") else 0
 
 
 def tile_codes(qw: torch.Tensor, bits: int, tile_rows: int) -> torch.Tensor:
@@ -344,6 +365,8 @@ class CpuKernel:
         scheme = packed.scheme
         if device.type != "cpu":
             return Support(False, f"runs on the CPU, the weight is on {device.type}")
+        if "grid" in scheme.fmt.traits:
+            return grid_supports(packed)
         if scheme.format != "int" or not 1 <= scheme.bits <= 8:
             return Support(False, f"reads integer codes of 1-8 bits, not {scheme.name}")
         extra = packed.optional_components()
@@ -351,15 +374,21 @@ class CpuKernel:
             return Support(False, f"does not decode the {', '.join(extra)} component(s)")
         return YES
 
-    def prepare(self, packed: PackedWeight) -> CpuState:
+    def prepare(self, packed: PackedWeight) -> CpuState | GridState:
+        if "grid" in packed.scheme.fmt.traits:
+            return prepare_grid_state(packed, grid_tile_rows())
         # The lookup layout is built lazily at the first batch-1 call: workloads with
         # long inputs only (perplexity, prefill) never pay for it, in time or memory.
         return prepare_cpu_state(packed)
 
-    def __call__(self, x: torch.Tensor, st: CpuState, bias: torch.Tensor | None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, st: CpuState | GridState, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         # A decode step calls this once per linear layer, each on little arithmetic, so
         # every torch call shows: tensor operations that would be no-ops (a reshape to
         # the same shape, a cast to the same dtype) are skipped.
+        if st.__class__ is GridState:
+            return self._grid(x, st, bias)
         x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
         if x2.dtype != torch.float32:
             x2 = x2.to(torch.float32)
@@ -374,6 +403,24 @@ class CpuKernel:
             # materialises it.
             if st.dense is None:
                 st.dense = cpu_dequantize(st)
+            y = F.linear(x2, st.dense, b)
+        if x.dim() != 2:
+            y = y.view(*x.shape[:-1], st.out_features)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
+
+    def _grid(self, x: torch.Tensor, st: GridState, bias: torch.Tensor | None) -> torch.Tensor:
+        """``__call__`` for a grid format's state: the same shapes, dtypes and paths."""
+        x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+        if x2.dtype != torch.float32:
+            x2 = x2.to(torch.float32)
+        b = bias
+        if b is not None and (b.dtype != torch.float32 or not b.is_contiguous()):
+            b = b.to(torch.float32).contiguous()
+        if x2.shape[0] <= GEMM_MAX_ROWS and not x2.requires_grad:
+            y = grid_gemm(x2 if x2.is_contiguous() else x2.contiguous(), st, b)
+        else:
+            if st.dense is None:
+                st.dense = grid_dequantize(st)
             y = F.linear(x2, st.dense, b)
         if x.dim() != 2:
             y = y.view(*x.shape[:-1], st.out_features)

@@ -7,8 +7,8 @@ The checks cost microseconds against a decode step's milliseconds.
 
 - :func:`rmsnorm`, :func:`rope_`, :func:`attend`, :func:`silu_mul`: the small float32
   operations of one block, one call each;
-- :func:`packed_linear`, :func:`lut_linear`, :func:`dense_linear`: a linear layer
-  prepared for the decode step (:class:`DecodeLinear`);
+- :func:`packed_linear`, :func:`lut_linear`, :func:`grid_linear`, :func:`dense_linear`: a
+  linear layer prepared for the decode step (:class:`DecodeLinear`);
 - :class:`DecodeStep`: one token through every block in one C call.
 
 All of them need the built extension (:func:`available`).
@@ -22,6 +22,7 @@ import torch
 
 from lmpress.kernels import cpu as _cpu_kernel
 from lmpress.kernels.cpu import CpuState
+from lmpress.kernels.grid import GridState
 from lmpress.kernels.lut import LutState
 
 
@@ -169,6 +170,15 @@ def lut_linear(lt: LutState, bias: torch.Tensor | None = None) -> DecodeLinear:
         lt.n, lt.k, lt.k8, lt.group_len, lt.groups, lt.bits,
     )  # fmt: skip
     return DecodeLinear(cap, lt.k, lt.n, (lt.codes, lt.scales, lt.zeros, bias))
+
+
+def grid_linear(st: GridState, bias: torch.Tensor | None = None) -> DecodeLinear:
+    """The table-lookup product of a grid format's codes (``st`` from ``CpuKernel.prepare``);
+    ``bias [out]`` float32 or None."""
+    b = _bias(bias, st.out_features)
+    cap = st.linear(bias if b else None)
+    keep = (st.codes, st.tables, st.planes, st.index, st.scales, st.scale_codes, st.scale_table)
+    return DecodeLinear(cap, st.in_features, st.out_features, (*keep, bias))
 
 
 def dense_linear(w: torch.Tensor, bias: torch.Tensor | None = None) -> DecodeLinear:

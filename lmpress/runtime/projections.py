@@ -15,6 +15,7 @@ from lmpress.errors import LmpressError
 from lmpress.formats.scheme import parse_scheme
 from lmpress.kernels import cpu as cpu_kernels
 from lmpress.kernels import decode_ops, select_kernel
+from lmpress.kernels.grid import GridState, grid_dequantize, grid_gemm
 from lmpress.methods.rtn import rtn
 from lmpress.nn.qlinear import QLinear
 from lmpress.packing.packed import PackedWeight, concat_rows
@@ -57,8 +58,8 @@ class Proj:
     ``__call__(x [M, K], residual=None) -> [M, sum(out)]`` float32; for one row the
     residual (``[sum(out)]``) is added inside the C kernel, as if it were the bias.
     Modules that are all quantized with one (non per-tensor) scheme that the C kernel
-    supports run from their packed codes; any other mix runs from the concatenated
-    float32 weight.
+    supports run from their packed codes (integer codes, or a grid format's through its
+    table-lookup kernel); any other mix runs from the concatenated float32 weight.
     """
 
     def __init__(self, mods: list[nn.Module]) -> None:
@@ -89,6 +90,10 @@ class Proj:
             kernel, _ = select_kernel("auto", stacked, torch.device("cpu"))
         if kernel is not None and kernel.name == "cpu":
             self.state = kernel.prepare(stacked)
+            grid = isinstance(self.state, GridState)
+            # grid formats have a table-lookup kernel of their own (lmpress.kernels.grid)
+            self._gemm = grid_gemm if grid else cpu_kernels.cpu_gemm
+            self._dequantize = grid_dequantize if grid else cpu_kernels.cpu_dequantize
         else:
             ws = [
                 m.dequantized_weight() if isinstance(m, QLinear) else m.weight.detach().float()
@@ -101,6 +106,8 @@ class Proj:
         st = self.state
         if st is None:
             return decode_ops.dense_linear(self.weight, self.bias)
+        if isinstance(st, GridState):
+            return decode_ops.grid_linear(st, self.bias)
         if st.gemv_path is None:  # one product decides the GEMV path (and builds its layout)
             cpu_kernels.cpu_gemm(torch.zeros(1, st.in_features), st, None)
         if st.lut is not None:
@@ -111,10 +118,10 @@ class Proj:
         if self.state is not None and x.shape[0] <= cpu_kernels.GEMM_MAX_ROWS:
             if residual is not None and x.shape[0] == 1:
                 b = residual if self.bias is None else residual + self.bias
-                return cpu_kernels.cpu_gemm(x, self.state, b.reshape(-1).contiguous())
-            y = cpu_kernels.cpu_gemm(x, self.state, self.bias)
+                return self._gemm(x, self.state, b.reshape(-1).contiguous())
+            y = self._gemm(x, self.state, self.bias)
         elif self.state is not None:
-            y = F.linear(x, cpu_kernels.cpu_dequantize(self.state), self.bias)
+            y = F.linear(x, self._dequantize(self.state), self.bias)
         else:
             y = F.linear(x, self.weight, self.bias)
         return y if residual is None else y + residual
