@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 OUT ?= out
+# vLLM's CPU build pins its own torch/transformers: a venv of its own (make bench)
+VLLM_VENV ?= .venv-vllm
 
 .PHONY: install demo test test-heavy bench lint clean
 
@@ -34,6 +36,9 @@ bench: install
 	scripts/install_browser.sh
 	$(BIN)/python scripts/bench_lm_eval.py --limit 500 --json benchmarks/lm_eval.json
 	$(BIN)/python scripts/bench_eval.py --json benchmarks/eval.json
+	scripts/install_vllm.sh $(VLLM_VENV) || echo "vLLM not installed: tests/test_vllm.py skips"
+	LMPRESS_VLLM_VENV=$(VLLM_VENV) LMPRESS_VLLM_RECORD=benchmarks/vllm.json \
+		$(BIN)/python -m pytest -q -rs --heavy tests/test_vllm.py
 	$(BIN)/python scripts/benchmark.py --out BENCHMARKS.md
 
 lint: install

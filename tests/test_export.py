@@ -166,6 +166,22 @@ def test_compressed_tensors_export_loads_in_transformers(tmp_path, smol_tokenize
     assert qc["format"] == "pack-quantized" and "lm_head" in qc["ignore"]
 
 
+@pytest.mark.parametrize("to", ["compressed-tensors", "gptq"])
+def test_export_producer_is_a_dict_vllm_can_read(tmp_path, to):
+    """Regression: ``producer`` was the string "lmpress", and vLLM (0.32) reads
+    ``quantization_config.get("producer", {}).get("name")`` from every checkpoint, so it
+    failed to load the export. It is now ModelOpt's shape, a dict of name and version
+    (compressed-tensors itself writes no producer)."""
+    model = tiny_model("llama")
+    ids = torch.randint(0, 500, (4, 16), generator=torch.Generator().manual_seed(0))
+    quantize_model(model, Recipe(method="rtn", scheme="w4g128"), ids, progress=False)
+    ckpt = save_checkpoint(model, None, tmp_path / "q")
+    lmpress.export_model(ckpt, to, tmp_path / "out", progress=False)
+    qc = json.loads((tmp_path / "out" / "config.json").read_text())["quantization_config"]
+    assert qc["producer"] == {"name": "lmpress", "version": lmpress.__version__}
+    assert qc.get("producer", {}).get("name") == "lmpress"  # vLLM's own read
+
+
 @needs_smollm2
 @pytest.mark.parametrize("scheme", ["w4g128", "w4g32s", "w8", "w2g64"])
 def test_gptq_export_import_round_trip(tmp_path, smol_tokenizer, scheme):

@@ -1,4 +1,7 @@
-"""Export to compressed-tensors ``pack-quantized`` (vLLM, SGLang, transformers) and GPTQ.
+"""Export to compressed-tensors (vLLM, SGLang, transformers) and GPTQ.
+
+Integer schemes are written ``pack-quantized``; the float formats (FP8, NVFP4, MX) in
+the layouts compressed-tensors has for them (below).
 
 compressed-tensors stores per linear ``weight_packed`` (int32, codes packed along
 the input dimension as one little-endian bit stream per row), ``weight_scale``
@@ -19,13 +22,49 @@ as lmpress's weights rounded to that dtype, which is exact in that dtype; with
 weights. Float zero points (``:fz``) have no compressed-tensors form: such modules
 are written dense (float) and listed in ``ignore``.
 
+Float formats are written in compressed-tensors' own layouts for them, again from the
+stored codes and scales, never re-rounded (``weights`` args ``type: float``):
+
+=========  ========================  ===============================================
+lmpress    compressed-tensors        tensors per linear
+=========  ========================  ===============================================
+fp8        ``float-quantized``       ``weight`` float8_e4m3fn ``[out, in]`` (the codes
+(fp8gt,                              are the E4M3 bit patterns), ``weight_scale``
+fp8b128)                             float32 ``[out, 1]`` (channel), ``[1]`` (tensor)
+                                     or ``[ceil(out/b), ceil(in/b)]`` (block ``[b, b]``)
+nvfp4      ``nvfp4-pack-quantized``  ``weight_packed`` uint8 ``[out, in/2]`` (E2M1, low
+                                     nibble first), ``weight_scale`` float8_e4m3fn
+                                     ``[out, in/16]``, ``weight_global_scale`` float32
+                                     ``[1]`` (strategy ``tensor_group``)
+mxfp4      ``mxfp4-pack-quantized``  ``weight_packed`` as nvfp4, ``weight_scale`` uint8
+                                     E8M0 exponents ``[out, in/32]``
+mxfp6      ``mxfp6-pack-quantized``  ``weight_packed`` uint8 ``[out, 3*in/4]`` (four
+                                     E2M3 codes in three bytes, little-endian)
+mxfp8      ``mxfp8-quantized``       ``weight`` float8_e4m3fn ``[out, in]``,
+                                     ``weight_scale`` uint8 E8M0 ``[out, in/32]``
+=========  ========================  ===============================================
+
+The bytes are lmpress's own: lmpress packs codes low bits first (two E2M1 codes a
+byte, four 6-bit codes in three bytes), its E2M1/E2M3/E4M3 codes are the standard
+sign-exponent-mantissa patterns, and its NVFP4 tensor scale is the divisor that
+compressed-tensors calls ``weight_global_scale`` (a weight is
+``e2m1 * (float32(block) / global)`` in both). Formats whose tables compressed-tensors
+has no compressor for (``nf4``, ``fp4gN``, ``lut``, ``nupes``, ``mix``, ``iq4nl``, the
+E5M2 and E3M2 variants) are refused before anything is written
+(:func:`ct_refusal`).
+
 The GPTQ layout (``--to gptq``) writes AutoGPTQ/GPTQModel's ``qweight`` ``[in*b/32,
 out]``, ``qzeros`` ``[groups, out*b/32]`` (v1: zero minus one, or ``gptq_v2`` when a
 zero point is 0), ``scales`` ``[groups, out]`` and ``g_idx``.
+
+Both write ``quantization_config.producer`` as ``{"name": "lmpress", "version": ...}``:
+vLLM reads ``producer.get("name")`` from every quantization config (ModelOpt's
+convention) and fails on a plain string.
 """
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +73,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+from lmpress.__version__ import __version__
 from lmpress.errors import LmpressError
 from lmpress.export.base import ExportOption, exportable_modules, register_exporter
 from lmpress.formats.scheme import Scheme
@@ -94,8 +134,145 @@ def ct_tensors(
     return t, args
 
 
-def quantized_modules(model: nn.Module, fmt: str) -> list[tuple[str, QLinear]]:
-    mods = exportable_modules(model, fmt)
+# What vLLM (and ModelOpt) expect under ``producer``: a dict with a name (see the
+# module docstring); compressed-tensors itself writes no producer, only ``version``.
+PRODUCER = {"name": "lmpress", "version": __version__}
+
+# lmpress formats compressed-tensors stores (the variants are checked by ct_refusal)
+CT_FORMATS = ("int", "fp8", "nvfp4", "mx")
+_INSTEAD = "quantize with nvfp4, mxfp4, fp8 or an integer scheme (e.g. w4g128) instead"
+# format -> why compressed-tensors cannot hold it (it has no compressor for that table)
+_NO_LAYOUT = {
+    "nf4": "NormalFloat tables",
+    "fp4": "FP4 with fp16/bf16 group scales (it stores FP4 only as nvfp4 or mxfp4)",
+    "lut": "learned per-group tables",
+    "nupes": "power-law grids",
+    "mix": "mixed per-group tables",
+    "iq4nl": "IQ4_NL tables",
+}
+# (format, bits) -> compressed-tensors format
+CT_FORMAT_NAMES = {
+    ("fp8", 8): "float-quantized",
+    ("nvfp4", 4): "nvfp4-pack-quantized",
+    ("mx", 4): "mxfp4-pack-quantized",
+    ("mx", 6): "mxfp6-pack-quantized",
+    ("mx", 8): "mxfp8-quantized",
+}
+
+
+def ct_refusal(scheme: Scheme, in_features: int) -> str | None:
+    """Why a ``scheme`` matrix of ``in_features`` columns has no compressed-tensors
+    layout (one line naming what to use instead), or None when it has one."""
+    fmt = scheme.format
+    if fmt not in CT_FORMATS:
+        what = _NO_LAYOUT.get(fmt, f"format {fmt!r}")
+        return f"compressed-tensors has no layout for {scheme.name} ({what}); {_INSTEAD}"
+    if fmt == "fp8" and scheme.variant:
+        return f"compressed-tensors stores FP8 weights as E4M3 only, not {scheme.name}; use fp8"
+    if fmt == "mx" and scheme.variant:
+        # its MXFP6 packs E2M3 and its MXFP8 is E4M3; the other element has no flag
+        return (
+            f"compressed-tensors' mxfp{scheme.bits} is {'E2M3' if scheme.bits == 6 else 'E4M3'}"
+            f", not {scheme.name}; use mxfp{scheme.bits}"
+        )
+    if fmt in ("nvfp4", "mx") and in_features % scheme.group_size:
+        # compressed-tensors reshapes rows into whole groups; a partial one has no form
+        return (
+            f"{scheme.name} needs rows of whole {scheme.group_size}-blocks for "
+            f"compressed-tensors, not {in_features} columns; leave this module unquantized"
+        )
+    return None
+
+
+def ct_modules(model: nn.Module) -> list[tuple[str, QLinear]]:
+    """The model's quantized modules, every one checked up front to have a
+    compressed-tensors layout (one line naming the first that has none)."""
+    for name, m in model.named_modules():
+        if isinstance(m, QLinear):
+            why = ct_refusal(m.scheme, m.in_features)
+            if why:
+                raise LmpressError(f"compressed-tensors export: {name}: {why}")
+    return quantized_modules(model, "compressed-tensors", CT_FORMATS)
+
+
+def _float_args(bits: int, strategy: str, group: int | None = None, **extra: Any) -> dict:
+    """compressed-tensors ``QuantizationArgs`` of symmetric static float weights."""
+    return {
+        "num_bits": bits,
+        "type": "float",
+        "symmetric": True,
+        "strategy": strategy,
+        "group_size": group,
+        "dynamic": False,
+        "actorder": None,
+        **extra,
+    }
+
+
+def ct_float_tensors(packed: PackedWeight) -> tuple[dict[str, torch.Tensor], dict, str]:
+    """One float-format module's compressed-tensors tensors, its weights args and its
+    compressed-tensors format, all from the stored codes and scales (see the table in
+    the module docstring)."""
+    s = packed.scheme
+    fmt = CT_FORMAT_NAMES[(s.format, s.bits)]
+    if s.format == "fp8":
+        scale = packed.scales.to(torch.float32)
+        if s.block_rows:
+            args = _float_args(8, "block", block_structure=[s.block_rows, s.group_size])
+        elif s.granularity == "tensor":
+            args, scale = _float_args(8, "tensor"), scale.reshape(1)
+        else:
+            args = _float_args(8, "channel")
+        # lmpress's fp8 codes are the E4M3 bit patterns: reinterpreted, not converted
+        weight = packed.codes().view(torch.float8_e4m3fn)
+        return {"weight": weight, "weight_scale": scale.contiguous()}, args, fmt
+    if s.format == "nvfp4":
+        t = {
+            "weight_packed": packed.qweight,
+            "weight_scale": packed.scales,
+            "weight_global_scale": packed.tensors["global_scale"],
+        }
+        args = _float_args(4, "tensor_group", s.group_size, scale_dtype="torch.float8_e4m3fn")
+        return {k: v.contiguous().clone() for k, v in t.items()}, args, fmt
+    # MX: E8M0 scale bytes as they are; uint8 scale_dtype is what marks MX to readers
+    args = _float_args(s.bits, "group", s.group_size, scale_dtype="torch.uint8")
+    if s.bits == 8:
+        codes = packed.codes().view(torch.float8_e4m3fn)
+        t = {"weight": codes, "weight_scale": packed.scales}
+    else:
+        # 4 bits: two codes a byte, low nibble first; 6 bits: four codes in three bytes,
+        # little-endian: lmpress's pack_codes stream is the same bytes in both
+        t = {"weight_packed": packed.qweight, "weight_scale": packed.scales}
+    return {k: v.contiguous().clone() for k, v in t.items()}, args, fmt
+
+
+# layouts whose quantized weight is stored as "weight", like a float module's
+_DENSE_NAMED = ("float-quantized", "mxfp8-quantized")
+
+# fused in vLLM as one layer with one NVFP4 tensor scale (it takes their maximum)
+_FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def unshared_global_scales(qmods: list[tuple[str, QLinear]]) -> list[str]:
+    """Parents (``model.layers.0.self_attn``) whose NVFP4 q/k/v or gate/up projections
+    have different tensor scales: a runtime fusing them decodes all but one wrongly."""
+    scales = {n: m.packed().tensors["global_scale"] for n, m in qmods if m.scheme.format == "nvfp4"}
+    bad = []
+    for name in scales:
+        parent, _, leaf = name.rpartition(".")
+        for fused in _FUSED:
+            if leaf != fused[0]:
+                continue
+            sib = [scales.get(f"{parent}.{x}") for x in fused]
+            if all(t is not None for t in sib) and any(not torch.equal(t, sib[0]) for t in sib):
+                bad.append(parent)
+    return bad
+
+
+def quantized_modules(
+    model: nn.Module, fmt: str, formats: tuple[str, ...] = ("int",)
+) -> list[tuple[str, QLinear]]:
+    mods = exportable_modules(model, fmt, formats)
     if not mods:
         raise LmpressError(
             f"{fmt} export needs a quantized model; quantize it first (lmpress quantize)"
@@ -126,9 +303,10 @@ def _write_dir(out: Path, model: nn.Module, tokenizer, state: dict, qconf: dict)
 def export_compressed_tensors(
     model: nn.Module, tokenizer, out: Path, options: dict[str, Any]
 ) -> dict[str, Any]:
-    """Write ``model`` as a compressed-tensors ``pack-quantized`` directory at ``out``."""
+    """Write ``model`` as a compressed-tensors directory at ``out`` (integer schemes
+    ``pack-quantized``, float formats in their own layouts; mixed: ``mixed-precision``)."""
     scale_dtype = options["scale_dtype"]  # validated against the declaration below
-    qmods = quantized_modules(model, "compressed-tensors")
+    qmods = ct_modules(model)
     state = _float_state(model, {n for n, _ in qmods})
     groups: dict[str, dict[str, Any]] = {}
     dense: list[str] = []
@@ -139,19 +317,25 @@ def export_compressed_tensors(
     for name, m in tqdm(
         qmods, desc="compressed-tensors", disable=not options.get("progress", True)
     ):
+        if m.bias is not None:
+            state[name + ".bias"] = m.bias.detach().float().contiguous()
         packed = m.packed()
         if packed.scheme.float_zero:
             state[name + ".weight"] = packed.dequantize()
             dense.append(name)
-        else:
+            continue
+        if packed.scheme.format == "int":
             g = ct_group_size(packed.scheme, widths[packed.scheme])
             t, args = ct_tensors(packed, scale_dtype, g)
-            state.update({f"{name}.{k}": v for k, v in t.items()})
-            key = json.dumps(args, sort_keys=True)
-            groups.setdefault(key, {"targets": [], "weights": args})["targets"].append(name)
+            fmt = "pack-quantized"
             written[name] = f"w{args['num_bits']} {args['strategy']} g{args['group_size']}"
-        if m.bias is not None:
-            state[name + ".bias"] = m.bias.detach().float().contiguous()
+        else:
+            t, args, fmt = ct_float_tensors(packed)
+            written[name] = f"{packed.scheme.name} {fmt} {args['strategy']}"
+        state.update({f"{name}.{k}": v for k, v in t.items()})
+        key = json.dumps([args, fmt], sort_keys=True)
+        groups.setdefault(key, {"targets": [], "weights": args, "format": fmt})
+        groups[key]["targets"].append(name)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     ignore = sorted(set(linears) | set(dense))
     if getattr(model.config, "tie_word_embeddings", False) or "lm_head" in dict(
@@ -160,17 +344,40 @@ def export_compressed_tensors(
         ignore = sorted(set(ignore) | {"lm_head"})
     config_groups = {}
     for i, g in enumerate(groups.values()):
-        targets = ["Linear"] if len(groups) == 1 else g["targets"]
+        # "Linear" names a lone group's modules by class; layouts whose weight keeps the
+        # name "weight" list their modules instead, since readers that go by tensor names
+        # (compressed-tensors' own dequantizer) would take every ".weight" for theirs
+        by_class = len(groups) == 1 and g["format"] not in _DENSE_NAMED
+        targets = ["Linear"] if by_class else g["targets"]
         config_groups[f"group_{i}"] = {
             "targets": targets,
             "weights": g["weights"],
             "input_activations": None,
             "output_activations": None,
-            "format": "pack-quantized",
+            "format": g["format"],
         }
+    formats = sorted({g["format"] for g in groups.values()})
+    if len(config_groups) > 1:
+        # transformers (5.25) decompresses every non-expert module with the first group's
+        # scheme, so the other groups' modules come out wrong there, without an error
+        warnings.warn(
+            f"{len(config_groups)} compressed-tensors config groups: vLLM and "
+            "compressed-tensors read each module's own group, but transformers' loader "
+            "decompresses every module with the first group's scheme",
+            stacklevel=2,
+        )
+    unshared = unshared_global_scales(qmods)
+    if unshared:
+        warnings.warn(
+            f"nvfp4 q/k/v or gate/up projections of {len(unshared)} module(s) (first: "
+            f"{unshared[0]}) have different tensor scales; runtimes that fuse them (vLLM) "
+            "use one for all and decode the others wrongly",
+            stacklevel=2,
+        )
     qconf = {
         "quant_method": "compressed-tensors",
-        "format": "pack-quantized",
+        # one format names the whole model; several: each group carries its own
+        "format": "mixed-precision" if len(formats) > 1 else (formats or ["pack-quantized"])[0],
         "quantization_status": "compressed",
         "config_groups": config_groups,
         "ignore": ignore,
@@ -178,7 +385,7 @@ def export_compressed_tensors(
         "global_compression_ratio": None,
         "sparsity_config": {},
         "transform_config": {},
-        "producer": "lmpress",
+        "producer": dict(PRODUCER),
     }
     _write_dir(out, model, tokenizer, state, qconf)
     return {
@@ -187,6 +394,8 @@ def export_compressed_tensors(
         "quantized_modules": len(written),
         "dense_modules": dense,
         "config_groups": len(config_groups),
+        "formats": formats,
+        "nvfp4_unshared_global_scales": unshared,
         "modules": written,
     }
 
@@ -247,7 +456,7 @@ def export_gptq(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
         "checkpoint_format": fmt,
         "format": fmt,
         "true_sequential": True,
-        "producer": "lmpress",
+        "producer": dict(PRODUCER),
     }
     _write_dir(out, model, tokenizer, state, qconf)
     return {"format": fmt, "quantized_modules": len(qmods), "scheme": s.name}
@@ -255,10 +464,12 @@ def export_gptq(model: nn.Module, tokenizer, out: Path, options: dict[str, Any])
 
 register_exporter(
     "compressed-tensors",
-    "a compressed-tensors pack-quantized directory (vLLM, SGLang, transformers)",
+    "a compressed-tensors directory: int pack-quantized, fp8, nvfp4, mxfp4/6/8 "
+    "(vLLM, SGLang, transformers)",
     scale_dtype=ExportOption(
         "native",
-        "scales as stored (fp16/bf16) or float32 (decompresses bit-exact in float32)",
+        "integer schemes' scales as stored (fp16/bf16) or float32 (decompresses bit-exact "
+        "in float32); float formats always keep their stored scales",
         ("native", "float32"),
     ),
 )(export_compressed_tensors)
