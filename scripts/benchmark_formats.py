@@ -12,11 +12,11 @@ FORMAT_CELLS = [
     ("gptq", "mxfp4"),
     ("rtn", "lut4"),
     ("rtn", "lut4g128"),
+    ("rtn", "w4g32"),
     ("rtn", "nf4g64"),
     ("rtn", "fp4g32"),
     ("rtn", "mix4g64"),
     ("rtn", "nupes4g64"),
-    ("rtn", "w4g32"),
     ("gptq", "lut4g128"),
     ("gptq", "mix4g64"),
     ("rtn", "fp8"),
@@ -41,7 +41,51 @@ FORMAT_ANCHORS = [
 METHODS = ["rtn", "rtn:imatrix", "gptq", "awq+gptq"]
 
 
-def formats_section(ref: dict, by: dict) -> list[str]:
+def gemv_lines(run: dict | None) -> list[str]:
+    """The grid formats' batch-1 GEMV beside the integer 4-bit path, from
+    ``scripts/bench_kernels.py --grid-only`` (``benchmarks/kernels-grid.json``)."""
+    if not run:
+        return [
+            "",
+            "### CPU GEMV",
+            "",
+            "Not measured yet (`scripts/bench_kernels.py --grid-only`).",
+        ]
+    times = {(tuple(r["shape"]), r["m"], r["regime"], r["method"]): r for r in run["rows"]}
+    lines = [
+        "",
+        "### CPU GEMV: 16-value formats against the integer 4-bit path",
+        "",
+        f"`{run['command']}` on {run['cpu']}, {run['threads']} threads, {run['date']} "
+        f"(kernel sources {run['kernel_source']}); medians over repetitions in fresh "
+        "processes, every format timed in the same run; `cold`: weights evicted from the "
+        "caches before each call (decoding reads every weight from memory), `warm`: "
+        "in cache. Ratio: the format's time over `w4g128`'s at the same shape.",
+        "",
+        "| shape (out x in) | batch | regime | format | us | w4g128 us | ratio | within 1.25x |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for g in run["grid_vs_int4"]:
+        key = (tuple(g["shape"]), g["m"], g["regime"])
+        t, b = times[(*key, g["method"])], times[(*key, g["versus"])]
+        lines.append(
+            f"| {g['shape'][0]}x{g['shape'][1]} | {g['m']} | {g['regime']} | "
+            f"{g['method'].removeprefix('lmpress ')} | {t['seconds'] * 1e6:.0f} | "
+            f"{b['seconds'] * 1e6:.0f} | {g['ratio']:.2f} | "
+            f"{'yes' if g['within_bar'] else '**no**'} |"
+        )
+    worst = max(run["grid_vs_int4"], key=lambda g: g["ratio"])
+    verdict = "pass" if all(g["within_bar"] for g in run["grid_vs_int4"]) else "FAIL"
+    lines += [
+        "",
+        f"- Bar, 16-value GEMV at batch 1 within 1.25x of the integer 4-bit path: "
+        f"**{verdict}** (worst: {worst['method'].removeprefix('lmpress ')} "
+        f"{worst['shape'][0]}x{worst['shape'][1]} {worst['regime']}, {worst['ratio']:.2f}x)",
+    ]
+    return lines
+
+
+def formats_section(ref: dict, by: dict, gemv: dict | None = None) -> list[str]:
     """The section's markdown lines from the recorded cells ``by[(method, scheme)]``."""
     schemes = list(dict.fromkeys(s for _, s in FORMAT_CELLS))
     if not any((m, s) in by for m, s in FORMAT_CELLS):
@@ -76,6 +120,7 @@ def formats_section(ref: dict, by: dict) -> list[str]:
     lines += command_lines(by, schemes, METHODS)
     lines += ["", "### Bars", ""]
     lines += format_bars(by)
+    lines += gemv_lines(gemv)
     return lines
 
 

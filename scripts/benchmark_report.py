@@ -7,6 +7,7 @@ the runtime and evaluation sections follow it (:mod:`benchmark_runtime`,
 
 import argparse
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def render(done: dict[str, dict], protocol: str, args: argparse.Namespace) -> st
     ]
     lines += rtn_gptq_bars(ref, by, schemes, noise)
     lines += methods_section(ref, rows, by, Path(args.out))
-    lines += formats_section(ref, by)
+    grid_run = Path(__file__).resolve().parents[1] / "benchmarks" / "kernels-grid.json"
+    gemv = json.loads(grid_run.read_text()) if grid_run.is_file() else None
+    lines += formats_section(ref, by, gemv)
     return "\n".join(lines) + "\n"
 
 
