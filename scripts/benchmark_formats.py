@@ -87,7 +87,7 @@ def gemv_lines(run: dict | None) -> list[str]:
 
 def formats_section(ref: dict, by: dict, gemv: dict | None = None) -> list[str]:
     """The section's markdown lines from the recorded cells ``by[(method, scheme)]``."""
-    schemes = list(dict.fromkeys(s for _, s in FORMAT_CELLS))
+    schemes = [s for s in dict.fromkeys(s for _, s in FORMAT_CELLS) if s not in INT_NEIGHBOURS]
     if not any((m, s) in by for m, s in FORMAT_CELLS):
         return []
     lines = [
@@ -145,7 +145,7 @@ def format_bars(by: dict) -> list[str]:
             f"{fmt_ppl(best['ppl'])} at {best['bits_per_weight']:.3f} bits, against every "
             f"4-bit anchor ({anchors}): **{verdict}**"
         )
-    ints = [r for (m, sc), r in by.items() if m == "rtn" and sc in INT_NEIGHBOURS + ["w4g32"]]
+    ints = [r for (m, sc), r in by.items() if m == "rtn" and sc in INT_NEIGHBOURS]
     for scheme in ("lut4", "lut4g128"):
         lut = by.get(("rtn", scheme))
         if lut is None or not ints:
