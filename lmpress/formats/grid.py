@@ -19,6 +19,7 @@ with ``g`` the group of column ``k``, bit for bit what :meth:`decode` computes.
 """
 
 import math
+import re
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -279,6 +280,51 @@ def _nearest_per_element(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     for i in range(0, x.shape[0], rows):
         out[i : i + rows] = (x[i : i + rows].unsqueeze(-1) - t[i : i + rows]).abs().argmin(-1)
     return out
+
+
+# shorthand scale-dtype suffixes of the fp16-scaled grid formats
+DTYPES = {None: "float16", "fp16": "float16", "bf16": "bfloat16"}
+
+
+class ScaledGridFormat(GridFormat):
+    """A grid of fixed code width with an fp16 (``:bf16``) scale per group, channel or
+    tensor, spelt ``<prefix>[g<n>|gt][:fp16|:bf16]``: subclasses state ``prefix``,
+    ``code_bits``, ``examples`` and the table."""
+
+    prefix: ClassVar[str] = ""
+    code_bits: ClassVar[int] = 4
+    examples: ClassVar[str] = ""
+
+    @classmethod
+    def check_scheme(cls, scheme: "Scheme") -> None:
+        if scheme.bits != cls.code_bits:
+            raise LmpressError(f"{cls.name} codes have {cls.code_bits} bits, not {scheme.bits}")
+        super().check_scheme(scheme)
+
+    @classmethod
+    def parse(cls, spec: str) -> "Scheme | None":
+        from lmpress.formats.scheme import Scheme
+
+        m = re.match(rf"^{cls.prefix}(?P<g>g\d+|gt)?(?::(?P<dt>fp16|bf16))?$", spec)
+        if not m:
+            return None
+        fields = parse_group(m["g"] or "")
+        if fields is None:
+            raise LmpressError(f"cannot read the group size of {spec!r}; e.g. {cls.prefix}g64")
+        return Scheme(
+            bits=cls.code_bits,
+            format=cls.name,
+            symmetric=True,
+            scale_dtype=DTYPES[m["dt"]],
+            **fields,
+        )
+
+    @classmethod
+    def spellings(cls) -> str:
+        return cls.examples
+
+    def scheme_name(self) -> str:
+        return f"{self.prefix}{self._group_suffix()}{self._dtype_suffix()}"
 
 
 def parse_group(spec: str, default: str | None = None) -> dict[str, object] | None:

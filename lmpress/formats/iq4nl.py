@@ -16,7 +16,6 @@ Spellings: ``iq4nlg32`` (ggml's block), ``iq4nlg64``, ``iq4nl`` (per channel),
 ``iq4nlg32:bf16``.
 """
 
-import re
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,38 +23,22 @@ import torch
 from lmpress.errors import LmpressError
 from lmpress.formats import affine
 from lmpress.formats.base import Params, register_format
-from lmpress.formats.fp4 import parse_simple
-from lmpress.formats.grid import GridFormat
+from lmpress.formats.grid import ScaledGridFormat
 
 if TYPE_CHECKING:
-    from lmpress.formats.scheme import Scheme
+    pass
 
-_SHORT = re.compile(r"^iq4nl(?P<g>g\d+|gt)?(?::(?P<dt>fp16|bf16))?$")
 
 # kvalues_iq4nl (llama.cpp ggml/src/ggml-common.h), in code order
 IQ4NL_LEVELS = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
 
 
 @register_format("iq4nl")
-class IQ4NLFormat(GridFormat):
+class IQ4NLFormat(ScaledGridFormat):
     """IQ4_NL codes times a signed per-group scale."""
 
-    @classmethod
-    def check_scheme(cls, scheme: "Scheme") -> None:
-        if scheme.bits != 4:
-            raise LmpressError(f"iq4nl codes have 4 bits, not {scheme.bits}")
-        super().check_scheme(scheme)
-
-    @classmethod
-    def parse(cls, spec: str) -> "Scheme | None":
-        return parse_simple(spec, _SHORT, cls.name, 4)
-
-    @classmethod
-    def spellings(cls) -> str:
-        return "iq4nlg32, iq4nlg64, iq4nl"
-
-    def scheme_name(self) -> str:
-        return f"iq4nl{self._group_suffix()}{self._dtype_suffix()}"
+    prefix = "iq4nl"
+    examples = "iq4nlg32, iq4nlg64, iq4nl"
 
     def levels(self) -> torch.Tensor:
         return torch.tensor(IQ4NL_LEVELS, dtype=torch.float32)

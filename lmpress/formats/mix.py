@@ -15,8 +15,7 @@ import torch
 
 from lmpress.errors import LmpressError
 from lmpress.formats.base import Params, register_format
-from lmpress.formats.fp4 import DTYPES
-from lmpress.formats.grid import GridFormat, KeyedTables, parse_group
+from lmpress.formats.grid import DTYPES, GridFormat, KeyedTables, parse_group
 from lmpress.formats.minifloat import E2M1, minifloat_values
 from lmpress.formats.nf4 import NF4_LEVELS
 

@@ -5,20 +5,16 @@ as bitsandbytes ships it).
 Spellings: ``nf4g64`` (bitsandbytes' default block), ``nf4g128``, ``nf4g64:bf16``.
 """
 
-import re
 from typing import TYPE_CHECKING
 
 import torch
 
-from lmpress.errors import LmpressError
 from lmpress.formats.base import register_format
-from lmpress.formats.fp4 import parse_simple
-from lmpress.formats.grid import GridFormat
+from lmpress.formats.grid import ScaledGridFormat
 
 if TYPE_CHECKING:
-    from lmpress.formats.scheme import Scheme
+    pass
 
-_SHORT = re.compile(r"^nf4(?P<g>g\d+|gt)?(?::(?P<dt>fp16|bf16))?$")
 
 # QLoRA's NF4 levels, in code order (code 7 is exactly 0)
 NF4_LEVELS = (
@@ -42,25 +38,11 @@ NF4_LEVELS = (
 
 
 @register_format("nf4")
-class NF4Format(GridFormat):
+class NF4Format(ScaledGridFormat):
     """NF4 codes times a per-group absmax scale."""
 
-    @classmethod
-    def check_scheme(cls, scheme: "Scheme") -> None:
-        if scheme.bits != 4:
-            raise LmpressError(f"nf4 codes have 4 bits, not {scheme.bits}")
-        super().check_scheme(scheme)
-
-    @classmethod
-    def parse(cls, spec: str) -> "Scheme | None":
-        return parse_simple(spec, _SHORT, cls.name, 4)
-
-    @classmethod
-    def spellings(cls) -> str:
-        return "nf4g64, nf4g128"
-
-    def scheme_name(self) -> str:
-        return f"nf4{self._group_suffix()}{self._dtype_suffix()}"
+    prefix = "nf4"
+    examples = "nf4g64, nf4g128"
 
     def levels(self) -> torch.Tensor:
         return torch.tensor(NF4_LEVELS, dtype=torch.float32)

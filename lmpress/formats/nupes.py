@@ -14,8 +14,7 @@ import torch
 
 from lmpress.errors import LmpressError
 from lmpress.formats.base import Params, register_format
-from lmpress.formats.fp4 import DTYPES
-from lmpress.formats.grid import GridFormat, KeyedTables, parse_group
+from lmpress.formats.grid import DTYPES, GridFormat, KeyedTables, parse_group
 
 if TYPE_CHECKING:
     from lmpress.formats.scheme import Scheme
