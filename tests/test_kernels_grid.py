@@ -73,9 +73,9 @@ def fits(spec: str, k: int) -> bool:
     return s.granularity != "group" or s.group_size <= k
 
 
-@pytest.fixture(params=[1, 0], ids=["avx2", "scalar"])
+@pytest.fixture(params=[2, 1, 0], ids=["avx512", "avx2", "scalar"])
 def simd(request):
-    """Run a test once per path (without AVX2 the first falls back to the second)."""
+    """Run a test once per path (a CPU without one falls back to the next)."""
     K._cpu.set_simd(request.param)
     yield request.param
     K._cpu.set_simd(2)
@@ -117,6 +117,26 @@ def test_vector_and_scalar_paths_differ_only_in_rounding():
             differs.add(spec)
     if K._cpu.info()["avx2"]:
         assert differs == {"nvfp4", "mxfp4", "nf4g64", "lut4", "lut3", "fp8", "mxfp6"}
+
+
+@built
+@pytest.mark.skipif(not (K._cpu.info()["avx512"] if K._cpu else False), reason="no AVX-512")
+def test_avx512_path_is_taken_for_16_value_tables():
+    """On AVX-512 the 16-value formats take their own path (other sums than AVX2's);
+    the 8-, 64- and 256-value ones stay on AVX2's."""
+    differs = set()
+    for spec in ("nvfp4", "mxfp4", "nf4g64", "lut4", "lut4g128", "fp4g32", "lut3", "fp8"):
+        st = K.CpuKernel().prepare(packed_grid(spec, 37, 1000))
+        x = torch.randn(2, 1000, generator=torch.Generator().manual_seed(1))
+        y512 = grid_gemm(x, st, None)
+        K._cpu.set_simd(1)
+        try:
+            y2 = grid_gemm(x, st, None)
+        finally:
+            K._cpu.set_simd(2)
+        if not torch.equal(y512, y2):
+            differs.add(spec)
+    assert differs == {"nvfp4", "mxfp4", "nf4g64", "lut4", "lut4g128", "fp4g32"}
 
 
 @built
@@ -230,8 +250,30 @@ def test_grid_capsules_are_checked():
     with pytest.raises(ValueError, match="grid_linear"):  # a table narrower than 16
         K._cpu.grid_linear(
             st.codes.data_ptr(), st.row_bytes, 4, 0, st.tables.data_ptr(), 8, 0, False, 0,
-            0, st.scale_codes.data_ptr(), st.scale_table.data_ptr(), 2, 16, 64, 32, 2, 0,
+            0, st.scale_codes.data_ptr(), st.scale_table.data_ptr(), 1, 1.0, 2, 16, 64, 32, 2,
+            0,
         )  # fmt: skip
+    with pytest.raises(ValueError, match="grid_linear"):  # no such scale rule
+        K._cpu.grid_linear(
+            st.codes.data_ptr(), st.row_bytes, 4, 0, st.tables.data_ptr(), 16, 0, False, 0,
+            0, st.scale_codes.data_ptr(), st.scale_table.data_ptr(), 3, 1.0, 2, 16, 64, 32, 2,
+            0,
+        )  # fmt: skip
+
+
+def test_scale_rules_name_the_tables_they_reproduce():
+    """E8M0 and E4M3-over-a-divisor tables are recognised bit for bit; others are not."""
+    from lmpress.kernels.grid import scale_rule
+
+    codes = torch.tensor([[0, 100, 127, 140]], dtype=torch.uint8)
+    e8m0 = torch.exp2(torch.arange(256, dtype=torch.float32) - 127)
+    e8m0[0] = 2.0**-127
+    assert scale_rule(codes, e8m0) == (1, 1.0)
+    e4m3 = torch.arange(256).to(torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
+    d = torch.tensor(448 * 6 / 3.7)
+    rule, div = scale_rule(torch.tensor([[1, 7, 8, 60, 126]], dtype=torch.uint8), e4m3 / d)
+    assert rule == 2 and div == float(d)
+    assert scale_rule(codes, torch.rand(256))[0] == 0
 
 
 def test_unbuilt_extension_falls_back_for_grid_formats_too(monkeypatch):

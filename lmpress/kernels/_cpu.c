@@ -1221,7 +1221,8 @@ static PyObject *py_dense_linear(PyObject *self, PyObject *args) {
 }
 
 /* grid_linear(codes, row_bytes, bits, tile_rows, tables, tstride, planes, hi16, index, scales,
- *             scale_codes, scale_table, p_stride, n, k, group_len, groups, bias): a
+ *             scale_codes, scale_table, scale_rule, scale_div, p_stride, n, k, group_len,
+ *             groups, bias): a
  * grid-format linear (grid.h) for decode_step, grid_gemm and grid_dequant; pointers are
  * addresses of contiguous tensors (planes 0: none; index 0: table 0 everywhere; scales 0
  * with scale_codes and scale_table, or scale_codes 0; bias float32 [n] or 0). */
@@ -1229,19 +1230,22 @@ static PyObject *py_grid_linear(PyObject *self, PyObject *args) {
     Linear L;
     unsigned long long codes, tables, planes, index, scales, scodes, stable, bias;
     long long row_bytes, tstride, p_stride, n, k, group_len, groups;
-    int bits, tile_rows, hi16;
+    int bits, tile_rows, hi16, scale_rule;
+    float scale_div;
     (void)self;
     memset(&L, 0, sizeof L);
-    if (!PyArg_ParseTuple(args, "KLiiKLKpKKKKLLLLLK", &codes, &row_bytes, &bits, &tile_rows,
+    if (!PyArg_ParseTuple(args, "KLiiKLKpKKKKifLLLLLK", &codes, &row_bytes, &bits, &tile_rows,
                           &tables, &tstride, &planes, &hi16, &index, &scales, &scodes, &stable,
-                          &p_stride, &n, &k, &group_len, &groups, &bias))
+                          &scale_rule, &scale_div, &p_stride, &n, &k, &group_len, &groups,
+                          &bias))
         return NULL;
     /* the entries a table must hold for the lookups of this width (grid.h) */
     const long long need = bits < 1 || bits > 8 ? 0 : bits <= 3 ? 8 : 1LL << bits;
     if (!need || n <= 0 || k <= 0 || group_len <= 0 || groups <= 0 ||
         (groups - 1) * group_len >= k || row_bytes != (k + 7) / 8 * bits || tstride < need ||
         tile_rows < 0 || tile_rows > 16 || (p_stride != 0 && p_stride != groups) ||
-        (planes && bits != 4) || !(scales ? !scodes : scodes && stable)) {
+        (planes && bits != 4) || !(scales ? !scodes : scodes && stable) || scale_rule < 0 ||
+        scale_rule > 2 || (scale_rule && !scodes) || !(scale_div > 0.f)) {
         PyErr_SetString(PyExc_ValueError, "lmpress grid_linear: invalid shape, bit width or table");
         return NULL;
     }
@@ -1260,6 +1264,8 @@ static PyObject *py_grid_linear(PyObject *self, PyObject *args) {
                           .scales = scales ? PTR(scales) : NULL,
                           .scale_codes = (const uint8_t *)(uintptr_t)scodes,
                           .scale_table = scodes ? PTR(stable) : NULL,
+                          .scale_rule = scale_rule,
+                          .scale_div = scale_div,
                           .p_stride = p_stride,
                           .group_len = group_len,
                           .G = groups};

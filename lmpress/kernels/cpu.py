@@ -177,12 +177,16 @@ def kernel_tile_rows() -> int:
 
 
 def grid_tile_rows() -> int:
-    """Rows the grid kernel's batch-1 tile works on here (4 with AVX2, 0 scalar), which its
-    code layout interleaves; env ``LMPRESS_TILE_ROWS`` overrides (0: row-major)."""
+    """Rows the grid kernel's batch-1 tile works on here (8 with AVX-512, 4 with AVX2, 0
+    scalar), which its code layout interleaves; env ``LMPRESS_TILE_ROWS`` overrides (0:
+    row-major)."""
     forced = os.environ.get("LMPRESS_TILE_ROWS")
     if forced is not None:
         return int(forced)
-    return 4 if _cpu is not None and _cpu.info().get("avx2") else 0
+    if _cpu is None:
+        return 0
+    info = _cpu.info()
+    return 8 if info.get("avx512") else 4 if info.get("avx2") else 0
 
 
 def tile_codes(qw: torch.Tensor, bits: int, tile_rows: int) -> torch.Tensor:

@@ -9,8 +9,8 @@
  * table's worth of multiplies per group, which for 16 entries and groups of 16
  * (NVFP4) is as much as the lookups themselves.
  *
- * Vector path (AVX2/FMA, chosen at run time; the file itself is compiled for the
- * baseline ISA), by table size:
+ * Vector paths (AVX2/FMA and AVX-512, chosen at run time; the file itself is compiled
+ * for the baseline ISA). AVX2, by table size:
  *   - 16 entries (every 4-bit format), groups of whole blocks of 16 codes: byte
  *     shuffles (lookup_bytes). The table is split into four 16-byte tables, one per
  *     byte of its float32 entries; one vpshufb looks up one byte of 32 values, and two
@@ -24,6 +24,8 @@
  *     tables are stored repeated to 8 entries, so that the bits of the next codes
  *     above a code select the same value), or two and a blend on bit 3;
  *   - 64 or 256 entries (MXFP6, FP8, MXFP8): a gather from the table.
+ * On AVX-512, 16-entry tables take the word-plane path of the integer kernel instead
+ * (see the AVX-512 section below).
  * A tile computes 4 weight rows against one activation row (or 2 against two) so that
  * each activation vector is loaded once for several rows and the FMA chains overlap.
  * Groups must be whole runs of 8 codes for it (G == 1 or group_len % 8 == 0); other
@@ -654,8 +656,278 @@ GRID_AVX2 static void rows_avx2(const Run *u, int64_t n0, int64_t n1) {
         GRID_CASE(8, 0)
     }
 }
+
+/* --------------------------------------------------------------- AVX-512 path */
+/* 16-entry tables (every 4-bit format) on AVX-512, as the integer kernel's word-plane
+ * path: one zmm holds a whole float32 table and vpermps reads the low 4 bits of each
+ * lane, so one 64-byte load of a row's piece of 128 codes (lane i: codes 8i..8i+7)
+ * gives eight planes of 16 codes (plane p: codes 8i + p) by a shift and a permute each,
+ * x being permuted to match (pad_x mode 3). A piece inside one group (groups of 128 or
+ * more, or one group per row) multiplies the group's scale into its table, so that each
+ * weight is the product the reference dequantizes to. Groups of 16, 32 or 64 sharing one
+ * table put 8, 4 or 2 groups in a piece, lane i of every plane lying in group
+ * 8i / group_len of it: a piece's sums are scaled lane by lane by a vector of those
+ * groups' scales, spread by one permute from the row's scales converted ahead
+ * (scale_chunk). A row's partial last piece is read in steps of 32 codes, the low
+ * nibbles of 16 bytes giving the even codes and the high ones the odd. */
+#define GRID_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
+#define GRID_AVX512_INLINE                                                                 \
+    __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) static inline
+
+static int grid_avx512(void) {
+    static int cached = -1;
+    if (grid_simd < 2)
+        return 0;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") &&
+                 __builtin_cpu_supports("f16c");
+    }
+    return cached;
+}
+
+/* The group length the AVX-512 path works with (0: every piece inside one group) or -1
+ * where it does not apply: 4 bits, one group per row or groups of whole pieces, or
+ * groups of 16, 32 or 64 sharing one table. */
+static int avx512_groups(const LmpGridJob *j) {
+    if (j->bits != 4)
+        return -1;
+    if (j->G == 1 || j->group_len % 128 == 0)
+        return 0;
+    if (!j->index && (j->group_len == 16 || j->group_len == 32 || j->group_len == 64))
+        return (int)j->group_len;
+    return -1;
+}
+
+/* Groups whose scales a tile converts to float32 at once (scale_chunk). */
+#define GRID_GC 128
+
+/* The scales of groups g0 .. g0 + GRID_GC - 1 of R rows into sg as float32, 0 past the
+ * row's last group (groups past the chunk's last 16 beyond it are left alone: no piece
+ * reads them), 16 groups at a time: float32 scales by a masked load, scale codes
+ * by computing their table's entries (scale_rule) or by scalar lookups. Converting a
+ * chunk ahead keeps the conversions off the pieces' dependency chains. The 16 entries
+ * past the chunk, which a piece's load reads but its permute never selects, are zeroed
+ * by the tile once. */
+GRID_AVX512_INLINE void scale_chunk(const LmpGridJob *j, int64_t n0, const int R, int64_t g0,
+                                    float (*sg)[GRID_GC + 16]) {
+    const int64_t left = j->G - g0;
+    for (int r = 0; r < R; r++) {
+        const int64_t o = (n0 + r) * j->p_stride + g0;
+        /* through the block holding group `left` (read as 0 by a last step of 32) */
+        for (int b = 0; b < GRID_GC && b <= left; b += 16) {
+            const int64_t cnt = left - b > 16 ? 16 : left - b < 0 ? 0 : left - b;
+            const __mmask16 m = (__mmask16)((1u << cnt) - 1);
+            __m512 v;
+            if (j->scale_codes && j->scale_rule) {
+                const __m128i c8 =
+                    _mm512_castsi512_si128(_mm512_maskz_loadu_epi8(m, j->scale_codes + o + b));
+                if (j->scale_rule == 1) { /* E8M0: the code is the float's exponent field */
+                    const __m512i c = _mm512_cvtepu8_epi32(c8);
+                    __m512i f = _mm512_slli_epi32(c, 23);
+                    f = _mm512_mask_mov_epi32(f, _mm512_cmpeq_epi32_mask(c, _mm512_setzero_si512()),
+                                              _mm512_set1_epi32(0x00400000)); /* 2^-127 */
+                    v = _mm512_maskz_mov_ps(m, _mm512_castsi512_ps(f));
+                } else { /* E4M3 (positive) bits shifted into float16's: its value times
+                          * 2^-8, subnormals included; the tile multiplies its sums by
+                          * 2^8 / scale_div at the end (post_scale) */
+                    const __m256i c = _mm256_cvtepu8_epi16(c8);
+                    v = _mm512_maskz_mov_ps(m, _mm512_cvtph_ps(_mm256_slli_epi16(c, 7)));
+                }
+            } else if (j->scale_codes) {
+                /* scalar lookups: a 16-lane gather costs more than 16 of them here */
+                for (int64_t i = 0; i < cnt; i++)
+                    sg[r][b + i] = j->scale_table[j->scale_codes[o + b + i]];
+                for (int64_t i = cnt; i < 16; i++)
+                    sg[r][b + i] = 0.f;
+                continue;
+            } else {
+                v = _mm512_maskz_loadu_ps(m, j->scales + o + b);
+            }
+            _mm512_storeu_ps(sg[r] + b, v);
+        }
+    }
+}
+
+/* What a tile's sums are multiplied by at the end: scale_chunk leaves E4M3 scales
+ * without their divisor and 2^8. */
+static inline float post_scale(const LmpGridJob *j) {
+    return j->scale_codes && j->scale_rule == 2 ? 256.f / j->scale_div : 1.f;
+}
+
+/* R weight rows against MT activation rows (compile-time constants after inlining), LL
+ * as avx512_groups, SH one table for every row and group (index NULL). */
+GRID_AVX512_INLINE void tile512(const Run *u, int64_t n0, int64_t m0, float *out, const int R,
+                                const int MT, const int LL, const int SH) {
+    const LmpGridJob *j = u->j;
+    const int64_t xs = u->xs, L = j->G == 1 ? xs : j->group_len;
+    const int64_t kfull = j->K / 128 * 128, kend = xs; /* x is zero-padded to kend */
+    const float *xb = u->x + m0 * xs;
+    const uint8_t *rows[8], *tails[8], *p[8];
+    float sg[8][GRID_GC + 16];
+    int64_t g0 = -GRID_GC;
+    __m512 racc[8][2];
+    for (int r = 0; r < R; r++)
+        _mm512_storeu_ps(sg[r] + GRID_GC, _mm512_setzero_ps());
+    const __m512 shared = SH ? _mm512_loadu_ps(j->tables) : _mm512_setzero_ps();
+    /* lane i of a plane lies in group 8i / LL of its piece */
+    const __m512i lanes = _mm512_srli_epi32(
+        _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                          3),
+        LL == 16 ? 4 : LL == 32 ? 5 : 6);
+    row_starts(u, n0, R, rows, tails);
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < MT; m++)
+            racc[r][m] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k < kfull; k += 128) {
+        const int64_t g = k / L;
+        if (g >= g0 + GRID_GC) {
+            g0 = g - g % GRID_GC;
+            scale_chunk(j, n0, R, g0, sg);
+        }
+        prefetch_ahead(u, rows[0], k);
+        if (LL == 0) {
+            __m512i v[8];
+            for (int r = 0; r < R; r++)
+                v[r] = _mm512_loadu_si512((const void *)(rows[r] + (k >> 7) * u->cstride));
+            __m512 tb[8];
+            for (int r = 0; r < R; r++)
+                tb[r] = _mm512_mul_ps(SH ? shared : _mm512_loadu_ps(table_of(j, n0 + r, g)),
+                                      _mm512_set1_ps(sg[r][g - g0]));
+#pragma GCC unroll 8
+            for (int pl = 0; pl < 8; pl++) {
+                __m512 xv[2];
+                for (int m = 0; m < MT; m++)
+                    xv[m] = _mm512_loadu_ps(xb + m * xs + k + 16 * pl);
+                for (int r = 0; r < R; r++) {
+                    const __m512i t = pl ? _mm512_srli_epi32(v[r], 4 * pl) : v[r];
+                    const __m512 w = _mm512_permutexvar_ps(t, tb[r]);
+                    for (int m = 0; m < MT; m++)
+                        racc[r][m] = _mm512_fmadd_ps(w, xv[m], racc[r][m]);
+                }
+            }
+        } else {
+            /* four rows at a time: eight rows' codes and piece sums beside the row sums
+             * take more registers than there are, and the spills cost more than loading
+             * the activations twice */
+#pragma GCC unroll 2
+            for (int h = 0; h < R; h += 4) {
+                const int RH = R - h < 4 ? R - h : 4;
+                __m512i v[4];
+                __m512 acc[4][2];
+                for (int r = 0; r < RH; r++)
+                    v[r] = _mm512_loadu_si512((const void *)(rows[h + r] + (k >> 7) * u->cstride));
+#pragma GCC unroll 8
+                for (int pl = 0; pl < 8; pl++) {
+                    __m512 xv[2];
+                    for (int m = 0; m < MT; m++)
+                        xv[m] = _mm512_loadu_ps(xb + m * xs + k + 16 * pl);
+                    for (int r = 0; r < RH; r++) {
+                        const __m512i t = pl ? _mm512_srli_epi32(v[r], 4 * pl) : v[r];
+                        const __m512 w = _mm512_permutexvar_ps(t, shared);
+                        for (int m = 0; m < MT; m++)
+                            acc[r][m] = pl ? _mm512_fmadd_ps(w, xv[m], acc[r][m])
+                                           : _mm512_mul_ps(w, xv[m]);
+                    }
+                }
+                for (int r = 0; r < RH; r++) {
+                    const __m512 s =
+                        _mm512_permutexvar_ps(lanes, _mm512_loadu_ps(sg[h + r] + (g - g0)));
+                    for (int m = 0; m < MT; m++)
+                        racc[h + r][m] = _mm512_fmadd_ps(acc[r][m], s, racc[h + r][m]);
+                }
+            }
+        }
+    }
+    /* the partial last piece: even codes in lanes 0-15 of a step's first plane, odd in
+     * its second; groups of 16 split the lanes at 8, longer groups hold a whole step */
+    for (; k < kend; k += 32) {
+        const int64_t g = k / L;
+        if (g >= g0 + GRID_GC) {
+            g0 = g - g % GRID_GC;
+            scale_chunk(j, n0, R, g0, sg);
+        }
+        code_ptrs(u, rows, tails, k, p, R);
+        __m512 xe[2], xo[2];
+        for (int m = 0; m < MT; m++) {
+            xe[m] = _mm512_loadu_ps(xb + m * xs + k);
+            xo[m] = _mm512_loadu_ps(xb + m * xs + k + 16);
+        }
+        for (int r = 0; r < R; r++) {
+            const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p[r]));
+            const __m512 tb = SH ? shared : _mm512_loadu_ps(table_of(j, n0 + r, g));
+            const __m512 we = _mm512_permutexvar_ps(v, tb);
+            const __m512 wo = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tb);
+            const __m512 s = LL == 16 ? _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sg[r][g - g0]),
+                                                             _mm512_set1_ps(sg[r][g - g0 + 1]))
+                                      : _mm512_set1_ps(sg[r][g - g0]);
+            for (int m = 0; m < MT; m++)
+                racc[r][m] = _mm512_fmadd_ps(
+                    _mm512_fmadd_ps(wo, xo[m], _mm512_mul_ps(we, xe[m])), s, racc[r][m]);
+        }
+    }
+    const float post = post_scale(j);
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < MT; m++)
+            out[r * MT + m] = _mm512_reduce_add_ps(racc[r][m]) * post;
+}
+
+/* Rows n0..n1 for every activation row: tiles of 8 weight rows against one activation
+ * row (the integer kernel's tile), of 4 against two, then single rows. */
+GRID_AVX512_INLINE void rows_avx512_b(const Run *u, int64_t n0, int64_t n1, const int LL,
+                                      const int SH) {
+    float out[8];
+    const LmpGridJob *j = u->j;
+    for (int64_t m = 0; m < j->M;) {
+        int64_t n = n0;
+        const int mt = j->M - m >= 2 ? 2 : 1;
+        if (mt == 2) {
+            for (; n + 4 <= n1; n += 4) {
+                tile512(u, n, m, out, 4, 2, LL, SH);
+                store_tile(j, n, m, out, 4, 2);
+            }
+            for (; n < n1; n++) {
+                tile512(u, n, m, out, 1, 2, LL, SH);
+                store_tile(j, n, m, out, 1, 2);
+            }
+        } else {
+            for (; n + 8 <= n1; n += 8) {
+                tile512(u, n, m, out, 8, 1, LL, SH);
+                store_tile(j, n, m, out, 8, 1);
+            }
+            for (; n < n1; n++) {
+                tile512(u, n, m, out, 1, 1, LL, SH);
+                store_tile(j, n, m, out, 1, 1);
+            }
+        }
+        m += mt;
+    }
+}
+
+GRID_AVX512 static void rows_avx512(const Run *u, int64_t n0, int64_t n1) {
+    switch (avx512_groups(u->j)) {
+    case 16:
+        rows_avx512_b(u, n0, n1, 16, 1);
+        break;
+    case 32:
+        rows_avx512_b(u, n0, n1, 32, 1);
+        break;
+    case 64:
+        rows_avx512_b(u, n0, n1, 64, 1);
+        break;
+    default:
+        if (u->j->index)
+            rows_avx512_b(u, n0, n1, 0, 0);
+        else
+            rows_avx512_b(u, n0, n1, 0, 1);
+    }
+}
 #else
 static int grid_avx2(void) { return 0; }
+static int grid_avx512(void) { return 0; }
+static int avx512_groups(const LmpGridJob *j) { (void)j; return -1; }
 #endif
 
 /* ----------------------------------------------------------------- dispatch */
@@ -671,6 +943,16 @@ static void pad_x(const LmpGridJob *j, float *xp, int64_t kp, int bytes) {
         memset(o, 0, (size_t)kp * sizeof(float));
         if (!bytes) {
             memcpy(o, x, (size_t)j->K * sizeof(float));
+            continue;
+        }
+        if (bytes == 3) {
+            /* the AVX-512 path: in whole pieces of 128 codes, plane p (codes 8i + p) at
+             * 16p + i; in the partial last piece, per 32 columns the even ones, then the
+             * odd ones */
+            const int64_t kfull = j->K / 128 * 128;
+            for (int64_t k = 0; k < j->K; k++)
+                o[k < kfull ? (k & ~(int64_t)127) + 16 * (k & 7) + ((k & 127) >> 3)
+                            : (k & ~(int64_t)31) + 16 * (k & 1) + ((k & 31) >> 1)] = x[k];
             continue;
         }
         /* steps of 64 (lookup_bytes64) over the whole blocks of 64 of the padded row;
@@ -694,7 +976,18 @@ int lmp_grid_gemm(const LmpGridJob *j, int nthreads) {
     grid_rows_fn fn = rows_scalar;
     float stack_x[GRID_STACK_X], *heap_x = NULL;
 #if defined(__x86_64__) || defined(__i386__)
-    if (grid_avx2() && (j->G == 1 || j->group_len % 8 == 0)) {
+    if (grid_avx512() && avx512_groups(j) >= 0) {
+        fn = rows_avx512;
+        const int64_t kp = (j->K + 31) / 32 * 32;
+        const size_t n = (size_t)(j->M * kp);
+        float *xp = n <= GRID_STACK_X ? stack_x : (heap_x = (float *)malloc(n * sizeof(float)));
+        if (!xp)
+            return -1;
+        pad_x(j, xp, kp, 3);
+        u.x = xp;
+        u.xs = kp;
+        u.bytes = 3;
+    } else if (grid_avx2() && (j->G == 1 || j->group_len % 8 == 0)) {
         fn = rows_avx2;
         const int bytes = !use_bytes(j) ? 0 : j->G == 1 || j->group_len % 64 == 0 ? 2 : 1;
         const int64_t step = bytes ? 16 : 8, kp = (j->K + step - 1) / step * step;

@@ -31,6 +31,12 @@ typedef struct {
      * indexed by scale_codes [P, G] uint8, a quarter of the bytes read; or NULL. */
     const uint8_t *scale_codes;
     const float *scale_table;
+    /* What scale_table's entries are, for vector paths that compute them instead of
+     * looking each up: 0 nothing known; 1 E8M0, entry c = 2^(c - 127); 2 positive E4M3
+     * over a divisor, entry c = float32(e4m3(c)) / scale_div. Entries of codes in use
+     * only. */
+    int scale_rule;
+    float scale_div;
     int64_t p_stride;     /* G, or 0 when one parameter row serves every row */
     int64_t group_len, G; /* columns per group (the last one may be partial), groups */
 } LmpGridJob;

@@ -33,6 +33,8 @@ class GridState:
     scales: torch.Tensor | None  # float32 [P, G], or None for byte scales
     scale_codes: torch.Tensor | None  # uint8 [P, G] indexing scale_table (see byte_scales)
     scale_table: torch.Tensor | None  # float32 [256]
+    scale_rule: int  # what scale_table holds, for the vector paths (see scale_rule)
+    scale_div: float
     p_stride: int  # G, or 0 for one parameter row shared by every row (per tensor)
     in_features: int
     out_features: int
@@ -56,7 +58,7 @@ class GridState:
             0 if self.scales is None else self.scales.data_ptr(),
             0 if self.scale_codes is None else self.scale_codes.data_ptr(),
             0 if self.scale_table is None else self.scale_table.data_ptr(),
-            self.p_stride, self.out_features, self.in_features,
+            self.scale_rule, self.scale_div, self.p_stride, self.out_features, self.in_features,
             self.group_len, self.groups, 0 if bias is None else bias.data_ptr(),
         )  # fmt: skip
 
@@ -112,6 +114,30 @@ def byte_scales(
     return codes.contiguous(), table.view(torch.float32)
 
 
+def scale_rule(codes: torch.Tensor, table: torch.Tensor) -> tuple[int, float]:
+    """``(rule, divisor)`` naming what ``table [256]`` float32 holds for the codes in use
+    (``codes`` uint8): 1 E8M0, ``2^(c - 127)``; 2 positive E4M3 over one float32
+    divisor, ``float32(e4m3(c)) / divisor`` (NVFP4's block scales); 0 neither (the
+    kernel then looks each code up). Checked bit for bit on the codes in use."""
+    used = torch.unique(codes.reshape(-1)).long()
+    want = table[used]
+    c = used.to(torch.float32)
+    e8m0 = torch.where(used == 0, torch.tensor(2.0**-127), torch.exp2(c - 127))
+    if bool((used < 255).all()) and torch.equal(e8m0.view(torch.int32), want.view(torch.int32)):
+        return 1, 1.0
+    e4m3 = used.to(torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
+    ok = (want > 0) & (e4m3 > 0)
+    if bool((used < 0x7F).all()) and bool(ok.any()):
+        # divisor candidates from the codes themselves and their float32 neighbours (the
+        # quotient that recovers it may round by an ulp)
+        d = torch.unique(e4m3[ok] / want[ok])[:4]
+        inf = torch.full_like(d, float("inf"))
+        for c in torch.cat([d, torch.nextafter(d, inf), torch.nextafter(d, -inf)]):
+            if torch.equal((e4m3 / c).view(torch.int32), want.view(torch.int32)):
+                return 2, float(c)
+    return 0, 1.0
+
+
 def prepare_grid_state(packed: PackedWeight, tile_rows: int) -> GridState:
     """The C kernel's view of ``packed`` (a grid format, CPU) with codes tiled by
     ``tile_rows`` (:func:`lmpress.kernels.cpu.tile_codes`)."""
@@ -132,6 +158,7 @@ def prepare_grid_state(packed: PackedWeight, tile_rows: int) -> GridState:
     qw = tensors["qweight"].contiguous()
     # fp8b128's block scales were expanded to rows above: no longer the stored bytes
     packed_scales = None if scheme.block_rows else byte_scales(tensors.get("scales"), scale)
+    rule, div = scale_rule(*packed_scales) if packed_scales else (0, 1.0)
     st = GridState(
         codes=tile_codes(qw, scheme.bits, tile_rows),
         row_bytes=qw.shape[1],
@@ -143,6 +170,8 @@ def prepare_grid_state(packed: PackedWeight, tile_rows: int) -> GridState:
         scales=None if packed_scales else scale.to(torch.float32).contiguous(),
         scale_codes=packed_scales[0] if packed_scales else None,
         scale_table=packed_scales[1] if packed_scales else None,
+        scale_rule=rule,
+        scale_div=div,
         p_stride=0 if p == 1 and n > 1 else g,
         in_features=k,
         out_features=n,
