@@ -577,8 +577,12 @@ def shuffled_error_ratios(
 
 
 def kernel_runs(folder: Path) -> list[dict]:
-    """Every recorded GEMV run (``kernels*.json``, one per machine), the newest first."""
-    runs = [json.loads(f.read_text()) for f in sorted(folder.glob("kernels*.json"))]
+    """Every recorded GEMV run (``kernels*.json``, one per machine), the newest first; the
+    grid formats' runs (``kernels-grid*.json``) belong to the formats section."""
+    files = [
+        f for f in sorted(folder.glob("kernels*.json")) if not f.name.startswith("kernels-grid")
+    ]
+    runs = [json.loads(f.read_text()) for f in files]
     return sorted(runs, key=lambda k: k["date"], reverse=True)
 
 

@@ -17,18 +17,26 @@ FORMAT_CELLS = [
     ("rtn", "fp4g32"),
     ("rtn", "mix4g64"),
     ("rtn", "nupes4g64"),
-    ("gptq", "lut4g128"),
-    ("gptq", "mix4g64"),
+    ("rtn:imatrix", "lut4"),
+    ("rtn:imatrix", "lut4g128"),
     ("rtn", "fp8"),
     ("rtn", "mxfp8"),
     ("rtn", "mxfp6"),
     ("rtn", "lut3"),
     ("gptq", "nf4g64"),
-    ("gptq", "lut4"),
-    ("gptq", "fp4g32"),
+    ("gptq", "lut4g128"),
     ("rtn", "fp8b128"),
+    ("gptq", "lut4"),
+    ("gptq", "mix4g64"),
+    ("gptq", "fp4g32"),
+    ("rtn:imatrix", "nvfp4"),
+    ("rtn:imatrix", "nf4g64"),
+    ("awq+gptq", "nvfp4"),
+    ("awq+gptq", "mxfp4"),
     ("gptq", "lut3"),
     ("gptq", "nupes4g64"),
+    ("gptq", "mxfp6"),
+    ("rtn:imatrix", "mxfp4"),
 ]
 # integer schemes shown beside them (measured by issue 2's grid), by nearest bits
 INT_NEIGHBOURS = ["w8", "w4g32", "w4g64", "w4g128", "w3g64"]
@@ -43,7 +51,8 @@ METHODS = ["rtn", "rtn:imatrix", "gptq", "awq+gptq"]
 
 def gemv_lines(run: dict | None) -> list[str]:
     """The grid formats' batch-1 GEMV beside the integer 4-bit path, from
-    ``scripts/bench_kernels.py --grid-only`` (``benchmarks/kernels-grid.json``)."""
+    ``scripts/bench_kernels.py --grid-only`` (``benchmarks/kernels-grid*.json``, one run
+    per machine)."""
     if not run:
         return [
             "",
@@ -54,10 +63,12 @@ def gemv_lines(run: dict | None) -> list[str]:
     times = {(tuple(r["shape"]), r["m"], r["regime"], r["method"]): r for r in run["rows"]}
     lines = [
         "",
-        "### CPU GEMV: 16-value formats against the integer 4-bit path",
+        f"### CPU GEMV: 16-value formats against the integer 4-bit path ({run['cpu']})",
         "",
         f"`{run['command']}` on {run['cpu']}, {run['threads']} threads, {run['date']} "
-        f"(kernel sources {run['kernel_source']}); medians over repetitions in fresh "
+        f"(kernel sources {run['kernel_source']}"
+        + ("" if run.get("current", True) else ", earlier than today's: the run of record")
+        + "); medians over repetitions in fresh "
         "processes, every format timed in the same run; `cold`: weights evicted from the "
         "caches before each call (decoding reads every weight from memory), `warm`: "
         "in cache. Ratio: the format's time over `w4g128`'s at the same shape.",
@@ -85,7 +96,7 @@ def gemv_lines(run: dict | None) -> list[str]:
     return lines
 
 
-def formats_section(ref: dict, by: dict, gemv: dict | None = None) -> list[str]:
+def formats_section(ref: dict, by: dict, gemv: list[dict] | None = None) -> list[str]:
     """The section's markdown lines from the recorded cells ``by[(method, scheme)]``."""
     schemes = [s for s in dict.fromkeys(s for _, s in FORMAT_CELLS) if s not in INT_NEIGHBOURS]
     if not any((m, s) in by for m, s in FORMAT_CELLS):
@@ -98,7 +109,10 @@ def formats_section(ref: dict, by: dict, gemv: dict | None = None) -> list[str]:
         "weights and an fp32 tensor scale; `mxfp4`/`mxfp6`/`mxfp8`: OCP MX, an E8M0 scale "
         "per 32; `fp4g32`/`nf4g64`: E2M1 / NormalFloat-4 codes with an fp16 scale per "
         "group; `lut4`/`lut3`: a 16-/8-value fp16 grid per output channel fitted by "
-        "weighted k-means (weights: E[x^2] where the method has calibration data); "
+        "k-means (`rtn`: unweighted, data-free; `rtn:imatrix`: weighted by each input "
+        "channel's E[x^2] on the calibration set; `gptq`: codes by error feedback, then "
+        "the grid re-solved by least squares), `lut4g128` the same behind fp16 group "
+        "scales; "
         "`nupes4g64`: power grid, power per channel; `mix4g64`: per-group choice among 4 "
         "grids (2-bit tag); `fp8`: E4M3 with an fp32 scale per output channel, `fp8b128` "
         "per 128 x 128 block. Bits per weight count codes, every scale, grid and tag.",
@@ -120,7 +134,8 @@ def formats_section(ref: dict, by: dict, gemv: dict | None = None) -> list[str]:
     lines += command_lines(by, schemes, METHODS)
     lines += ["", "### Bars", ""]
     lines += format_bars(by)
-    lines += gemv_lines(gemv)
+    for run in gemv or [None]:
+        lines += gemv_lines(run)
     return lines
 
 
@@ -146,8 +161,8 @@ def format_bars(by: dict) -> list[str]:
             f"4-bit anchor ({anchors}): **{verdict}**"
         )
     ints = [r for (m, sc), r in by.items() if m == "rtn" and sc in INT_NEIGHBOURS]
-    for scheme in ("lut4", "lut4g128"):
-        lut = by.get(("rtn", scheme))
+    for method, scheme in (("rtn", "lut4"), ("rtn:imatrix", "lut4"), ("rtn:imatrix", "lut4g128")):
+        lut = by.get((method, scheme))
         if lut is None or not ints:
             continue
         bits = lut["bits_per_weight"]
@@ -155,12 +170,29 @@ def format_bars(by: dict) -> list[str]:
         above = [r for r in ints if r["bits_per_weight"] >= bits - 1e-9]
         near = min(above or ints, key=lambda r: abs(r["bits_per_weight"] - bits))
         verdict = "pass" if lut["ppl"] < near["ppl"] else "FAIL"
-        out.append(
-            f"- {scheme} (learned grid, RTN) {fmt_ppl(lut['ppl'])} at {bits:.3f} bits against "
-            f"integer RTN {near['scheme']} {fmt_ppl(near['ppl'])} at "
+        fit = "E[x^2]-weighted k-means" if method == "rtn:imatrix" else "unweighted k-means"
+        line = (
+            f"- {scheme} {method} (learned grid, {fit}) {fmt_ppl(lut['ppl'])} at {bits:.3f} "
+            f"bits against integer RTN {near['scheme']} {fmt_ppl(near['ppl'])} at "
             f"{near['bits_per_weight']:.3f} bits (the integer scheme of fewest bits at or "
             f"above the grid's): **{verdict}**"
         )
+        # the same calibration data spent on an integer grid of no more bits
+        below = [
+            (r, by.get((method, r["scheme"])))
+            for r in ints
+            if method != "rtn"
+            and r["bits_per_weight"] <= bits + 1e-9
+            and by.get((method, r["scheme"]))
+        ]
+        if below:
+            r, w = max(below, key=lambda t: t[0]["bits_per_weight"])
+            line += (
+                f"; against integer {method} {r['scheme']} {fmt_ppl(w['ppl'])} at "
+                f"{r['bits_per_weight']:.3f} bits: "
+                f"{'better' if lut['ppl'] < w['ppl'] else 'worse'}"
+            )
+        out.append(line)
     for s in ("nvfp4", "mxfp4"):
         rtn, gptq = by.get(("rtn", s)), by.get(("gptq", s))
         if rtn and gptq:

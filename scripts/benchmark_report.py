@@ -67,9 +67,14 @@ def render(done: dict[str, dict], protocol: str, args: argparse.Namespace) -> st
     ]
     lines += rtn_gptq_bars(ref, by, schemes, noise)
     lines += methods_section(ref, rows, by, Path(args.out))
-    grid_run = Path(__file__).resolve().parents[1] / "benchmarks" / "kernels-grid.json"
-    gemv = json.loads(grid_run.read_text()) if grid_run.is_file() else None
-    lines += formats_section(ref, by, gemv)
+    # one grid GEMV run per machine: kernels-grid.json, kernels-grid-<date>-<machine>.json
+    runs = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("kernels-grid*.json"))
+    from lmpress.kernels.cpu import source_digest
+
+    grid_runs = [json.loads(r.read_text()) for r in runs]
+    for g in grid_runs:
+        g["current"] = g.get("kernel_source") == source_digest()
+    lines += formats_section(ref, by, grid_runs)
     return "\n".join(lines) + "\n"
 
 
