@@ -1,4 +1,5 @@
-"""Block transforms applied before quantization: each file registers one in ``TRANSFORMS``."""
+"""Block transforms applied before quantization: each transform file registers one in
+``TRANSFORMS``; ``hadamard`` holds the rotations (any size) that rotation transforms use."""
 
 from lmpress.transforms import awq  # noqa: F401  (registration)
 from lmpress.transforms.base import TRANSFORMS, TransformSpec, get_transform
