@@ -391,8 +391,11 @@ class CpuKernel:
         # A decode step calls this once per linear layer, each on little arithmetic, so
         # every torch call shows: tensor operations that would be no-ops (a reshape to
         # the same shape, a cast to the same dtype) are skipped.
+        # grid formats take the table-lookup kernel; shapes, dtypes and routes are shared
         if st.__class__ is GridState:
-            return self._grid(x, st, bias)
+            gemm, dequantize = grid_gemm, grid_dequantize
+        else:
+            gemm, dequantize = cpu_gemm, cpu_dequantize
         x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
         if x2.dtype != torch.float32:
             x2 = x2.to(torch.float32)
@@ -400,31 +403,13 @@ class CpuKernel:
         if b is not None and (b.dtype != torch.float32 or not b.is_contiguous()):
             b = b.to(torch.float32).contiguous()
         if x2.shape[0] <= GEMM_MAX_ROWS and not x2.requires_grad:
-            y = cpu_gemm(x2 if x2.is_contiguous() else x2.contiguous(), st, b)
+            y = gemm(x2 if x2.is_contiguous() else x2.contiguous(), st, b)
         else:
             # Long inputs (perplexity windows, prefill) are compute-bound: keep the float
             # weight once one arrives, as the reference kernel does. Decoding alone never
             # materialises it.
             if st.dense is None:
-                st.dense = cpu_dequantize(st)
-            y = F.linear(x2, st.dense, b)
-        if x.dim() != 2:
-            y = y.view(*x.shape[:-1], st.out_features)
-        return y if y.dtype == x.dtype else y.to(x.dtype)
-
-    def _grid(self, x: torch.Tensor, st: GridState, bias: torch.Tensor | None) -> torch.Tensor:
-        """``__call__`` for a grid format's state: the same shapes, dtypes and paths."""
-        x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-        if x2.dtype != torch.float32:
-            x2 = x2.to(torch.float32)
-        b = bias
-        if b is not None and (b.dtype != torch.float32 or not b.is_contiguous()):
-            b = b.to(torch.float32).contiguous()
-        if x2.shape[0] <= GEMM_MAX_ROWS and not x2.requires_grad:
-            y = grid_gemm(x2 if x2.is_contiguous() else x2.contiguous(), st, b)
-        else:
-            if st.dense is None:
-                st.dense = grid_dequantize(st)
+                st.dense = dequantize(st)
             y = F.linear(x2, st.dense, b)
         if x.dim() != 2:
             y = y.view(*x.shape[:-1], st.out_features)
