@@ -3,7 +3,7 @@ against the dequantize-then-matmul reference, on every vector path."""
 
 import pytest
 import torch
-from runtime_models import quantized_tiny
+from runtime_models import assert_decoder_matches, assert_projection_matches, quantized_tiny
 from test_kernels import assert_close_to_reference
 
 from lmpress.formats.scheme import parse_scheme
@@ -298,17 +298,7 @@ def test_decoder_logits_match_the_model(scheme):
     model = quantized_tiny("llama", scheme)
     dec = Decoder(model, max_len=32)
     assert isinstance(dec.layers[0].down.state, GridState)
-    prompt = [3, 17, 250, 9, 40]
-    with torch.no_grad():
-        logits = dec.prefill(prompt)
-        ref = model(torch.tensor([prompt])).logits[0, -1]
-        assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-4)
-        seq = list(prompt)
-        for tok in (5, 77, 300):
-            logits = dec.step(tok)
-            seq.append(tok)
-            ref = model(torch.tensor([seq])).logits[0, -1]
-            assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-4), (scheme, len(seq))
+    assert_decoder_matches(model, dec, scheme)
 
 
 @dec_built
@@ -320,13 +310,4 @@ def test_fused_grid_projection_equals_its_modules():
     mods = [a.q_proj, a.k_proj, a.v_proj]
     proj = Proj(mods)
     assert isinstance(proj.state, GridState)
-    g = torch.Generator().manual_seed(0)
-    for rows in (1, 12):
-        x = torch.randn(rows, 64, generator=g)
-        res = torch.randn(rows, proj.out, generator=g)
-        with torch.no_grad():
-            ref = torch.cat([m(x) for m in mods], -1)
-        assert torch.allclose(proj(x), ref, rtol=1e-5, atol=1e-5)
-        assert torch.allclose(proj(x, res), ref + res, rtol=1e-5, atol=1e-5)
-    lin = proj.decode_linear()
-    assert (lin.in_features, lin.out_features) == (64, proj.out)
+    assert_projection_matches(proj, mods)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from runtime_models import q8_0_grid, quantized_tiny
+from runtime_models import assert_decoder_matches, q8_0_grid, quantized_tiny
 
 from lmpress.errors import LmpressError
 from lmpress.kernels import decode_ops
@@ -16,18 +16,7 @@ built = pytest.mark.skipif(not decode_ops.available(), reason="lmpress C kernels
 @pytest.mark.parametrize("scheme", ["w4g32", "w3g64s", "w8"])
 def test_decoder_logits_match_the_model(family, scheme):
     model = quantized_tiny(family, scheme)
-    prompt = [3, 17, 250, 9, 40]
-    dec = Decoder(model, max_len=32)
-    with torch.no_grad():
-        logits = dec.prefill(prompt)
-        ref = model(torch.tensor([prompt])).logits[0, -1]
-        assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-4)
-        seq = list(prompt)
-        for tok in (5, 77, 300):
-            logits = dec.step(tok)
-            seq.append(tok)
-            ref = model(torch.tensor([seq])).logits[0, -1]
-            assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-4), (family, len(seq))
+    assert_decoder_matches(model, Decoder(model, max_len=32), family)
 
 
 @built

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from runtime_models import q8_0_grid, quantized_tiny
+from runtime_models import assert_projection_matches, q8_0_grid, quantized_tiny
 
 from lmpress.kernels import decode_ops
 from lmpress.runtime import Proj, exact_int8, is_bfloat16
@@ -40,13 +40,4 @@ def test_fused_projection_equals_its_modules(overrides):
     proj = Proj(mods)
     assert (proj.state is not None) == (not overrides)
     assert proj.out == sum(m.out_features for m in mods)
-    g = torch.Generator().manual_seed(0)
-    for rows in (1, 12):
-        x = torch.randn(rows, 64, generator=g)
-        res = torch.randn(rows, proj.out, generator=g)
-        with torch.no_grad():
-            ref = torch.cat([m(x) for m in mods], -1)
-        assert torch.allclose(proj(x), ref, rtol=1e-5, atol=1e-5)
-        assert torch.allclose(proj(x, res), ref + res, rtol=1e-5, atol=1e-5)
-    lin = proj.decode_linear()
-    assert (lin.in_features, lin.out_features) == (64, proj.out)
+    assert_projection_matches(proj, mods)
