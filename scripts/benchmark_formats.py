@@ -37,6 +37,9 @@ FORMAT_CELLS = [
     ("gptq", "nupes4g64"),
     ("gptq", "mxfp6"),
     ("rtn:imatrix", "mxfp4"),
+    ("gptq", "fp8"),
+    ("gptq", "mxfp8"),
+    ("rtn:imatrix", "lut3"),
 ]
 # integer schemes shown beside them (measured by issue 2's grid), by nearest bits
 INT_NEIGHBOURS = ["w8", "w4g32", "w4g64", "w4g128", "w3g64"]
