@@ -99,6 +99,10 @@ def quantize(
         "weight_errors": {n: round(e, 6) for n, e in result.weight_errors.items()},
         "transforms_chosen": result.transforms if recipe.transforms else None,
     }
+    if result.model_transforms:
+        result.metadata["model_transforms"] = result.model_transforms
+    if result.input_scales:
+        result.metadata["input_scales"] = {k: float(v) for k, v in result.input_scales.items()}
     return result
 
 

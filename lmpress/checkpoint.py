@@ -35,11 +35,13 @@ from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme
 from lmpress.models.arch import linear_weight
 from lmpress.models.checks import check_finite_state
+from lmpress.nn.kv_cache import install_kv_quant, kv_scheme_of, parse_kv
 from lmpress.nn.qlinear import QLinear
 from lmpress.outputs import atomic_output
 from lmpress.packing.components import optional_component_of
 from lmpress.packing.packed import PACKED_FORMAT_VERSION, PackedWeight, format_version
 from lmpress.pipeline import _set_module
+from lmpress.transforms.rotation import attach_input_rotation, online_rotations, rotation_from_spec
 
 WEIGHTS_FILE = "model.safetensors"
 # What differs between two runs of the same recipe (timings, memory) lives apart from
@@ -96,6 +98,12 @@ def save_checkpoint(
             **extra,
             "modules": modules,
         }
+        rotations = online_rotations(model)
+        if rotations:
+            qc["online_rotations"] = rotations
+        kv = kv_scheme_of(model)
+        if kv is not None:
+            qc["kv_cache"] = kv.to_dict()
         config = model.config
         config_dict = config.to_dict()
         config_dict["quantization_config"] = qc
@@ -279,6 +287,22 @@ def load_checkpoint(path: str | Path, with_tokenizer: bool = True):
             in_f, out_f, scheme, old.bias is not None, device="meta", components=declared[name]
         )
         _set_module(model, name, q)
+    rotations = qc.get("online_rotations") or {}
+    if not isinstance(rotations, dict):
+        raise LmpressError(f"{where}.online_rotations must map module names to rotations")
+    for name, spec in rotations.items():
+        try:
+            target = model.get_submodule(name)
+        except AttributeError:
+            raise LmpressError(
+                f"{where}.online_rotations names {name!r}, not in the model"
+            ) from None
+        attach_input_rotation(target, rotation_from_spec(spec, f"{where}.online_rotations"))
+    if qc.get("kv_cache") is not None:
+        try:
+            install_kv_quant(model, parse_kv(qc["kv_cache"]))
+        except (LmpressError, TypeError) as e:
+            raise LmpressError(f"{where}.kv_cache is malformed ({e})") from None
     _check_stored(state, declared, path)
     fill_model(model, state, path)
     check_finite_state(model, str(path))

@@ -159,6 +159,12 @@ def _add_quantize(sub) -> None:
     )
     p.add_argument("--recipe", default=None, help="YAML recipe file (flags given here override it)")
     p.add_argument(
+        "--kv-cache",
+        default=None,
+        metavar="KV",
+        help="quantize keys and values: kv8, kv4, kv4h (Hadamard-rotated keys), kvfp8",
+    )
+    p.add_argument(
         "--override",
         action="append",
         default=[],
@@ -541,6 +547,8 @@ def _recipe_from_args(a):
         d.pop("transforms", None)
     if a.scheme:
         d["scheme"] = a.scheme
+    if getattr(a, "kv_cache", None):
+        d["kv_cache"] = a.kv_cache
     args = dict(d.get("method_args") or {})
     if a.method and base_label and Recipe.from_dict(d).label != base_label:
         args = {}

@@ -28,11 +28,14 @@ from lmpress.guidance import output_saliency
 from lmpress.methods import get_method
 from lmpress.methods.base import BlockLayer
 from lmpress.models.arch import BlockLayout, arch_name, find_layout, is_linear, linear_weight
+from lmpress.nn.kv_cache import install_kv_quant
+from lmpress.nn.observe import calibrate_input_scales
 from lmpress.nn.qlinear import QLinear
 from lmpress.packing.packed import PackedWeight
 from lmpress.recipe import ModulePlan, Recipe
 from lmpress.transforms import get_transform
 from lmpress.transforms.base import block_output, run_block, slice_batch
+from lmpress.transforms.rotation import attach_input_rotation
 
 
 class _Stop(Exception):
@@ -55,6 +58,10 @@ class QuantizeResult:
     transforms: list[dict] = field(default_factory=list)
     # relative weight error ||dW||^2 / ||W||^2 of every quantized module (needs no data)
     weight_errors: dict[str, float] = field(default_factory=dict)
+    # model-wide transforms (a rotation): name -> what it did
+    model_transforms: dict[str, dict] = field(default_factory=dict)
+    # static activation schemes: module -> its calibrated per-tensor input scale
+    input_scales: dict[str, float] = field(default_factory=dict)
     # set by lmpress.quantize: the tokenizer to save beside the model, and what the
     # checkpoint's quantization_config records of the run (recipe, calibration, ...)
     tokenizer: Any = None
@@ -339,9 +346,13 @@ def quantize_model(
         raise LmpressError("the recipe leaves every linear layer float; nothing to quantize")
     _check_groups(model, plans)
 
-    needs_data = bool(recipe.transforms) or any(p.needs_hessian for p in plans.values())
-    if needs_data and calib_ids is None:
+    model_steps = [t for t in recipe.transforms if get_transform(t.name).scope == "model"]
+    block_steps = [t for t in recipe.transforms if get_transform(t.name).scope != "model"]
+    static_acts = any(p.scheme.act is not None and not p.scheme.act.dynamic for p in plans.values())
+    needs_data = bool(block_steps) or any(p.needs_hessian for p in plans.values())
+    if (needs_data or static_acts) and calib_ids is None:
         raise LmpressError("this recipe needs calibration data; pass calibration text")
+    model_log = {t.name: get_transform(t.name).fn(model, **t.args) for t in model_steps}
 
     packed: dict[str, PackedWeight] = {}
     errors: dict[str, float] = {}
@@ -386,17 +397,16 @@ def quantize_model(
         mods = dict(block.named_modules())
         names = [n for n in layout.linear_names[b] if layout.full_name(b, n) in plans]
         block_needs_data = needs_data and (
-            bool(recipe.transforms)
-            or any(plans[layout.full_name(b, n)].needs_hessian for n in names)
+            bool(block_steps) or any(plans[layout.full_name(b, n)].needs_hessian for n in names)
         )
         groups = (
             _input_groups(block, names, batches[0]) if block_needs_data else [[n] for n in names]
         )
-        if block_needs_data and recipe.transforms:
+        if block_needs_data and block_steps:
             schemes = {n: plans[layout.full_name(b, n)].scheme for n in names}
             # every linear, planned or kept float: a fold must rescale all readers of an input
             all_groups = _input_groups(block, layout.linear_names[b], batches[0])
-            for step in recipe.transforms:
+            for step in block_steps:
                 transform_log[b][step.name] = get_transform(step.name).fn(
                     block, batches, all_groups, schemes, **step.args
                 )
@@ -479,7 +489,16 @@ def quantize_model(
     bar.close()
     for full, p in packed.items():
         old = model.get_submodule(full)
-        _set_module(model, full, QLinear.from_packed(p, old.bias))
+        new = QLinear.from_packed(p, old.bias)
+        rotation = getattr(old, "input_rotation", None)
+        if rotation is not None:
+            attach_input_rotation(new, rotation)
+        _set_module(model, full, new)
+    if recipe.kv_cache is not None:
+        install_kv_quant(model, recipe.kv_cache)
+    input_scales = (
+        calibrate_input_scales(model, calib_ids, batch_size, progress) if static_acts else {}
+    )
     return QuantizeResult(
         model,
         packed,
@@ -489,6 +508,8 @@ def quantize_model(
         fast_blocks,
         transform_log,
         weight_errors,
+        model_transforms=model_log,
+        input_scales=input_scales,
     )
 
 

@@ -3,7 +3,8 @@
 ```yaml
 method: gptq                 # or "awq+gptq": transforms first, then the method
 transforms: [awq]            # block transforms run before quantizing (or {name: awq, grid: 10})
-scheme: w4g128
+scheme: w4g128               # may quantize activations too: w8a8, w4g128a8 (suffix a<bits>)
+kv_cache: kv8                # optional: quantized keys and values (kv8, kv4, kv4h, kvfp8)
 method_args: {damp: 0.01, act_order: true}
 overrides:
   - {pattern: "down_proj", scheme: w8}      # regex searched in the full module name
@@ -23,9 +24,10 @@ from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme, parse_scheme
 from lmpress.methods import get_method
 from lmpress.methods.base import Needs
+from lmpress.nn.kv_cache import KVScheme, parse_kv
 from lmpress.transforms import get_transform
 
-_RECIPE_KEYS = {"method", "scheme", "method_args", "overrides", "transforms"}
+_RECIPE_KEYS = {"method", "scheme", "method_args", "overrides", "transforms", "kv_cache"}
 _OVERRIDE_KEYS = {"pattern", "scheme", "method", "method_args", "skip"}
 
 
@@ -84,9 +86,12 @@ class Recipe:
     method_args: dict[str, Any] = field(default_factory=dict)
     overrides: list[Override] = field(default_factory=list)
     transforms: list[TransformStep] = field(default_factory=list)
+    kv_cache: KVScheme | None = None
 
     def __post_init__(self) -> None:
         self.scheme = parse_scheme(self.scheme)
+        if self.kv_cache is not None:
+            self.kv_cache = parse_kv(self.kv_cache)
         *prefix, self.method = str(self.method).split("+")
         # "awq+gptq": the names before the method are transforms, run in that order
         steps = [TransformStep.parse(t) for t in [*prefix, *self.transforms]]
@@ -150,6 +155,7 @@ class Recipe:
             method_args=dict(method_args),
             overrides=overrides,
             transforms=transforms,
+            kv_cache=d.get("kv_cache"),
         )
 
     @classmethod
@@ -190,6 +196,7 @@ class Recipe:
                 }
                 for o in self.overrides
             ],
+            **({"kv_cache": self.kv_cache.to_dict()} if self.kv_cache else {}),
         }
 
     def plan_for(self, name: str) -> ModulePlan | None:
@@ -226,7 +233,10 @@ class Recipe:
 
     @property
     def needs_calibration(self) -> bool:
-        if self.transforms:
+        if any(get_transform(t.name).scope != "model" for t in self.transforms):
+            return True
+        schemes = [self.scheme, *(o.scheme for o in self.overrides if o.scheme)]
+        if any(s.act is not None and not s.act.dynamic for s in schemes):
             return True
         combos = [(self.method, self.method_args)]
         for o in self.overrides:

@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from lmpress.errors import LmpressError
-from lmpress.nn.qlinear import QLinear
+from lmpress.nn.qlinear import QLinear, refuse_online_parts
 from lmpress.outputs import atomic_output
 from lmpress.registry import Limits, Registry, validate_options
 
@@ -86,6 +86,7 @@ def exportable_modules(
     """The model's quantized modules, each checked to be writable by ``exporter``: its
     format among ``formats`` and no optional component (mask, low-rank factors, ...),
     which no target format stores; anything else is refused in one line."""
+    refuse_online_parts(model, f"{exporter} export")
     mods = [(n, m) for n, m in model.named_modules() if isinstance(m, QLinear)]
     for name, m in mods:
         if m.scheme.format not in formats:

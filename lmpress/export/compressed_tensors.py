@@ -77,7 +77,7 @@ from lmpress.__version__ import __version__
 from lmpress.errors import LmpressError
 from lmpress.export.base import ExportOption, exportable_modules, register_exporter
 from lmpress.formats.scheme import Scheme
-from lmpress.nn.qlinear import QLinear
+from lmpress.nn.qlinear import QLinear, refuse_online_parts
 from lmpress.packing.int32 import pack_int32_rows
 from lmpress.packing.packed import PackedWeight
 
@@ -187,6 +187,7 @@ def ct_refusal(scheme: Scheme, in_features: int) -> str | None:
 def ct_modules(model: nn.Module) -> list[tuple[str, QLinear]]:
     """The model's quantized modules, every one checked up front to have a
     compressed-tensors layout (one line naming the first that has none)."""
+    refuse_online_parts(model, "compressed-tensors export")
     for name, m in model.named_modules():
         if isinstance(m, QLinear):
             why = ct_refusal(m.scheme, m.in_features)

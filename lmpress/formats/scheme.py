@@ -6,15 +6,20 @@ of 128 along the input dimension, ``w4gt`` one scale per tensor; see
 :mod:`lmpress.formats.integer`). The full form is a dict, e.g. ``{"bits": 4,
 "group_size": 128, "symmetric": false, "scale_dtype": "float16", "zero_format":
 "int"}``, with ``"format"`` naming a registered format (default ``int``).
+
+A scheme may also quantize the linear's input: an activation suffix (``w8a8``,
+``w4g128a8``, ``nvfp4a4``; see :mod:`lmpress.formats.activation`), or ``"act"`` in
+the dict form.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Any, Literal
 
 import torch
 
 from lmpress.errors import LmpressError
+from lmpress.formats.activation import ActScheme, act_for, split_act_suffix
 from lmpress.formats.base import FORMATS, Format
 
 Granularity = Literal["tensor", "channel", "group"]
@@ -46,6 +51,8 @@ class Scheme:
     variant: str = ""
     # rows of a 2-D block of one scale (fp8b128: 128 x group_size blocks); 0: 1 row
     block_rows: int = 0
+    # how the linear's input is quantized at run time (None: it stays float)
+    act: ActScheme | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -94,7 +101,13 @@ class Scheme:
 
     @property
     def name(self) -> str:
-        return self.fmt.scheme_name()
+        base = self.fmt.scheme_name()
+        return base + self.act.suffix(self.format) if self.act else base
+
+    @property
+    def weight_only(self) -> "Scheme":
+        """This scheme without its activation part (how the weight itself is stored)."""
+        return replace(self, act=None) if self.act else self
 
     @property
     def float_zero(self) -> bool:
@@ -103,7 +116,12 @@ class Scheme:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         # defaults are left out, so that dicts stay readable by older versions
-        for key, default in (("zero_format", "int"), ("variant", ""), ("block_rows", 0)):
+        for key, default in (
+            ("zero_format", "int"),
+            ("variant", ""),
+            ("block_rows", 0),
+            ("act", None),
+        ):
             if d[key] == default:
                 del d[key]
         return d
@@ -132,6 +150,8 @@ class Scheme:
             d["granularity"] = "group" if d["group_size"] else "channel"
         if "bits" not in d:
             raise LmpressError("a scheme needs 'bits'")
+        if d.get("act") is not None:
+            d["act"] = ActScheme.from_dict(d["act"])
         return cls(**d)
 
 
@@ -142,11 +162,28 @@ def parse_scheme(spec: "str | dict[str, Any] | Scheme") -> Scheme:
     if isinstance(spec, dict):
         return Scheme.from_dict(spec)
     text = str(spec).strip().lower()
+    scheme = _parse_weight(text)
+    if scheme is not None:
+        return scheme
+    split = split_act_suffix(text)
+    if split is not None:
+        scheme = _parse_weight(split[0])
+        if scheme is not None and split[1]["bits"] == 16 and "format" not in split[1]:
+            return scheme  # "w4a16": the usual name of weight-only quantization
+        if scheme is not None:
+            return replace(scheme, act=act_for(scheme.format, split[1]))
+    examples = "; ".join(
+        f"{n}: {FORMATS.get(n).spellings()}" for n in FORMATS.names() if FORMATS.get(n).spellings()
+    )
+    raise LmpressError(
+        f"cannot parse scheme {spec!r}; expected e.g. {examples}; any of them may end in "
+        "an activation suffix (w8a8, w4g128a8, nvfp4a4)"
+    )
+
+
+def _parse_weight(text: str) -> Scheme | None:
     for name in FORMATS.names():
         scheme = FORMATS.get(name).parse(text)
         if scheme is not None:
             return scheme
-    examples = "; ".join(
-        f"{n}: {FORMATS.get(n).spellings()}" for n in FORMATS.names() if FORMATS.get(n).spellings()
-    )
-    raise LmpressError(f"cannot parse scheme {spec!r}; expected e.g. {examples}")
+    return None

@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from lmpress.errors import LmpressError
+from lmpress.formats.activation import quantize_activation
 from lmpress.formats.scheme import Scheme
 from lmpress.kernels import KERNELS, select_kernel
 from lmpress.packing.packed import PackedWeight
@@ -51,6 +53,13 @@ class QLinear(nn.Module):
             self.register_buffer("bias", torch.zeros(out_features, device=device))
         else:
             self.bias = None
+        if scheme.act is not None and not scheme.act.dynamic:
+            self.register_buffer("input_scale", torch.ones(1, device=device))
+        else:
+            self.input_scale = None
+        self.input_rotation: nn.Module | None = None
+        # set while calibration records the largest input magnitude (static schemes)
+        self.observed_amax: float | None = None
 
     @classmethod
     def from_packed(cls, packed: PackedWeight, bias: torch.Tensor | None) -> "QLinear":
@@ -114,8 +123,43 @@ class QLinear(nn.Module):
         return self._kernel_state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_rotation is not None:
+            x = self.input_rotation(x)
+        act = self.scheme.act
+        if act is not None:
+            if self.observed_amax is not None:
+                self.observed_amax = max(self.observed_amax, float(x.detach().abs().max()))
+            if act.dynamic or self.observed_amax is None:
+                x = quantize_activation(x, act, self.input_scale)
         k, state = self.kernel()
         return k(x, state, self.bias)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, scheme={self.scheme.name}"
+
+
+def online_parts(model: nn.Module) -> list[str]:
+    """Modules that do more at run time than a weight product: quantized inputs
+    (``scheme.act``) or an online input rotation; runtimes that cannot express these
+    must refuse the model."""
+    from lmpress.nn.kv_cache import kv_scheme_of
+
+    kv = kv_scheme_of(model)
+    out = [f"the kv cache ({kv.name})"] if kv is not None else []
+    for name, m in model.named_modules():
+        if getattr(m, "input_rotation", None) is not None:
+            out.append(f"{name} (online input rotation)")
+        elif isinstance(m, QLinear) and m.scheme.act is not None:
+            out.append(f"{name} (activations {m.scheme.act.suffix(m.scheme.format)})")
+    return out
+
+
+def refuse_online_parts(model: nn.Module, who: str) -> None:
+    """Raise :class:`LmpressError` naming the first module ``who`` cannot run."""
+    parts = online_parts(model)
+    if parts:
+        more = f" and {len(parts) - 1} more" if len(parts) > 1 else ""
+        raise LmpressError(
+            f"{who} does not run quantized activations, kv caches or online rotations yet: "
+            f"{parts[0]}{more}; use a weight-only scheme, or evaluate through transformers"
+        )

@@ -23,7 +23,7 @@ from lmpress.errors import LmpressError
 from lmpress.kernels import cpu as cpu_kernels
 from lmpress.kernels import decode_ops
 from lmpress.models.families import FAMILIES, Family, family_of
-from lmpress.nn.qlinear import QLinear
+from lmpress.nn.qlinear import QLinear, refuse_online_parts
 from lmpress.runtime.projections import EXACT_HEAD_SCHEME, Proj, exact_int8, is_bfloat16
 
 
@@ -90,6 +90,7 @@ class Decoder:
             )
         if not cpu_kernels.CpuKernel().available():
             raise LmpressError("the lean decoder needs lmpress's C kernels (not built here)")
+        refuse_online_parts(model, "the lean decoder")
         self.model = model
         self.n_head = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads

@@ -1,7 +1,9 @@
-"""Block transforms applied before quantization: each transform file registers one in
-``TRANSFORMS``; ``hadamard`` holds the rotations (any size) that rotation transforms use."""
+"""Transforms applied before quantization: each transform file registers one in
+``TRANSFORMS`` (``awq`` per block; ``quarot`` registers the model-wide ``hadamard``);
+:mod:`lmpress.transforms.hadamard` builds the rotations (any size) that rotation
+transforms use, :mod:`lmpress.transforms.rotation` the parts applied online."""
 
-from lmpress.transforms import awq  # noqa: F401  (registration)
+from lmpress.transforms import awq, quarot  # noqa: F401  (registration)
 from lmpress.transforms.base import TRANSFORMS, TransformSpec, get_transform
 
 __all__ = ["TRANSFORMS", "TransformSpec", "get_transform"]

@@ -26,6 +26,10 @@ Batch = tuple[torch.Tensor, dict]
 class TransformSpec:
     """``fn(block, batches, groups, schemes, **options) -> dict`` (a summary for the log).
 
+    A ``scope="model"`` transform is ``fn(model, **options) -> dict`` instead: it rewrites
+    the whole float model (a rotation of the residual stream touches the embedding, every
+    block and the head) once, before calibration inputs are captured.
+
     ``groups`` lists the block's linears (names relative to the block) grouped by
     shared input, in execution order; ``schemes`` maps each planned linear to its
     scheme (linears left float are absent).
@@ -36,6 +40,7 @@ class TransformSpec:
     limits: Limits = field(default_factory=dict)
     # the format operations it uses on the planned schemes (as methods declare theirs)
     format_ops: tuple[str, ...] = ()
+    scope: str = "block"
 
     def options(self, given: dict[str, Any] | None, name: str) -> dict[str, Any]:
         return validate_options(given, self.defaults, self.limits, f"transform {name!r}")
@@ -48,13 +53,16 @@ class TransformSpec:
 TRANSFORMS: Registry[TransformSpec] = Registry("transform")
 
 
-def register_transform(name: str, format_ops: tuple[str, ...], limits: Limits | None = None):
-    """Register ``fn(block, batches, groups, schemes, **options)``; its options are its
-    keyword defaults."""
+def register_transform(
+    name: str, format_ops: tuple[str, ...], limits: Limits | None = None, scope: str = "block"
+):
+    """Register ``fn(block, batches, groups, schemes, **options)`` (``scope="model"``:
+    ``fn(model, **options)``); its options are its keyword defaults."""
+    positional = ("model",) if scope == "model" else ("block", "batches", "groups", "schemes")
 
     def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        defaults = keyword_defaults(fn, ("block", "batches", "groups", "schemes"))
-        TRANSFORMS.register(name)(TransformSpec(fn, defaults, limits or {}, format_ops))
+        defaults = keyword_defaults(fn, positional)
+        TRANSFORMS.register(name)(TransformSpec(fn, defaults, limits or {}, format_ops, scope))
         return fn
 
     return deco

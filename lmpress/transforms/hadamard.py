@@ -133,8 +133,9 @@ def is_hadamard(n: int) -> bool:
     return all(f.kind != "orthogonal" for f in rotation_factors(n))
 
 
+@cache
 def _factor_matrix(f: Factor, seed: int) -> torch.Tensor:
-    """Orthonormal ``[order, order]`` float64 for one factor."""
+    """Orthonormal ``[order, order]`` float64 for one factor (cached: never modify it)."""
     if f.kind == "sylvester":
         return sylvester(f.order) / f.order**0.5
     if f.kind == "paley":
@@ -159,10 +160,10 @@ def random_signs(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 2, (n,), generator=g).to(torch.float64) * 2 - 1
 
 
-def rotate(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """``x @ rotation_matrix(n, seed)`` over the last dimension of ``x [..., n]`` through the
-    Kronecker factors (one small product per factor instead of an ``n x n`` one), in
-    ``x``'s dtype."""
+def rotate(x: torch.Tensor, n: int, seed: int = 0, transpose: bool = False) -> torch.Tensor:
+    """``x @ rotation_matrix(n, seed)`` (``transpose``: ``x @ rotation_matrix(n, seed).T``,
+    the inverse) over the last dimension of ``x [..., n]`` through the Kronecker factors
+    (one small product per factor instead of an ``n x n`` one), in ``x``'s dtype."""
     if x.shape[-1] != n:
         raise ValueError(f"rotate: the last dimension is {x.shape[-1]}, not {n}")
     factors = rotation_factors(n)
@@ -170,5 +171,6 @@ def rotate(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     y = x.reshape(-1, *(f.order for f in factors))
     for axis, f in enumerate(factors, start=1):
         m = _factor_matrix(f, seed).to(x.dtype)
+        m = m.T if transpose else m
         y = torch.tensordot(y, m, dims=([axis], [0])).movedim(-1, axis)
     return y.reshape(*lead, n)
