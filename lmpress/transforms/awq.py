@@ -29,8 +29,9 @@ from torch import nn
 
 from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme
-from lmpress.models.arch import is_linear, linear_weight
+from lmpress.models.arch import linear_weight
 from lmpress.transforms.base import Batch, register_transform, run_block, slice_batch
+from lmpress.transforms.fold import fold_scale, producers, same_function, snapshot
 
 
 def scale_candidates(act_rms: torch.Tensor, grid: int) -> list[tuple[float, torch.Tensor]]:
@@ -69,96 +70,6 @@ def search_scale(
             best = (err, alpha, s)
     assert best is not None
     return best[1], best[2]
-
-
-def _producers(block: nn.Module, batch: Batch, groups: list[list[str]]) -> dict[str, list[str]]:
-    """Per group (by its first linear): modules that may absorb ``1/s``, most likely first.
-
-    The module whose output *is* the group's input comes first; then the linears
-    that ran before the group and whose output width matches its input, nearest
-    first (e.g. ``up_proj``, whose output is multiplied into ``down_proj``'s input).
-    Wrong guesses are caught by the caller's before/after check.
-    """
-    mods = dict(block.named_modules())
-    outputs: list[tuple[str, torch.Tensor]] = []
-    inputs: dict[str, torch.Tensor] = {}
-
-    def keep_output(name: str, out) -> None:
-        if torch.is_tensor(out):
-            outputs.append((name, out))
-
-    def keep_input(name: str, args) -> None:
-        inputs.setdefault(name, args[0])
-
-    handles = [
-        m.register_forward_hook(lambda _m, _a, out, n=name: keep_output(n, out))
-        for name, m in mods.items()
-        if name and (is_linear(m) or _norm_weight(m) is not None)
-    ]
-    handles += [
-        mods[g[0]].register_forward_pre_hook(lambda _m, a, n=g[0]: keep_input(n, a)) for g in groups
-    ]
-    try:
-        run_block(block, batch)
-    finally:
-        for h in handles:
-            h.remove()
-    order = [n for n, _ in outputs]
-    found: dict[str, list[str]] = {}
-    for g in groups:
-        x = inputs.get(g[0])
-        if x is None or g[0] not in order:
-            found[g[0]] = []
-            continue
-        exact = [n for n, o in outputs if o is x]
-        earlier = [
-            n
-            for n, o in outputs[: order.index(g[0])]
-            if is_linear(mods[n]) and n not in g and n not in exact and o.shape[-1] == x.shape[-1]
-        ]
-        found[g[0]] = list(dict.fromkeys(exact + earlier[::-1]))
-    return found
-
-
-def _norm_weight(m: nn.Module) -> torch.Tensor | None:
-    """The elementwise weight of a norm-like module (LayerNorm, RMSNorm), else None."""
-    w = getattr(m, "weight", None)
-    if is_linear(m) or not isinstance(w, torch.Tensor) or w.dim() != 1:
-        return None
-    return w
-
-
-def _fold(producer: nn.Module, linears: list[nn.Module], s: torch.Tensor) -> None:
-    """Divide the producer's output channels by ``s``; multiply the linears' inputs by ``s``."""
-    bias = getattr(producer, "bias", None)
-    if is_linear(producer):
-        w = linear_weight(producer)
-        w.copy_(w / s.to(w.dtype).unsqueeze(1))
-    else:
-        producer.weight.copy_(producer.weight / s.to(producer.weight.dtype))
-    if isinstance(bias, torch.Tensor):
-        bias.copy_(bias / s.to(bias.dtype))
-    for m in linears:
-        w = linear_weight(m)
-        w.copy_(w * s.to(w.dtype))
-
-
-def _same_function(
-    out: torch.Tensor, ref: torch.Tensor, h: torch.Tensor, tol: float = 1e-4
-) -> bool:
-    """Whether a fold left the block's output unchanged up to float rounding.
-
-    Measured on what the block adds to its input (``ref - h``), not on the output
-    itself: residual streams carry huge values in a few channels, against which a
-    wrong fold that changes attention a little would look like rounding.
-    """
-    own = (ref - h).to(torch.float32)
-    diff = (out - ref).to(torch.float32)
-    return bool(diff.norm() <= tol * own.norm().clamp_min(1e-30))
-
-
-def _snapshot(mods: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
-    return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in mods]
 
 
 @register_transform(
@@ -219,13 +130,13 @@ def awq(
 
     probe = slice_batch(batches[0], 1)
     reference = run_block(block, probe)
-    producers = _producers(block, probe, groups)
+    sources = producers(block, probe, groups)
     chosen: dict[str, float] = {}
     for g in groups:
         f = g[0]
         if counts[f] == 0:
             continue
-        if not producers[f]:
+        if not sources[f]:
             chosen[",".join(g)] = "no fold found"
             continue
         H = grams[f] / counts[f]
@@ -236,12 +147,12 @@ def awq(
         if alpha == 0.0:
             chosen[",".join(g)] = 0.0
             continue
-        for p in producers[f]:
+        for p in sources[f]:
             touched = [mods[p]] + [mods[n] for n in g]
-            saved = _snapshot(touched)
-            _fold(mods[p], [mods[n] for n in g], s)
+            saved = snapshot(touched)
+            fold_scale(mods[p], [mods[n] for n in g], s)
             out = run_block(block, probe)
-            if _same_function(out, reference, probe[0]):
+            if same_function(out, reference, probe[0]):
                 chosen[",".join(g)] = alpha
                 break
             for m, sd in zip(touched, saved, strict=True):
