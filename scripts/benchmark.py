@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # the page's renderers sit beside this script (its folder is on sys.path when run)
+from benchmark_activations import ACT_CELLS, split_cell  # noqa: E402
 from benchmark_evaluation import render_evaluation  # noqa: E402
 from benchmark_formats import FORMAT_CELLS  # noqa: E402
 from benchmark_history import history_lines, measurements  # noqa: E402
@@ -109,6 +110,13 @@ def variant_args(label: str, scheme: str) -> list[str]:
         return ["--preset", label.split(":", 1)[1]]
     if label.startswith("hqq:fz"):
         return [*VARIANTS[label], "--scheme", asym(scheme) + ":fz"]
+    from lmpress.formats.scheme import parse_scheme
+
+    weights, kv = split_cell(scheme)
+    if kv is not None or parse_scheme(weights).act is not None:
+        # activation cells (issue 24) are spelled exactly: w4sa4, w8sa8/kv4
+        kv_args = ["--kv-cache", kv] if kv else []
+        return [*VARIANTS.get(label, ["--method", label]), "--scheme", weights, *kv_args]
     return [*VARIANTS.get(label, ["--method", label]), "--scheme", asym(scheme)]
 
 
@@ -335,6 +343,11 @@ def main() -> None:
         default=",".join(f"{m}@{s}" for m, s in FORMAT_CELLS),
         help="issue 23's cells, METHOD@SCHEME[,...] ('' for none)",
     )
+    ap.add_argument(
+        "--activations",
+        default=",".join(f"{m}@{s}" for m, s in ACT_CELLS),
+        help="issue 24's cells, METHOD@SCHEME[/KV][,...] ('' for none)",
+    )
     ap.add_argument("--no-presets", action="store_true", help="skip the preset cells")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results")
     ap.add_argument(
@@ -429,6 +442,7 @@ def main() -> None:
     grid += grid2
     grid += [(m, s) for s in a.schemes_3.split(",") if s for m in a.methods_3.split(",") if m]
     grid += [tuple(c.split("@")) for c in a.formats.split(",") if c]
+    grid += [tuple(c.split("@")) for c in a.activations.split(",") if c]
     grid += [tuple(c.split("|")[:2]) for c in remeasure if c != ref_cell]
     for method, scheme in dict.fromkeys(grid):
         cell = f"{method}|{scheme}|{protocol}"

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import torch
+from benchmark_activations import ACT_CELLS, activations_section
 from benchmark_anchors import rtn_anchor_lines
 from benchmark_bars import rtn_gptq_bars
 from benchmark_formats import formats_section
@@ -28,8 +29,10 @@ def render(done: dict[str, dict], protocol: str, args: argparse.Namespace) -> st
     ``protocol``; ``args``: the benchmark's parsed flags (protocol figures, ``out``)."""
     ref = next(r for r in done.values() if r["method"] == "float")
     rows = [r for r in done.values() if r["method"] not in ("float", "noise-floor")]
+    act_schemes = {s for _, s in ACT_CELLS}
     noise = {r["scheme"]: r for r in done.values() if r["method"] == "noise-floor"}
-    schemes = list(dict.fromkeys(r["scheme"] for r in rows))
+    # the activation cells have their own section
+    schemes = list(dict.fromkeys(r["scheme"] for r in rows if r["scheme"] not in act_schemes))
     by = {(r["method"], r["scheme"]): r for r in rows}
 
     lines = [
@@ -75,6 +78,7 @@ def render(done: dict[str, dict], protocol: str, args: argparse.Namespace) -> st
     for g in grid_runs:
         g["current"] = g.get("kernel_source") == source_digest()
     lines += formats_section(ref, by, grid_runs)
+    lines += activations_section(ref, by)
     return "\n".join(lines) + "\n"
 
 
