@@ -456,7 +456,7 @@ def main() -> None:
             append_result(results_path, row)
             done[cell] = row
             continue
-        out = work / f"{method.replace(':', '-')}-{scheme}"
+        out = work / f"{method.replace(':', '-')}-{scheme.replace('/', '-')}"
         qcmd = [
             sys.executable,
             "-m",
