@@ -53,8 +53,9 @@ def split_cell(scheme: str) -> tuple[str, str | None]:
     return w, kv or None
 
 
-def activations_section(ref: dict, by: dict) -> list[str]:
-    """The section's markdown lines from the recorded cells ``by[(method, scheme)]``."""
+def activations_section(ref: dict, by: dict, vllm: dict | None = None) -> list[str]:
+    """The section's markdown lines from the recorded cells ``by[(method, scheme)]`` and
+    vLLM's agreement run (``benchmarks/vllm_agreement.json``, if made)."""
     if not any(c in by for c in ACT_CELLS):
         return []
     lines = [
@@ -95,7 +96,7 @@ def activations_section(ref: dict, by: dict) -> list[str]:
     schemes = list(dict.fromkeys(s for _, s in ACT_CELLS))
     lines += command_lines(by, schemes, ACT_METHODS)
     lines += ["", "### Bars", ""]
-    lines += activation_bars(ref, by)
+    lines += activation_bars(ref, by, vllm)
     return lines
 
 
@@ -103,7 +104,7 @@ def _verdict(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
 
 
-def activation_bars(ref: dict, by: dict) -> list[str]:
+def activation_bars(ref: dict, by: dict, vllm: dict | None = None) -> list[str]:
     """Issue 24's bars, each with the figures that decide it."""
     out = []
     w8 = by.get(("rtn", "w8sa8"))
@@ -138,9 +139,17 @@ def activation_bars(ref: dict, by: dict) -> list[str]:
             f"- SmoothQuant at W6A6: {fmt_ppl(sq['ppl'])} against {fmt_ppl(no['ppl'])} without "
             f"smoothing (bar: lower): {_verdict(sq['ppl'] < no['ppl'])}"
         )
-    out.append(
-        "- vLLM runs the W8A8 export and agrees on 95% of next tokens: **not measured** (the "
-        "compressed-tensors W8A8 export is not written yet; exporters refuse quantized "
-        "activations with that reason)"
-    )
+    if vllm:
+        out.append(
+            f"- vLLM (CPU build, {vllm['vllm_dtype']}) runs the {vllm['scheme']} "
+            f"{vllm['method']} export and ranks lmpress's next token first at "
+            f"{100 * vllm['agreement']:.1f}% of {vllm['positions']} teacher-forced WikiText-2 "
+            f"positions (bar: 95%): {_verdict(vllm['agreement'] >= 0.95)} "
+            f"(`{vllm['command']}`, {vllm['cpu']}, {vllm['date']})"
+        )
+    else:
+        out.append(
+            "- vLLM agrees with lmpress on 95% of next tokens of the W8A8 export: **not "
+            "measured yet** (`python scripts/vllm_agreement.py`)"
+        )
     return out

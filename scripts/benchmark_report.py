@@ -78,7 +78,9 @@ def render(done: dict[str, dict], protocol: str, args: argparse.Namespace) -> st
     for g in grid_runs:
         g["current"] = g.get("kernel_source") == source_digest()
     lines += formats_section(ref, by, grid_runs)
-    lines += activations_section(ref, by)
+    agreement = Path(__file__).resolve().parents[1] / "benchmarks" / "vllm_agreement.json"
+    vllm = json.loads(agreement.read_text()) if agreement.is_file() else None
+    lines += activations_section(ref, by, vllm)
     return "\n".join(lines) + "\n"
 
 

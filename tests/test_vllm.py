@@ -30,7 +30,7 @@ from lmpress.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("LMPRESS_VLLM_VENV", REPO / ".venv-vllm"))
-SCHEMES = ["w4g128", "w8", "fp8", "nvfp4", "mxfp4"]
+SCHEMES = ["w4g128", "w8", "fp8", "nvfp4", "mxfp4", "w8sa8", "fp8a8"]
 PROMPT = [1, 5, 9, 13, 17, 21]
 NEW_TOKENS = 4
 
@@ -48,6 +48,8 @@ VLLM_SCHEME = {
     "fp8": "w8a16_fp8",
     "nvfp4": "w4a4_nvfp4",
     "mxfp4": "w4a4_mxfp4",
+    "w8sa8": "w8a8_int8",
+    "fp8a8": "w8a8_fp8",
 }
 SCHEME_FILE = re.compile(r"compressed_tensors/schemes/compressed_tensors_(\w+)\.py")
 

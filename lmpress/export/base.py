@@ -81,12 +81,16 @@ class ExporterSpec:
 
 
 def exportable_modules(
-    model: nn.Module, exporter: str, formats: tuple[str, ...] = ("int",)
+    model: nn.Module,
+    exporter: str,
+    formats: tuple[str, ...] = ("int",),
+    activations: bool = False,
 ) -> list[tuple[str, QLinear]]:
     """The model's quantized modules, each checked to be writable by ``exporter``: its
     format among ``formats`` and no optional component (mask, low-rank factors, ...),
-    which no target format stores; anything else is refused in one line."""
-    refuse_online_parts(model, f"{exporter} export")
+    which no target format stores; anything else is refused in one line.
+    ``activations``: the exporter checks quantized activations itself."""
+    refuse_online_parts(model, f"{exporter} export", activations=not activations)
     mods = [(n, m) for n, m in model.named_modules() if isinstance(m, QLinear)]
     for name, m in mods:
         if m.scheme.format not in formats:

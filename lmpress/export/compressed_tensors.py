@@ -1,7 +1,8 @@
 """Export to compressed-tensors (vLLM, SGLang, transformers) and GPTQ.
 
 Integer schemes are written ``pack-quantized``; the float formats (FP8, NVFP4, MX) in
-the layouts compressed-tensors has for them (below).
+the layouts compressed-tensors has for them (below); W8A8 int8 and FP8 with quantized
+activations as :mod:`lmpress.export.ct_activations` describes.
 
 compressed-tensors stores per linear ``weight_packed`` (int32, codes packed along
 the input dimension as one little-endian bit stream per row), ``weight_scale``
@@ -76,6 +77,7 @@ from tqdm import tqdm
 from lmpress.__version__ import __version__
 from lmpress.errors import LmpressError
 from lmpress.export.base import ExportOption, exportable_modules, register_exporter
+from lmpress.export.ct_activations import ct_input_args, ct_int8_tensors
 from lmpress.formats.scheme import Scheme
 from lmpress.nn.qlinear import QLinear, refuse_online_parts
 from lmpress.packing.int32 import pack_int32_rows
@@ -187,13 +189,14 @@ def ct_refusal(scheme: Scheme, in_features: int) -> str | None:
 def ct_modules(model: nn.Module) -> list[tuple[str, QLinear]]:
     """The model's quantized modules, every one checked up front to have a
     compressed-tensors layout (one line naming the first that has none)."""
-    refuse_online_parts(model, "compressed-tensors export")
+    refuse_online_parts(model, "compressed-tensors export", activations=False)
     for name, m in model.named_modules():
         if isinstance(m, QLinear):
             why = ct_refusal(m.scheme, m.in_features)
             if why:
                 raise LmpressError(f"compressed-tensors export: {name}: {why}")
-    return quantized_modules(model, "compressed-tensors", CT_FORMATS)
+            ct_input_args(m.scheme)  # raises for activations it has no form of
+    return quantized_modules(model, "compressed-tensors", CT_FORMATS, activations=True)
 
 
 def _float_args(bits: int, strategy: str, group: int | None = None, **extra: Any) -> dict:
@@ -248,7 +251,7 @@ def ct_float_tensors(packed: PackedWeight) -> tuple[dict[str, torch.Tensor], dic
 
 
 # layouts whose quantized weight is stored as "weight", like a float module's
-_DENSE_NAMED = ("float-quantized", "mxfp8-quantized")
+_DENSE_NAMED = ("float-quantized", "mxfp8-quantized", "int-quantized")
 
 # fused in vLLM as one layer with one NVFP4 tensor scale (it takes their maximum)
 _FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
@@ -271,9 +274,9 @@ def unshared_global_scales(qmods: list[tuple[str, QLinear]]) -> list[str]:
 
 
 def quantized_modules(
-    model: nn.Module, fmt: str, formats: tuple[str, ...] = ("int",)
+    model: nn.Module, fmt: str, formats: tuple[str, ...] = ("int",), activations: bool = False
 ) -> list[tuple[str, QLinear]]:
-    mods = exportable_modules(model, fmt, formats)
+    mods = exportable_modules(model, fmt, formats, activations)
     if not mods:
         raise LmpressError(
             f"{fmt} export needs a quantized model; quantize it first (lmpress quantize)"
@@ -325,7 +328,15 @@ def export_compressed_tensors(
             state[name + ".weight"] = packed.dequantize()
             dense.append(name)
             continue
-        if packed.scheme.format == "int":
+        inputs = ct_input_args(packed.scheme)
+        if inputs is not None and not inputs["dynamic"]:
+            state[name + ".input_scale"] = m.input_scale.detach().float().reshape(1).clone()
+        if packed.scheme.format == "int" and inputs is not None:
+            sdt = packed.scheme.torch_scale_dtype if scale_dtype == "native" else torch.float32
+            t, args = ct_int8_tensors(packed, sdt)
+            fmt = "int-quantized"
+            written[name] = f"w8a8 int8 {inputs['strategy']}"
+        elif packed.scheme.format == "int":
             g = ct_group_size(packed.scheme, widths[packed.scheme])
             t, args = ct_tensors(packed, scale_dtype, g)
             fmt = "pack-quantized"
@@ -334,8 +345,8 @@ def export_compressed_tensors(
             t, args, fmt = ct_float_tensors(packed)
             written[name] = f"{packed.scheme.name} {fmt} {args['strategy']}"
         state.update({f"{name}.{k}": v for k, v in t.items()})
-        key = json.dumps([args, fmt], sort_keys=True)
-        groups.setdefault(key, {"targets": [], "weights": args, "format": fmt})
+        key = json.dumps([args, fmt, inputs], sort_keys=True)
+        groups.setdefault(key, {"targets": [], "weights": args, "format": fmt, "inputs": inputs})
         groups[key]["targets"].append(name)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     ignore = sorted(set(linears) | set(dense))
@@ -353,7 +364,7 @@ def export_compressed_tensors(
         config_groups[f"group_{i}"] = {
             "targets": targets,
             "weights": g["weights"],
-            "input_activations": None,
+            "input_activations": g["inputs"],
             "output_activations": None,
             "format": g["format"],
         }

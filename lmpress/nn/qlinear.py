@@ -138,10 +138,11 @@ class QLinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, scheme={self.scheme.name}"
 
 
-def online_parts(model: nn.Module) -> list[str]:
+def online_parts(model: nn.Module, activations: bool = True) -> list[str]:
     """Modules that do more at run time than a weight product: quantized inputs
-    (``scheme.act``) or an online input rotation; runtimes that cannot express these
-    must refuse the model."""
+    (``scheme.act``; left out with ``activations=False``, for a caller that checks them
+    itself), a quantized kv cache or an online input rotation; runtimes that cannot
+    express these must refuse the model."""
     from lmpress.nn.kv_cache import kv_scheme_of
 
     kv = kv_scheme_of(model)
@@ -149,14 +150,15 @@ def online_parts(model: nn.Module) -> list[str]:
     for name, m in model.named_modules():
         if getattr(m, "input_rotation", None) is not None:
             out.append(f"{name} (online input rotation)")
-        elif isinstance(m, QLinear) and m.scheme.act is not None:
+        elif activations and isinstance(m, QLinear) and m.scheme.act is not None:
             out.append(f"{name} (activations {m.scheme.act.suffix(m.scheme.format)})")
     return out
 
 
-def refuse_online_parts(model: nn.Module, who: str) -> None:
-    """Raise :class:`LmpressError` naming the first module ``who`` cannot run."""
-    parts = online_parts(model)
+def refuse_online_parts(model: nn.Module, who: str, activations: bool = True) -> None:
+    """Raise :class:`LmpressError` naming the first module ``who`` cannot run
+    (``activations=False``: ``who`` checks quantized activations itself)."""
+    parts = online_parts(model, activations)
     if parts:
         more = f" and {len(parts) - 1} more" if len(parts) > 1 else ""
         raise LmpressError(
