@@ -145,3 +145,15 @@ sys.path.insert(0, str(REPO / "tests"))
 # The benchmark page's renderers and helpers live in scripts/, outside the package;
 # appended, so that nothing there can shadow an installed module.
 sys.path.append(str(REPO / "scripts"))
+
+
+def first_block(model, ids):
+    """``(block, batches, groups, names)`` of a model's first decoder block: its captured
+    calibration inputs for ``ids``, its linears grouped by shared input, their names."""
+    from lmpress.models.arch import find_layout
+    from lmpress.pipeline import _capture_block_inputs, _input_groups
+
+    layout = find_layout(model)
+    batches = _capture_block_inputs(model, layout, ids, 4)
+    names = layout.linear_names[0]
+    return layout.blocks[0], batches, _input_groups(layout.blocks[0], names, batches[0]), names

@@ -3,11 +3,10 @@ quantized output error drops; the recipe spelling runs end to end."""
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import first_block, tiny_model
 
 from lmpress.formats.scheme import parse_scheme
-from lmpress.models.arch import find_layout
-from lmpress.pipeline import _capture_block_inputs, _input_groups, quantize_model
+from lmpress.pipeline import quantize_model
 from lmpress.recipe import Recipe
 from lmpress.transforms.smoothquant import (
     quantized_group_error,
@@ -38,11 +37,7 @@ def test_fold_keeps_the_float_function_and_lowers_the_error(family):
     ids = torch.randint(0, 512, (4, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(ids).logits
-    layout = find_layout(model)
-    batches = _capture_block_inputs(model, layout, ids, 4)
-    block = layout.blocks[0]
-    names = layout.linear_names[0]
-    groups = _input_groups(block, names, batches[0])
+    block, batches, groups, names = first_block(model, ids)
     schemes = {n: parse_scheme("w6a6") for n in names}
     first = groups[0]
     mods = dict(block.named_modules())

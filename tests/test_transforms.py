@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import first_block, tiny_model
 
 import lmpress
 from lmpress.checkpoint import save_checkpoint
@@ -31,14 +31,7 @@ def test_awq_fold_keeps_the_float_function(family):
     ids = torch.randint(0, 512, (4, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(ids).logits
-    from lmpress.models.arch import find_layout
-    from lmpress.pipeline import _capture_block_inputs, _input_groups
-
-    layout = find_layout(model)
-    batches = _capture_block_inputs(model, layout, ids, 4)
-    block = layout.blocks[0]
-    names = layout.linear_names[0]
-    groups = _input_groups(block, names, batches[0])
+    block, batches, groups, names = first_block(model, ids)
     before = {k: v.clone() for k, v in block.state_dict().items()}
     chosen = awq(block, batches, groups, {n: parse_scheme("w3g16") for n in names})
     assert any(a > 0 for a in chosen.values()), chosen  # something was scaled

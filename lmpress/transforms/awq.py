@@ -31,7 +31,7 @@ from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme
 from lmpress.models.arch import linear_weight
 from lmpress.transforms.base import Batch, register_transform, run_block, slice_batch
-from lmpress.transforms.fold import fold_scale, producers, same_function, snapshot
+from lmpress.transforms.fold import fold_first_that_keeps, producers
 
 
 def scale_candidates(act_rms: torch.Tensor, grid: int) -> list[tuple[float, torch.Tensor]]:
@@ -147,14 +147,6 @@ def awq(
         if alpha == 0.0:
             chosen[",".join(g)] = 0.0
             continue
-        for p in sources[f]:
-            touched = [mods[p]] + [mods[n] for n in g]
-            saved = snapshot(touched)
-            fold_scale(mods[p], [mods[n] for n in g], s)
-            out = run_block(block, probe)
-            if same_function(out, reference, probe[0]):
-                chosen[",".join(g)] = alpha
-                break
-            for m, sd in zip(touched, saved, strict=True):
-                m.load_state_dict(sd)
+        if fold_first_that_keeps(block, probe, reference, sources[f], g, s) is not None:
+            chosen[",".join(g)] = alpha
     return chosen

@@ -100,3 +100,27 @@ def same_function(out: torch.Tensor, ref: torch.Tensor, h: torch.Tensor, tol: fl
 
 def snapshot(mods: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in mods]
+
+
+def fold_first_that_keeps(
+    block: nn.Module,
+    probe: Batch,
+    reference: torch.Tensor,
+    candidates: list[str],
+    group: list[str],
+    s: torch.Tensor,
+) -> str | None:
+    """Fold ``s`` into the first of ``candidates`` (module names in ``block``) for which
+    the block's output on ``probe`` stays ``reference``; undo each fold that does not.
+    Returns the producer used, or None (the block is then as it was)."""
+    mods = dict(block.named_modules())
+    readers = [mods[n] for n in group]
+    for p in candidates:
+        touched = [mods[p], *readers]
+        saved = snapshot(touched)
+        fold_scale(mods[p], readers, s)
+        if same_function(run_block(block, probe), reference, probe[0]):
+            return p
+        for m, sd in zip(touched, saved, strict=True):
+            m.load_state_dict(sd)
+    return None

@@ -21,7 +21,7 @@ from lmpress.formats.activation import quantize_activation
 from lmpress.formats.scheme import Scheme
 from lmpress.models.arch import linear_weight
 from lmpress.transforms.base import Batch, register_transform, run_block, slice_batch
-from lmpress.transforms.fold import fold_scale, producers, same_function, snapshot
+from lmpress.transforms.fold import fold_first_that_keeps, producers
 
 
 def smoothing_scale(act_max: torch.Tensor, w_max: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -118,13 +118,6 @@ def smoothquant(
         if s is None:
             continue
         chosen[key] = "no fold found"
-        for p in sources[f]:
-            touched = [mods[p]] + [mods[n] for n in g]
-            saved = snapshot(touched)
-            fold_scale(mods[p], [mods[n] for n in g], s)
-            if same_function(run_block(block, probe), reference, probe[0]):
-                chosen[key] = alpha
-                break
-            for m, sd in zip(touched, saved, strict=True):
-                m.load_state_dict(sd)
+        if fold_first_that_keeps(block, probe, reference, sources[f], g, s) is not None:
+            chosen[key] = alpha
     return chosen
