@@ -350,9 +350,13 @@ def quantize_model(
     block_steps = [t for t in recipe.transforms if get_transform(t.name).scope != "model"]
     static_acts = any(p.scheme.act is not None and not p.scheme.act.dynamic for p in plans.values())
     needs_data = bool(block_steps) or any(p.needs_hessian for p in plans.values())
-    if (needs_data or static_acts) and calib_ids is None:
+    model_data = any(get_transform(t.name).needs_data for t in model_steps)
+    if (needs_data or static_acts or model_data) and calib_ids is None:
         raise LmpressError("this recipe needs calibration data; pass calibration text")
-    model_log = {t.name: get_transform(t.name).fn(model, **t.args) for t in model_steps}
+    planned = {n: p.scheme for n, p in plans.items()}
+    model_log = {
+        t.name: get_transform(t.name).fn(model, calib_ids, planned, **t.args) for t in model_steps
+    }
 
     packed: dict[str, PackedWeight] = {}
     errors: dict[str, float] = {}

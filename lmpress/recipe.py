@@ -233,7 +233,7 @@ class Recipe:
 
     @property
     def needs_calibration(self) -> bool:
-        if any(get_transform(t.name).scope != "model" for t in self.transforms):
+        if any(get_transform(t.name).needs_data for t in self.transforms):
             return True
         schemes = [self.scheme, *(o.scheme for o in self.overrides if o.scheme)]
         if any(s.act is not None and not s.act.dynamic for s in schemes):

@@ -39,7 +39,7 @@ def test_rotation_keeps_the_float_function(family, tied):
     ids = torch.randint(0, 512, (2, 40))
     with torch.no_grad():
         ref = m(ids).logits
-        info = hadamard(m, seed=3)
+        info = hadamard(m, None, {}, seed=3)
         out = m(ids).logits
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     assert info["tied_head_online"] == tied
@@ -61,7 +61,7 @@ def test_rotation_matrix_is_orthogonal_and_applies_like_forward():
 @pytest.mark.parametrize("family", ["gpt2", "opt"])
 def test_other_families_are_refused(family):
     with pytest.raises(LmpressError, match="RMSNorm families"):
-        hadamard(tiny_model(family))
+        hadamard(tiny_model(family), None, {})
 
 
 def test_hadamard_then_gptq_saves_and_loads(tmp_path):
@@ -134,3 +134,64 @@ def test_rotation_rescues_w4a4_on_the_real_model(smollm2):
         quantize_model(m, Recipe(method=method, scheme="w4a4"), cal, progress=False)
         ppl[method] = evaluate_perplexity(m, ids, 512, 2, progress=False).ppl
     assert ppl["hadamard+rtn"] * 5 < ppl["rtn"], ppl
+
+
+def test_cayley_step_stays_orthogonal_and_descends():
+    """On f(Q) = ||Q - T||^2 for an orthogonal target T, Cayley steps stay on the
+    orthogonal group and move toward T."""
+    from lmpress.transforms.spinquant import cayley_step
+
+    torch.manual_seed(0)
+    t, _ = torch.linalg.qr(torch.randn(12, 12, dtype=torch.float64))
+    q = torch.eye(12, dtype=torch.float64)
+    dist = [float((q - t).norm())]
+    for _ in range(30):
+        q = cayley_step(q, 2 * (q - t), 0.2)
+        dist.append(float((q - t).norm()))
+    torch.testing.assert_close(q @ q.T, torch.eye(12, dtype=torch.float64))
+    assert dist[-1] < 0.5 * dist[0]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_spinquant_keeps_the_function_and_round_trips(tmp_path, tied):
+    m = _perturbed("llama", tied)
+    ids = torch.randint(0, 512, (8, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = m(ids[:2]).logits
+    recipe = Recipe(
+        method="rtn", scheme="w4sa4", transforms=[{"name": "spinquant", "steps": 4, "seq_len": 32}]
+    )
+    assert recipe.needs_calibration
+    with pytest.raises(LmpressError, match="calibration"):
+        quantize_model(copy.deepcopy(m), recipe, None, progress=False)
+    float_copy = copy.deepcopy(m)
+    from lmpress.transforms.spinquant import spinquant
+
+    info = spinquant(float_copy, ids, {}, steps=4, seq_len=32)
+    assert all(0 < info[k] < 20 for k in ("loss_first", "loss_last", "loss_min"))
+    with torch.no_grad():
+        torch.testing.assert_close(float_copy(ids[:2]).logits, ref, rtol=1e-4, atol=1e-4)
+    quantize_model(m, recipe, ids, progress=False)
+    assert (online_rotations(m).get("lm_head", {}).get("kind") == "dense") is tied
+    save_checkpoint(m, None, tmp_path / "ck")
+    back, _ = load_checkpoint(tmp_path / "ck", with_tokenizer=False)
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids[:2]).logits, m(ids[:2]).logits)
+
+
+@pytest.mark.heavy
+@needs_smollm2
+@needs_data
+def test_learned_rotation_beats_hadamard_on_the_real_model(smollm2):
+    from lmpress.calibration import calibration_ids
+    from lmpress.eval.perplexity import eval_ids, evaluate_perplexity
+
+    ids = eval_ids(smollm2.tokenizer, "wikitext2")
+    cal = calibration_ids(smollm2.tokenizer, "wikitext2", 64, 256, 0)
+    ppl = {}
+    for name, steps in (("hadamard", {}), ("spinquant", {"steps": 30})):
+        m = copy.deepcopy(smollm2.model)
+        recipe = Recipe(method="rtn", scheme="w4sa4", transforms=[{"name": name, **steps}])
+        quantize_model(m, recipe, cal, progress=False)
+        ppl[name] = evaluate_perplexity(m, ids, 512, 4, progress=False).ppl
+    assert ppl["spinquant"] < ppl["hadamard"], ppl

@@ -26,9 +26,11 @@ Batch = tuple[torch.Tensor, dict]
 class TransformSpec:
     """``fn(block, batches, groups, schemes, **options) -> dict`` (a summary for the log).
 
-    A ``scope="model"`` transform is ``fn(model, **options) -> dict`` instead: it rewrites
-    the whole float model (a rotation of the residual stream touches the embedding, every
-    block and the head) once, before calibration inputs are captured.
+    A ``scope="model"`` transform is ``fn(model, calib_ids, schemes, **options) -> dict``
+    instead (``calib_ids`` int64 ``[n, seq]`` or None, ``schemes`` by full module name):
+    it rewrites the whole float model (a rotation of the residual stream touches the
+    embedding, every block and the head) once, before calibration inputs are captured.
+    ``needs_data``: whether it needs calibration data.
 
     ``groups`` lists the block's linears (names relative to the block) grouped by
     shared input, in execution order; ``schemes`` maps each planned linear to its
@@ -41,6 +43,7 @@ class TransformSpec:
     # the format operations it uses on the planned schemes (as methods declare theirs)
     format_ops: tuple[str, ...] = ()
     scope: str = "block"
+    needs_data: bool = True
 
     def options(self, given: dict[str, Any] | None, name: str) -> dict[str, Any]:
         return validate_options(given, self.defaults, self.limits, f"transform {name!r}")
@@ -54,15 +57,21 @@ TRANSFORMS: Registry[TransformSpec] = Registry("transform")
 
 
 def register_transform(
-    name: str, format_ops: tuple[str, ...], limits: Limits | None = None, scope: str = "block"
+    name: str,
+    format_ops: tuple[str, ...],
+    limits: Limits | None = None,
+    scope: str = "block",
+    needs_data: bool = True,
 ):
     """Register ``fn(block, batches, groups, schemes, **options)`` (``scope="model"``:
-    ``fn(model, **options)``); its options are its keyword defaults."""
-    positional = ("model",) if scope == "model" else ("block", "batches", "groups", "schemes")
+    ``fn(model, calib_ids, schemes, **options)``); its options are its keyword defaults."""
+    model_args = ("model", "calib_ids", "schemes")
+    positional = model_args if scope == "model" else ("block", "batches", "groups", "schemes")
 
     def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
         defaults = keyword_defaults(fn, positional)
-        TRANSFORMS.register(name)(TransformSpec(fn, defaults, limits or {}, format_ops, scope))
+        spec = TransformSpec(fn, defaults, limits or {}, format_ops, scope, needs_data)
+        TRANSFORMS.register(name)(spec)
         return fn
 
     return deco

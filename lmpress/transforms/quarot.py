@@ -77,39 +77,23 @@ def _probe_logits(model: nn.Module) -> torch.Tensor:
         return model(ids.to(model.get_input_embeddings().weight.device)).logits.float()
 
 
-@register_transform("hadamard", format_ops=(), scope="model")
-def hadamard(
-    model: nn.Module, seed: int = 0, online_down: bool = True, heads: bool = True
+def prepare_rotation(
+    model: nn.Module, fam: Family, seed: int, online_down: bool, heads: bool
 ) -> dict[str, Any]:
-    """Rotate ``model`` in place (see the module docstring); returns what was rotated.
-
-    ``online_down``: also rotate ``down_proj``'s input online; ``heads``: rotate the
-    value heads (folded)."""
-    fam = _rotatable(model)
-    before = _probe_logits(model)
+    """The rotations that do not touch the residual stream: block norms folded into
+    their readers, value heads rotated (folded), ``down_proj``'s input rotated online.
+    Each keeps the float function on its own."""
     cfg = model.config
-    blocks = model.get_submodule(fam.blocks)
-    embed = model.get_submodule(fam.embed)
-    head = model.get_submodule(fam.head)
-    d = embed.weight.shape[1]
-    q = randomized_hadamard(d, seed)
-    tied = head.weight is embed.weight
-    n_head = cfg.num_attention_heads
-    hd = getattr(cfg, "head_dim", None) or d // n_head
+    d = model.get_submodule(fam.embed).weight.shape[1]
+    hd = getattr(cfg, "head_dim", None) or d // cfg.num_attention_heads
     h_head = rotation_matrix(hd, seed)
     inter = None
-    for blk in blocks:
+    for blk in model.get_submodule(fam.blocks):
         sub = blk.get_submodule
         qkv = [sub(n) for n in fam.qkv]
-        mlp_in = [sub(n) for n in fam.mlp_in]
         o, down = sub(fam.attn_out), sub(fam.mlp_out)
         _fold_norm(sub(fam.attn_norm), qkv)
-        _fold_norm(sub(fam.mlp_norm), mlp_in)
-        for lin in (*qkv, *mlp_in):
-            _set(lin, _w(lin) @ q)
-        for lin in (o, down):
-            b = None if lin.bias is None else q.T @ lin.bias.detach().double()
-            _set(lin, q.T @ _w(lin), b)
+        _fold_norm(sub(fam.mlp_norm), [sub(n) for n in fam.mlp_in])
         if heads:
             v = qkv[2]
             wv = _w(v).reshape(-1, hd, d)
@@ -123,30 +107,87 @@ def hadamard(
             rot = InputRotation(inter, seed + 1)
             _set(down, _w(down) @ rot.matrix())
             attach_input_rotation(down, rot)
+    return {"down_proj_online": inter, "value_heads": hd if heads else None}
+
+
+def stream_readers_writers(model: nn.Module, fam: Family) -> tuple[list[str], list[str]]:
+    """Names of the linears that read the residual stream and of those that write it."""
+    readers, writers = [], []
+    for b in range(len(model.get_submodule(fam.blocks))):
+        pre = f"{fam.blocks}.{b}."
+        readers += [pre + n for n in (*fam.qkv, *fam.mlp_in)]
+        writers += [pre + n for n in (fam.attn_out, fam.mlp_out)]
+    return readers, writers
+
+
+def rotate_residual(
+    model: nn.Module, fam: Family, q: torch.Tensor, head_rotation: InputRotation
+) -> bool:
+    """Rotate the residual stream by the orthogonal ``q [d, d]`` (float64): embedding,
+    readers and writers, and the final norm's weight moved past the rotation
+    (``head_rotation``, an :class:`InputRotation` of ``q`` with ``inner``, attached to a
+    head tied to the embedding; folded into an untied head). Block norms must already be
+    folded (:func:`prepare_rotation`). Returns whether the head is tied."""
+    embed = model.get_submodule(fam.embed)
+    head = model.get_submodule(fam.head)
+    tied = head.weight is embed.weight
+    readers, writers = stream_readers_writers(model, fam)
+    for name in readers:
+        lin = model.get_submodule(name)
+        _set(lin, _w(lin) @ q)
+    for name in writers:
+        lin = model.get_submodule(name)
+        b = None if lin.bias is None else q.T @ lin.bias.detach().double()
+        _set(lin, q.T @ _w(lin), b)
     _set(embed, _w(embed) @ q)
     final = model.get_submodule(fam.final_norm)
     if tied:
-        rot = InputRotation(d, seed, inner=True)
-        rot.inner.copy_(final.weight.detach().float())
-        final.weight.data.fill_(1.0)
-        attach_input_rotation(head, rot)
+        head_rotation.inner.copy_(final.weight.detach().float())
+        attach_input_rotation(head, head_rotation)
     else:
-        g = final.weight.detach().double()
-        _set(head, _w(head) * g @ q)
-        final.weight.data.fill_(1.0)
+        _set(head, _w(head) * final.weight.detach().double() @ q)
+    final.weight.data.fill_(1.0)
+    return tied
+
+
+def check_function(model: nn.Module, before: torch.Tensor, what: str) -> float:
+    """The logits' change against ``before`` relative to their range; raises past
+    :data:`FUNCTION_TOL`."""
     after = _probe_logits(model)
     drift = float((after - before).abs().max() / before.abs().max().clamp_min(1e-12))
     if not drift <= FUNCTION_TOL:
         raise LmpressError(
-            f"the hadamard rotation changed {arch_name(model)!r}'s float logits by {drift:.2e} "
+            f"the {what} rotation changed {arch_name(model)!r}'s float logits by {drift:.2e} "
             f"of their range (tolerance {FUNCTION_TOL}); this model's layout differs from "
             "what the rotation assumes"
         )
+    return drift
+
+
+@register_transform("hadamard", format_ops=(), scope="model", needs_data=False)
+def hadamard(
+    model: nn.Module,
+    calib_ids: torch.Tensor | None,
+    schemes: dict,
+    seed: int = 0,
+    online_down: bool = True,
+    heads: bool = True,
+) -> dict[str, Any]:
+    """Rotate ``model`` in place (see the module docstring); returns what was rotated.
+
+    ``online_down``: also rotate ``down_proj``'s input online; ``heads``: rotate the
+    value heads (folded). Needs no data (``calib_ids`` and ``schemes`` are unused)."""
+    fam = _rotatable(model)
+    before = _probe_logits(model)
+    d = model.get_submodule(fam.embed).weight.shape[1]
+    info = prepare_rotation(model, fam, seed, online_down, heads)
+    tied = rotate_residual(
+        model, fam, randomized_hadamard(d, seed), InputRotation(d, seed, inner=True)
+    )
     return {
         "residual": d,
-        "down_proj_online": inter,
-        "value_heads": hd if heads else None,
+        **info,
         "tied_head_online": tied,
         "seed": seed,
-        "logit_drift": drift,
+        "logit_drift": check_function(model, before, "hadamard"),
     }

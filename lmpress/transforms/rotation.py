@@ -24,10 +24,11 @@ class InputRotation(nn.Module):
 
     With ``inner`` (``[size]``), ``x -> ((x R^T) * inner) R``: an elementwise scale in the
     unrotated basis, e.g. a norm's weight that could not be folded because the weight
-    after it is shared (a tied output head).
+    after it is shared (a tied output head). With ``dense``, ``R`` is the stored matrix
+    ``dense`` (a learned rotation) instead.
     """
 
-    def __init__(self, size: int, seed: int, inner: bool = False) -> None:
+    def __init__(self, size: int, seed: int, inner: bool = False, dense: bool = False) -> None:
         super().__init__()
         self.size = size
         self.seed = seed
@@ -36,10 +37,23 @@ class InputRotation(nn.Module):
             self.register_buffer("inner", torch.ones(size))
         else:
             self.inner = None
+        # a learned rotation has no seed to rebuild it from: it is stored whole
+        if dense:
+            self.register_buffer("dense", torch.eye(size))
+        else:
+            self.dense = None
+
+    @classmethod
+    def from_matrix(cls, r: torch.Tensor, inner: bool = False) -> "InputRotation":
+        """The rotation ``x -> x r`` of an orthogonal ``r [n, n]`` (stored float32)."""
+        m = cls(r.shape[0], 0, inner=inner, dense=True)
+        m.dense.copy_(r.to(torch.float32))
+        return m
 
     def spec(self) -> dict[str, Any]:
         """What the checkpoint records to rebuild this module (its buffers are stored)."""
-        return {"kind": "hadamard", "size": self.size, "seed": self.seed, "inner": self.has_inner}
+        kind = "dense" if self.dense is not None else "hadamard"
+        return {"kind": kind, "size": self.size, "seed": self.seed, "inner": self.has_inner}
 
     @property
     def has_inner(self) -> bool:
@@ -47,10 +61,17 @@ class InputRotation(nn.Module):
 
     def matrix(self) -> torch.Tensor:
         """``R`` as ``[size, size]`` float64."""
+        if self.dense is not None:
+            return self.dense.double()
         eye = torch.eye(self.size, dtype=torch.float64)
         return rotate(eye * self.signs.double(), self.size, self.seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense is not None:
+            r = self.dense.to(x.dtype)
+            if self.inner is not None:
+                x = (x @ r.T) * self.inner.to(x.dtype)
+            return x @ r
         s = self.signs.to(x.dtype)
         if self.inner is not None:
             x = rotate(x, self.size, self.seed, transpose=True) * s * self.inner.to(x.dtype)
@@ -79,9 +100,10 @@ def attach_input_rotation(module: nn.Module, rotation: InputRotation) -> None:
 def rotation_from_spec(spec: dict[str, Any], where: str) -> InputRotation:
     """The module :meth:`InputRotation.spec` describes (buffers to be loaded)."""
     try:
-        if spec.get("kind") != "hadamard":
+        if spec.get("kind") not in ("hadamard", "dense"):
             raise ValueError(f"unknown kind {spec.get('kind')!r}")
-        return InputRotation(int(spec["size"]), int(spec["seed"]), bool(spec.get("inner")))
+        dense = spec["kind"] == "dense"
+        return InputRotation(int(spec["size"]), int(spec["seed"]), bool(spec.get("inner")), dense)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise LmpressError(f"{where}: malformed online rotation {spec!r} ({e})") from None
 
