@@ -29,6 +29,7 @@ import lmpress  # noqa: E402
 from lmpress.checkpoint import save_checkpoint  # noqa: E402
 from lmpress.eval.perplexity import eval_ids  # noqa: E402
 from lmpress.models.load import load_model  # noqa: E402
+from lmpress.nn.qlinear import QLinear  # noqa: E402
 from lmpress.pipeline import quantize_model  # noqa: E402
 from lmpress.recipe import Recipe  # noqa: E402
 from lmpress.report.machine import cpu_name  # noqa: E402
@@ -38,10 +39,10 @@ import json, os, sys
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-def main(path, ids_file):
+def main(path, ids_file, dtype):
     from vllm import LLM, SamplingParams
     ids = json.load(open(ids_file))
-    llm = LLM(path, dtype="bfloat16", skip_tokenizer_init=True, max_model_len=len(ids) + 8,
+    llm = LLM(path, dtype=dtype, skip_tokenizer_init=True, max_model_len=len(ids) + 8,
               enforce_eager=True, max_num_seqs=1)
     params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
     out = llm.generate([{"prompt_token_ids": ids}], params)[0]
@@ -49,7 +50,7 @@ def main(path, ids_file):
     print("VLLM_TOP1 " + json.dumps(top), flush=True)
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])
 """
 
 
@@ -57,6 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scheme", default="w8sa8")
     ap.add_argument("--tokens", type=int, default=512)
+    ap.add_argument("--dtype", default="bfloat16", help="vLLM's activation dtype")
     ap.add_argument("--venv", default=os.environ.get("LMPRESS_VLLM_VENV", str(REPO / ".venv-vllm")))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "vllm_agreement.json"))
     a = ap.parse_args()
@@ -69,6 +71,14 @@ def main() -> None:
     quantize_model(model, Recipe(method="rtn", scheme=a.scheme), None, progress=False)
     with torch.no_grad():
         mine = model(ids[None]).logits[0].argmax(-1).tolist()  # mine[i]: token i+1
+        # the same weights with float inputs: how much of any disagreement is the inputs'
+        qmods = [m for m in model.modules() if isinstance(m, QLinear)]
+        schemes = [m.scheme for m in qmods]
+        for m in qmods:
+            m.scheme = m.scheme.weight_only
+        float_inputs = model(ids[None]).logits[0].argmax(-1).tolist()
+        for m, sch in zip(qmods, schemes, strict=True):
+            m.scheme = sch
     with tempfile.TemporaryDirectory() as tmp:
         ck = save_checkpoint(model, base.tokenizer, Path(tmp) / "ck")
         out = Path(tmp) / "ct"
@@ -77,7 +87,7 @@ def main() -> None:
         (Path(tmp) / "run.py").write_text(RUNNER)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
         proc = subprocess.run(
-            [str(py), str(Path(tmp) / "run.py"), str(out), str(Path(tmp) / "ids.json")],
+            [str(py), str(Path(tmp) / "run.py"), str(out), str(Path(tmp) / "ids.json"), a.dtype],
             capture_output=True,
             text=True,
             env=env,
@@ -90,15 +100,22 @@ def main() -> None:
         )
     theirs = json.loads(line.removeprefix("VLLM_TOP1 "))[1:]  # theirs[i]: token i+1
     same = sum(int(x == y) for x, y in zip(mine[:-1], theirs, strict=True))
+    same_float = sum(int(x == y) for x, y in zip(float_inputs[:-1], theirs, strict=True))
+    same_lmpress = sum(int(x == y) for x, y in zip(float_inputs, mine, strict=True))
     row = {
         "scheme": a.scheme,
         "method": "rtn",
         "positions": len(theirs),
         "agreement": same / len(theirs),
+        # diagnostics: vLLM against lmpress's weights with float inputs, and lmpress's
+        # own quantized-input model against its float-input one
+        "agreement_with_float_inputs": same_float / len(theirs),
+        "lmpress_inputs_vs_float_inputs": same_lmpress / len(mine),
         "cpu": cpu_name(),
         "date": f"{dt.date.today()}",
-        "vllm_dtype": "bfloat16",
-        "command": f"python scripts/vllm_agreement.py --scheme {a.scheme} --tokens {a.tokens}",
+        "vllm_dtype": a.dtype,
+        "command": f"python scripts/vllm_agreement.py --scheme {a.scheme} --tokens {a.tokens}"
+        f" --dtype {a.dtype}",
     }
     Path(a.out).write_text(json.dumps(row, indent=2) + "\n")
     print(json.dumps(row))
