@@ -157,3 +157,13 @@ def first_block(model, ids):
     batches = _capture_block_inputs(model, layout, ids, 4)
     names = layout.linear_names[0]
     return layout.blocks[0], batches, _input_groups(layout.blocks[0], names, batches[0]), names
+
+
+def outlier_channels(model, channels: int, factor: float):
+    """Scale the first ``channels`` entries of every norm weight by ``factor``: a few
+    hidden channels with large activations, as trained models have (in place)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and ("norm" in name or "ln" in name):
+                p[:channels] *= factor
+    return model

@@ -3,7 +3,7 @@ quantized output error drops; the recipe spelling runs end to end."""
 
 import pytest
 import torch
-from conftest import first_block, tiny_model
+from conftest import first_block, outlier_channels, tiny_model
 
 from lmpress.formats.scheme import parse_scheme
 from lmpress.pipeline import quantize_model
@@ -16,12 +16,7 @@ from lmpress.transforms.smoothquant import (
 
 
 def _outliers(model):
-    """A few hidden channels with large activations, as trained models have."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1 and ("norm" in name or "ln" in name):
-                p[:3] *= 20.0
-    return model
+    return outlier_channels(model, 3, 20.0)
 
 
 def test_smoothing_scale_migrates_by_alpha():

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import first_block, tiny_model
+from conftest import first_block, outlier_channels, tiny_model
 
 import lmpress
 from lmpress.checkpoint import save_checkpoint
@@ -17,12 +17,7 @@ from lmpress.transforms.awq import awq
 
 
 def _uneven(model):
-    """Give a few hidden channels large activations, as trained models have."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1 and ("norm" in name or "ln" in name):
-                p[:4] *= 8.0
-    return model
+    return outlier_channels(model, 4, 8.0)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3", "opt", "gpt2"])

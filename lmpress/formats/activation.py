@@ -18,6 +18,7 @@ the two scales, up to float32 accumulation), see :func:`quantize_activation`.
 
 import re
 from dataclasses import asdict, dataclass
+from functools import cache
 from typing import Any
 
 import torch
@@ -183,9 +184,15 @@ def _checked_static(scale: torch.Tensor | None) -> torch.Tensor:
     return scale.reshape(()).to(torch.float32)
 
 
-def _block_quantize(x: torch.Tensor, act: ActScheme) -> torch.Tensor:
+@cache
+def _block_format(name: str):
+    """The weight format of spelling ``name`` (parsed once: this runs every forward)."""
     from lmpress.formats.scheme import parse_scheme
 
-    fmt = parse_scheme(act.format).fmt
+    return parse_scheme(name).fmt
+
+
+def _block_quantize(x: torch.Tensor, act: ActScheme) -> torch.Tensor:
+    fmt = _block_format(act.format)
     rows = x.reshape(-1, x.shape[-1]).to(torch.float32)
     return fmt.fake_quantize(rows, fmt.choose_params(rows)).reshape(x.shape).to(x.dtype)
