@@ -520,23 +520,16 @@ AVX512_INLINE void group_params(const Job *j, int64_t n0, const int R, int64_t g
         const int64_t off = (n0 + r) * j->p_stride + g0;
         for (int b = 0; b < gn; b += 16) {
             const int cnt = gn - b < 16 ? gn - b : 16;
-            const __mmask16 m = (__mmask16)((1u << cnt) - 1);
-            /* loads of just the 16 values, plain where all are there: a masked load
-             * that straddles a page costs a microcode assist on some CPUs (AMD Zen 5) */
-            const __m256i h = cnt == 16 ? _mm256_loadu_si256((const __m256i *)(j->scales + off + b))
-                                        : _mm256_maskz_loadu_epi16(m, j->scales + off + b);
+            const __m256i h = lmp_load16_u16(j->scales + off + b, cnt);
             _mm512_storeu_ps(sg[r] + b, j->scale_kind ? _mm512_castsi512_ps(_mm512_slli_epi32(
                                                             _mm512_cvtepu16_epi32(h), 16))
                                                       : _mm512_cvtph_ps(h));
             __m512 z;
             if (j->zero_kind == 1)
-                z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                    cnt == 16 ? _mm_loadu_si128((const __m128i *)((const uint8_t *)j->zeros + off + b))
-                              : _mm_maskz_loadu_epi8(m, (const uint8_t *)j->zeros + off + b)));
+                z = _mm512_cvtepi32_ps(
+                    _mm512_cvtepu8_epi32(lmp_load16_u8((const uint8_t *)j->zeros + off + b, cnt)));
             else if (j->zero_kind == 2)
-                z = _mm512_cvtph_ps(
-                    cnt == 16 ? _mm256_loadu_si256((const __m256i *)((const uint16_t *)j->zeros + off + b))
-                              : _mm256_maskz_loadu_epi16(m, (const uint16_t *)j->zeros + off + b));
+                z = _mm512_cvtph_ps(lmp_load16_u16((const uint16_t *)j->zeros + off + b, cnt));
             else
                 z = _mm512_set1_ps(j->mid);
             _mm512_storeu_ps(zg[r] + b, z);

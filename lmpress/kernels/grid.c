@@ -721,12 +721,7 @@ GRID_AVX512_INLINE void scale_chunk(const LmpGridJob *j, int64_t n0, const int R
             const __mmask16 m = (__mmask16)((1u << cnt) - 1);
             __m512 v;
             if (j->scale_codes && j->scale_rule) {
-                /* a plain load where all 16 are there: a masked one that straddles
-                 * a page costs a microcode assist on some CPUs (AMD Zen 5: the GEMV at
-                 * K = 11008 ran 2.5x slower) */
-                const __m128i c8 =
-                    cnt == 16 ? _mm_loadu_si128((const __m128i *)(j->scale_codes + o + b))
-                              : _mm_maskz_loadu_epi8(m, j->scale_codes + o + b);
+                const __m128i c8 = lmp_load16_u8(j->scale_codes + o + b, (int)cnt);
                 if (j->scale_rule == 1) { /* E8M0: the code is the float's exponent field */
                     const __m512i c = _mm512_cvtepu8_epi32(c8);
                     __m512i f = _mm512_slli_epi32(c, 23);
@@ -747,8 +742,7 @@ GRID_AVX512_INLINE void scale_chunk(const LmpGridJob *j, int64_t n0, const int R
                     sg[r][b + i] = 0.f;
                 continue;
             } else {
-                v = cnt == 16 ? _mm512_loadu_ps(j->scales + o + b)
-                              : _mm512_maskz_loadu_ps(m, j->scales + o + b);
+                v = _mm512_maskz_loadu_ps(m, j->scales + o + b);
             }
             _mm512_storeu_ps(sg[r] + b, v);
         }
