@@ -50,7 +50,7 @@
 #define GRID_STACK_X 4096
 /* Bytes ahead of the codes being read that the vector path prefetches: the integer
  * kernel's distance (see prefetch_dist in _cpu.c), for the same code layout. */
-#define GRID_PREFETCH 2048
+#define GRID_PREFETCH 4096
 
 /* A job and what its loops derive from it once. */
 typedef struct {
@@ -749,6 +749,29 @@ GRID_AVX512_INLINE void scale_chunk(const LmpGridJob *j, int64_t n0, const int R
     }
 }
 
+/* The scales a chunk ahead of a piece's groups g .. g + per - 1, for each of the R rows
+ * from n0 (past a row's end: the same place in the row R further on, which the next
+ * tile reads first). Each row's scales are a stream of their own that the hardware
+ * prefetcher does not follow from the codes' one, and without this every chunk of a
+ * tile (scale_chunk) starts with a cache miss per row. The last of the piece's bytes is
+ * prefetched, which reaches every line the chunk's scales touch. */
+GRID_AVX512_INLINE void prefetch_scales(const LmpGridJob *j, int64_t n0, const int R, int64_t g,
+                                        const int per) {
+    if (!j->p_stride)
+        return;
+    int64_t t = g + GRID_GC + per - 1, row = n0;
+    if (t >= j->G) {
+        t -= j->G;
+        row += R;
+    }
+    for (int r = 0; r < R && row + r < j->N; r++) {
+        const int64_t o = (row + r) * j->p_stride + (t < j->G ? t : j->G - 1);
+        _mm_prefetch(j->scale_codes ? (const char *)(j->scale_codes + o)
+                                    : (const char *)(j->scales + o),
+                     _MM_HINT_T0);
+    }
+}
+
 /* What a tile's sums are multiplied by at the end: scale_chunk leaves E4M3 scales
  * without their divisor and 2^8. */
 static inline float post_scale(const LmpGridJob *j) {
@@ -787,6 +810,8 @@ GRID_AVX512_INLINE void tile512(const Run *u, int64_t n0, int64_t m0, float *out
             scale_chunk(j, n0, R, g0, sg);
         }
         prefetch_ahead(u, rows[0], k);
+        if (LL)
+            prefetch_scales(j, n0, R, g, 128 / LL);
         if (LL == 0) {
             __m512i v[8];
             for (int r = 0; r < R; r++)
