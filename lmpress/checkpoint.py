@@ -47,7 +47,7 @@ WEIGHTS_FILE = "model.safetensors"
 # What differs between two runs of the same recipe (timings, memory) lives apart from
 # config.json, so that the same seed gives the same bytes in the checkpoint proper.
 RUN_FILE = "lmpress_run.json"
-RUN_KEYS = ("quantize_seconds", "peak_rss_mb")
+RUN_KEYS = ("quantize_seconds", "peak_rss_mb", "allocation")
 
 
 def _state_dict_untied(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -35,6 +35,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
 def _non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else _positive_int(text)
 
@@ -158,6 +168,46 @@ def _add_quantize(sub) -> None:
         help=f"e.g. {_listed(schemes)} (default {Recipe().scheme.name})",
     )
     p.add_argument("--recipe", default=None, help="YAML recipe file (flags given here override it)")
+    p.add_argument(
+        "--bits",
+        type=_positive_float,
+        default=None,
+        metavar="B",
+        help="allocate: choose a scheme per module so that the quantized modules average at "
+        "most B bits per weight (everything stored counted), least predicted loss first",
+    )
+    p.add_argument(
+        "--candidates",
+        default=None,
+        metavar="S1,S2,...",
+        help="--bits: the schemes a module may get (default: integer 2-8 bit groups, "
+        "see docs/budget.md)",
+    )
+    p.add_argument(
+        "--alloc-samples",
+        type=_positive_int,
+        default=32,
+        help="--bits: calibration samples of the sensitivity pass (the first of --calib's)",
+    )
+    p.add_argument(
+        "--search",
+        choices=["knapsack", "evopress"],
+        default="knapsack",
+        help="--bits: solve on the predicted costs (knapsack, default), or refine that "
+        "answer by evolutionary search on measured KL (evopress)",
+    )
+    p.add_argument(
+        "--generations",
+        type=_positive_int,
+        default=40,
+        help="--search evopress: generations of the search",
+    )
+    p.add_argument(
+        "--save-recipe",
+        default=None,
+        metavar="FILE",
+        help="--bits: also write the allocated recipe here (YAML, reusable with --recipe)",
+    )
     p.add_argument(
         "--kv-cache",
         default=None,
@@ -580,16 +630,29 @@ def cmd_quantize(a) -> int:
     inputs = _local_inputs(a, "model", "recipe", "calib")
     check_output_path(out, a.overwrite, is_dir=True, inputs=inputs)  # before any long work
     _check_writable_file(a.json, "--json", [*inputs, str(out)])
+    _check_writable_file(a.save_recipe, "--save-recipe", [*inputs, str(out)])
+    if (a.candidates or a.save_recipe) and a.bits is None:
+        raise LmpressError("--candidates and --save-recipe go with --bits (the allocator)")
+    if a.bits is not None and a.scheme:
+        raise LmpressError("give --bits (the allocator picks the schemes) or --scheme, not both")
     recipe = _recipe_from_args(a)
     cc = CalibConfig(a.calib, a.calib_samples, a.calib_seq_len, a.seed)
+    model, tokenizer, allocation, source = a.model, None, None, None
+    if a.bits is not None:
+        model, tokenizer, source, allocation = _allocate(a, recipe, cc)
+        recipe = allocation.recipe
     res = lmpress.quantize(
-        a.model,
+        model,
         recipe,
         calib=a.calib,
+        tokenizer=tokenizer,
         calib_config=cc,
         batch_size=a.batch_size,
         progress=not a.quiet,
     )
+    if allocation is not None:
+        res.metadata["allocation"] = allocation.to_dict()
+        res.metadata["source_model"] = source
     lmpress.save(res, out, overwrite=a.overwrite)
     from lmpress.api import peak_rss_mb
     from lmpress.eval.size import model_size_stats
@@ -603,6 +666,8 @@ def cmd_quantize(a) -> int:
         "peak_rss_mb": round(peak_rss_mb(), 1),  # after saving: the whole command
         **stats.to_dict(),
     }
+    if allocation is not None:
+        summary["allocation_seconds"] = round(allocation.seconds, 3)
     print(
         f"saved {out}: {stats.quantized_modules} modules, "
         f"{stats.bits_per_weight:.3f} bits/weight (quantized), "
@@ -611,6 +676,54 @@ def cmd_quantize(a) -> int:
     )
     _write_json(a.json, summary, f"the checkpoint {out} is saved")
     return 0
+
+
+def _allocate(a, recipe, cc):
+    """``quantize --bits``: load the model, run the allocator, print its choice; returns
+    the model, its tokenizer and source, and the allocation."""
+    from collections import Counter
+
+    import yaml
+
+    from lmpress.budget import DEFAULT_CANDIDATES, allocate
+    from lmpress.calibration import calibration_ids
+    from lmpress.models.load import load_model
+
+    loaded = load_model(a.model)
+    n = min(a.alloc_samples, cc.n_samples)
+    ids = calibration_ids(loaded.tokenizer, a.calib, cc.n_samples, cc.seq_len, cc.seed)[:n]
+    cands = [c for c in (a.candidates or "").split(",") if c] or list(DEFAULT_CANDIDATES)
+    alloc = allocate(
+        loaded.model,
+        recipe,
+        ids,
+        a.bits,
+        cands,
+        search=a.search,
+        generations=a.generations,
+        progress=not a.quiet,
+    )
+    counts = Counter(alloc.choice.values())
+    print(
+        f"allocated {len(alloc.choice)} modules to {alloc.bits_per_weight:.3f} bits/weight "
+        f"(budget {a.bits:g}; predicted loss +{alloc.predicted_loss:.4f} nats/token, "
+        f"{alloc.search}, {alloc.seconds:.0f} s): "
+        + ", ".join(f"{s} x{c}" for s, c in sorted(counts.items(), key=lambda t: -t[1]))
+    )
+    if a.save_recipe:
+        Path(a.save_recipe).write_text(yaml.safe_dump(_plain_recipe(alloc.recipe), sort_keys=False))
+    return loaded.model, loaded.tokenizer, loaded.source, alloc
+
+
+def _plain_recipe(recipe) -> dict[str, Any]:
+    """A recipe as the YAML a user writes: schemes by name, empty keys left out."""
+    d = recipe.to_dict()
+    d["scheme"] = recipe.scheme.name
+    d["overrides"] = [
+        {k: v for k, v in {**o, "scheme": ov.scheme.name if ov.scheme else None}.items() if v}
+        for o, ov in zip(d["overrides"], recipe.overrides, strict=True)
+    ]
+    return {k: v for k, v in d.items() if v not in ({}, [], None)}
 
 
 def _write_json(path: str | None, obj: Any, done: str) -> None:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 # the page's renderers sit beside this script (its folder is on sys.path when run)
 from benchmark_activations import ACT_CELLS, split_cell  # noqa: E402
+from benchmark_budget import BUDGET_CELLS, alloc_args  # noqa: E402
 from benchmark_evaluation import render_evaluation  # noqa: E402
 from benchmark_formats import FORMAT_CELLS  # noqa: E402
 from benchmark_history import history_lines, measurements  # noqa: E402
@@ -108,6 +109,8 @@ def variant_args(label: str, scheme: str) -> list[str]:
     """
     if label.startswith("preset:"):
         return ["--preset", label.split(":", 1)[1]]
+    if label.startswith("alloc:"):
+        return alloc_args(label, scheme)
     if label.startswith("hqq:fz"):
         return [*VARIANTS[label], "--scheme", asym(scheme) + ":fz"]
     from lmpress.formats.scheme import parse_scheme
@@ -348,6 +351,11 @@ def main() -> None:
         default=",".join(f"{m}@{s}" for m, s in ACT_CELLS),
         help="issue 24's cells, METHOD@SCHEME[/KV][,...] ('' for none)",
     )
+    ap.add_argument(
+        "--budgets",
+        default=",".join(f"{m}@{s}" for m, s in BUDGET_CELLS),
+        help="issue 26's cells, alloc:METHOD@bBITS[,...] ('' for none)",
+    )
     ap.add_argument("--no-presets", action="store_true", help="skip the preset cells")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results")
     ap.add_argument(
@@ -443,6 +451,7 @@ def main() -> None:
     grid += [(m, s) for s in a.schemes_3.split(",") if s for m in a.methods_3.split(",") if m]
     grid += [tuple(c.split("@")) for c in a.formats.split(",") if c]
     grid += [tuple(c.split("@")) for c in a.activations.split(",") if c]
+    grid += [tuple(c.split("@")) for c in a.budgets.split(",") if c]
     grid += [tuple(c.split("|")[:2]) for c in remeasure if c != ref_cell]
     for method, scheme in dict.fromkeys(grid):
         cell = f"{method}|{scheme}|{protocol}"
@@ -508,6 +517,11 @@ def main() -> None:
             "top1_agreement": r["top1_agreement"],
             **paired_fields(r),
             "quantize_s": summary["quantize_seconds"],
+            **(
+                {"alloc_s": summary["allocation_seconds"]}
+                if "allocation_seconds" in summary
+                else {}
+            ),
             "process_wall_s": wall,
             "peak_rss_mb": rss,
             "peak_rss_source": "VmHWM",

@@ -1,0 +1,173 @@
+"""How much each module's quantization would cost the model, per candidate scheme.
+
+The predicted loss increase of quantizing linear ``W`` to ``Q`` alone is the
+second-order term of the end loss in the layer's outputs, with the empirical Fisher
+(squared end-loss gradients) as its curvature and tokens and channels treated as
+independent (the diagonal output-space Fisher GuidedQuant weights GPTQ by; HAWQ and
+the layer-wise OBS line use the same quadratic model)::
+
+    dL ~= 1/2 * sum_o f[o] * ((W - Q) H (W - Q)^T)[o, o]
+    f[o] = mean_t (dL_sum / dy[t, o])^2,   H = mean_t x_t x_t^T
+
+in nats per token, where ``L_sum`` is the summed next-token cross-entropy, so that a
+module's figure is comparable with the KL divergence it would add and the figures of
+different modules can be added (the knapsack's assumption). ``Q`` is the candidate
+method's own solution with the float model's ``H``: GPTQ's compensation, not RTN's
+error, decides what a low-bit choice costs.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from lmpress.formats.scheme import Scheme
+from lmpress.methods import get_method
+from lmpress.models.arch import linear_weight
+from lmpress.packing.packed import PackedWeight
+
+
+@dataclass
+class ModuleStats:
+    """Calibration statistics of one linear: ``hessian`` float32 ``[in, in]`` (mean of
+    ``x x^T`` over tokens), ``fisher`` float32 ``[out]`` (mean squared end-loss gradient
+    of each output channel), ``tokens`` counted."""
+
+    hessian: torch.Tensor
+    fisher: torch.Tensor
+    tokens: int
+
+
+def module_statistics(
+    model: nn.Module,
+    names: list[str],
+    ids: torch.Tensor,
+    batch_size: int = 2,
+    progress: bool = True,
+) -> dict[str, ModuleStats]:
+    """Input second moments and output Fisher of the linears ``names`` (full module
+    names) of the float ``model``, by one forward and backward pass per batch of the
+    int64 ``[n_samples, seq_len]`` calibration ``ids``. Linears reading the same input
+    tensor (q/k/v, gate/up) share one Hessian. Parameters are left as they were."""
+    acc_h: dict[str, torch.Tensor] = {}
+    acc_f: dict[str, torch.Tensor] = {}
+    # input tensor id -> (the tensor, its Gram) within one batch; holding the tensor
+    # keeps its id from being reused by another one
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    counts = {"tokens": 0}
+
+    def hooks(name: str):
+        def pre(_m, args):  # noqa: ANN001, ANN202
+            x = args[0]
+            key = id(x)
+            if key not in seen:
+                x2 = x.detach().reshape(-1, x.shape[-1]).to(torch.float32)
+                seen[key] = (x, x2.T @ x2)
+            g = seen[key][1]
+            acc_h[name] = acc_h[name] + g if name in acc_h else g.clone()
+
+        def record(grad: torch.Tensor) -> None:
+            sq = grad.detach().reshape(-1, grad.shape[-1]).to(torch.float32).square().sum(0)
+            acc_f[name] = acc_f[name] + sq if name in acc_f else sq
+
+        def post(_m, _args, out):  # noqa: ANN001, ANN202
+            if out.requires_grad:
+                out.register_hook(record)
+
+        return pre, post
+
+    def embeddings_need_grad(_m, _args, out):  # noqa: ANN001, ANN202
+        return out.requires_grad_(True)
+
+    params = list(model.parameters())
+    was = [p.requires_grad for p in params]
+    handles = []
+    for n in names:
+        pre, post = hooks(n)
+        mod = model.get_submodule(n)
+        handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    handles.append(model.get_input_embeddings().register_forward_hook(embeddings_need_grad))
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        bar = tqdm(
+            range(0, ids.shape[0], batch_size),
+            desc="sensitivity",
+            unit="batch",
+            disable=not progress,
+        )
+        for i in bar:
+            x = ids[i : i + batch_size]
+            seen.clear()
+            with torch.enable_grad():
+                logits = model(x, use_cache=False).logits
+                loss = F.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.shape[-1]).to(torch.float32),
+                    x[:, 1:].reshape(-1),
+                    reduction="sum",
+                )
+                loss.backward()
+            counts["tokens"] += x.numel()
+            del logits, loss
+    finally:
+        seen.clear()
+        for h in handles:
+            h.remove()
+        for p, r in zip(params, was, strict=True):
+            p.requires_grad_(r)
+    t = counts["tokens"]
+    return {n: ModuleStats(acc_h[n] / t, acc_f[n] / t, t) for n in names}
+
+
+def predicted_loss(w: torch.Tensor, dq: torch.Tensor, stats: ModuleStats) -> float:
+    """The module's predicted loss increase (nats per token, see the module docstring)
+    of replacing float32 ``[out, in]`` weight ``w`` by ``dq``."""
+    d = (w - dq).to(torch.float32)
+    per_row = ((d @ stats.hessian) * d).sum(1)
+    return float(0.5 * (stats.fisher * per_row).sum())
+
+
+@dataclass
+class Candidate:
+    """One module at one scheme: bits it stores, predicted loss increase, and (when
+    kept for a search) the packed solution."""
+
+    scheme: Scheme
+    bits: int
+    cost: float
+    packed: PackedWeight | None = field(default=None, repr=False)
+
+
+def candidate_costs(
+    model: nn.Module,
+    stats: dict[str, ModuleStats],
+    schemes: dict[str, list[Scheme]],
+    method: str,
+    method_args: dict,
+    keep_packed: bool = False,
+    progress: bool = True,
+) -> dict[str, list[Candidate]]:
+    """For every module of ``schemes`` (full name -> candidate schemes), the bits and
+    predicted cost of ``method``'s solution at each candidate, given the float
+    model's statistics (and the solution itself with ``keep_packed``). The model is
+    not changed."""
+    spec = get_method(method)
+    uses_h = spec.needs(method_args).hessian
+    out: dict[str, list[Candidate]] = {}
+    total = sum(len(v) for v in schemes.values())
+    bar = tqdm(total=total, desc=f"candidates ({method})", unit="solve", disable=not progress)
+    for name, cands in schemes.items():
+        w = linear_weight(model.get_submodule(name)).detach().to(torch.float32)
+        st = stats[name]
+        row = []
+        for s in cands:
+            res = spec.fn(w, s, st.hessian if uses_h else None, **method_args)
+            packed = res.packed(s)
+            cost = predicted_loss(w, packed.dequantize(), st)
+            row.append(Candidate(s, packed.stored_bits(), cost, packed if keep_packed else None))
+            bar.update()
+        out[name] = row
+    bar.close()
+    return out

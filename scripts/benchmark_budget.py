@@ -1,0 +1,95 @@
+"""BENCHMARKS.md's bit-budget section (issue 26): the allocator's models beside the best
+uniform scheme at or under the same average bits per weight, method for method."""
+
+from benchmark_cells import fmt_ppl
+from benchmark_machines import machines
+from benchmark_tables import QUALITY_HEADER, quality_row
+
+# (label, budget cell) in the order they are measured: "alloc:METHOD", "b<bits>"
+BUDGET_CELLS = [
+    ("alloc:gptq", "b3.0"),
+    ("alloc:gptq", "b2.5"),
+    ("alloc:gptq", "b3.5"),
+    ("alloc:gptq", "b4.0"),
+    ("alloc:gptq", "b2.25"),
+]
+# uniform integer schemes the allocated models are compared with (issue 2's and 3's grids)
+UNIFORM = ["w2g128", "w2g64", "w2g32", "w3g128", "w3g64", "w4g128", "w4g64", "w4g32", "w8"]
+
+
+def budget_of(cell: str) -> float:
+    """``b3.0`` -> 3.0."""
+    return float(cell.removeprefix("b"))
+
+
+def alloc_args(label: str, cell: str) -> list[str]:
+    """``lmpress quantize`` flags of an allocator cell."""
+    return ["--method", label.split(":", 1)[1], "--bits", str(budget_of(cell))]
+
+
+def best_uniform(by: dict, method: str, bits: float) -> tuple[str, dict] | None:
+    """The lowest-perplexity uniform ``method`` row at or under ``bits``."""
+    rows = [
+        (s, by[(method, s)])
+        for s in UNIFORM
+        if (method, s) in by and by[(method, s)]["bits_per_weight"] <= bits + 1e-9
+    ]
+    return min(rows, key=lambda t: t[1]["ppl"]) if rows else None
+
+
+def budget_section(ref: dict, by: dict) -> list[str]:
+    """The section's markdown lines from the recorded cells ``by[(label, cell)]``."""
+    cells = [c for c in BUDGET_CELLS if c in by]
+    if not cells:
+        return []
+    known = machines(list(by.values()))
+    lines = [
+        "",
+        "## Bits where they matter: allocation under a budget (issue 26)",
+        "",
+        "Same protocol. `lmpress quantize --bits B`: every block linear gets one of the "
+        "integer schemes w2g128 ... w8g128 (docs/budget.md) so that the 210 linears "
+        "average at most B bits per weight, everything stored counted; the choice "
+        "minimises the summed predicted loss increase, each module's "
+        "1/2 sum_o f_o [(W - Q) H (W - Q)^T]_oo with f the mean squared end-loss gradient "
+        "of its outputs and H its input second moment (32 calibration samples of 512 "
+        "tokens, one backward pass), Q the method's own solution at that scheme, solved "
+        "exactly by a multiple-choice knapsack. Then the method runs the allocated recipe "
+        "as usual. `alloc s`: the statistics, candidate solves and knapsack, included in "
+        "`process s` but not in `quantize s`. Uniform rows: the best uniform scheme of the "
+        "same method at or under the budget (from the grids above).",
+        "",
+        QUALITY_HEADER[0].removesuffix(" |") + " | alloc s | best uniform at or under |",
+        QUALITY_HEADER[1] + "---|---|",
+    ]
+    verdicts = []
+    for label, cell in cells:
+        r = by[(label, cell)]
+        method = label.split(":", 1)[1]
+        uni = best_uniform(by, method, budget_of(cell))
+        uni_text = (
+            f"{uni[0]} {fmt_ppl(uni[1]['ppl'])} ({uni[1]['bits_per_weight']:.3f} bits)"
+            if uni
+            else "none measured"
+        )
+        row = quality_row(ref, f"budget {budget_of(cell):g}", label, r, known)
+        lines.append(f"{row} {r.get('alloc_s', float('nan')):.1f} | {uni_text} |")
+        if uni:
+            verdicts.append((cell, method, r, uni))
+    lines += ["", "Commands that made each row:", ""]
+    lines += [f"- {c} {m}: `{by[(m, c)]['command']}`" for m, c in cells]
+    lines += ["", "### Bars", ""]
+    for cell, method, r, (s, u) in verdicts:
+        ok = r["ppl"] < u["ppl"]
+        lines.append(
+            f"- budget {budget_of(cell):g}, {method}: allocated {fmt_ppl(r['ppl'])} at "
+            f"{r['bits_per_weight']:.3f} bits against uniform {s} {fmt_ppl(u['ppl'])} at "
+            f"{u['bits_per_weight']:.3f}: **{'pass' if ok else 'FAIL'}**"
+        )
+    missing = [f"b{b:g}" for b in (2.25, 2.5, 3.0, 3.5, 4.0) if ("alloc:gptq", f"b{b}") not in by]
+    if missing:
+        lines.append(
+            f"- Not measured yet: GPTQ at {', '.join(missing)}; EvoPress, and the "
+            "allocator with the best method (learned rounding)."
+        )
+    return lines
