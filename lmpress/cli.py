@@ -631,8 +631,12 @@ def cmd_quantize(a) -> int:
     check_output_path(out, a.overwrite, is_dir=True, inputs=inputs)  # before any long work
     _check_writable_file(a.json, "--json", [*inputs, str(out)])
     _check_writable_file(a.save_recipe, "--save-recipe", [*inputs, str(out)])
-    if (a.candidates or a.save_recipe) and a.bits is None:
-        raise LmpressError("--candidates and --save-recipe go with --bits (the allocator)")
+    alloc_flags = a.candidates or a.save_recipe or a.search != "knapsack"
+    if (alloc_flags or a.generations != 40 or a.alloc_samples != 32) and a.bits is None:
+        raise LmpressError(
+            "--candidates, --search, --generations, --alloc-samples and --save-recipe go "
+            "with --bits (the allocator)"
+        )
     if a.bits is not None and a.scheme:
         raise LmpressError("give --bits (the allocator picks the schemes) or --scheme, not both")
     recipe = _recipe_from_args(a)
@@ -699,6 +703,7 @@ def _allocate(a, recipe, cc):
         ids,
         a.bits,
         cands,
+        batch_size=min(a.batch_size, 2),
         search=a.search,
         generations=a.generations,
         progress=not a.quiet,

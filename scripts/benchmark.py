@@ -109,7 +109,7 @@ def variant_args(label: str, scheme: str) -> list[str]:
     """
     if label.startswith("preset:"):
         return ["--preset", label.split(":", 1)[1]]
-    if label.startswith("alloc:"):
+    if label.startswith(("alloc:", "alloc-evo:")):
         return alloc_args(label, scheme)
     if label.startswith("hqq:fz"):
         return [*VARIANTS[label], "--scheme", asym(scheme) + ":fz"]

@@ -15,7 +15,7 @@ import torch
 from benchmark_activations import ACT_CELLS, activations_section
 from benchmark_anchors import rtn_anchor_lines
 from benchmark_bars import rtn_gptq_bars
-from benchmark_budget import budget_section
+from benchmark_budget import budget_section, lossless_lines
 from benchmark_formats import formats_section
 from benchmark_machines import machine_legend
 from benchmark_methods import methods_section
@@ -83,6 +83,8 @@ def render(done: dict[str, dict], protocol: str, args: argparse.Namespace) -> st
     vllm = json.loads(agreement.read_text()) if agreement.is_file() else None
     lines += activations_section(ref, by, vllm)
     lines += budget_section(ref, by)
+    lossless = Path(__file__).resolve().parents[1] / "benchmarks" / "lossless.json"
+    lines += lossless_lines(json.loads(lossless.read_text()) if lossless.is_file() else None)
     return "\n".join(lines) + "\n"
 
 

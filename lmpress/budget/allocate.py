@@ -51,7 +51,7 @@ class Allocation:
     predicted_loss: float  # summed predicted loss increase, nats per token
     choice: dict[str, str]  # module -> scheme name
     table: dict[str, list[Candidate]] = field(repr=False, default_factory=dict)
-    probe_method: str = ""
+    probe_method: str = ""  # the methods whose solutions were costed, "+"-joined
     probe_samples: int = 0
     seconds: float = 0.0
     search: str = "knapsack"
@@ -145,15 +145,22 @@ def allocate(
     """Choose a scheme per planned module so that the average bits per weight over
     them (everything stored counted) is at most ``bits`` and the summed predicted loss
     increase is least. ``ids`` int64 ``[n, seq_len]`` calibration tokens for the
-    statistics (a few dozen samples are plenty). The recipe's existing overrides that
-    skip modules or set their method are kept; its scheme and scheme overrides are
-    replaced by the allocation. ``search="evopress"`` then refines the knapsack's
-    answer by evolutionary search on the KL measured over the first ``search_samples``
-    samples of ``ids`` (:mod:`lmpress.budget.evopress`), ``generations`` of it.
+    statistics (a few dozen samples are plenty). The recipe's overrides that skip
+    modules or set their method or options are kept; one that sets a scheme is
+    refused, since the allocator sets them all. ``search="evopress"`` then refines the
+    knapsack's answer by evolutionary search on the KL measured over the first
+    ``search_samples`` samples of ``ids`` (:mod:`lmpress.budget.evopress`),
+    ``generations`` of it.
     ``model`` is left unchanged (float)."""
     t0 = time.perf_counter()
     if search not in SEARCHES:
         raise LmpressError(f"unknown search {search!r}; use one of {', '.join(SEARCHES)}")
+    pinned = [o.pattern for o in recipe.overrides if o.scheme is not None and not o.skip]
+    if pinned:
+        raise LmpressError(
+            f"override {pinned[0]!r} sets a scheme, but the allocator chooses every module's "
+            "scheme; drop it, or keep that module float with a skip override"
+        )
     schemes = [parse_scheme(c) for c in candidates]
     if not schemes:
         raise LmpressError("give at least one candidate scheme for the allocation")
@@ -178,18 +185,10 @@ def allocate(
         if not fits:
             raise LmpressError(f"no candidate scheme applies to {n} (width {w.shape[1]})")
         per_module[n] = fits
-    probes = {repr(pm): pm for pm in (probe_method(recipe, n) for n in names)}
-    if len(probes) > 1:
-        raise LmpressError(
-            "the allocator measures every module with one method and one set of options; "
-            f"this recipe's modules differ ({'; '.join(sorted(probes))})"
-        )
-    method, margs = next(iter(probes.values()))
+    probes = {n: probe_method(recipe, n) for n in names}
     stats = module_statistics(model, names, ids, batch_size=batch_size, progress=progress)
     evo = search == "evopress"
-    table = candidate_costs(
-        model, stats, per_module, method, dict(margs), keep_packed=evo, progress=progress
-    )
+    table = candidate_costs(model, stats, per_module, probes, keep_packed=evo, progress=progress)
     del stats
     numel = {n: linear_weight(model.get_submodule(n)).numel() for n in names}
     total = sum(numel.values())
@@ -227,10 +226,10 @@ def allocate(
         transforms=list(recipe.transforms),
         kv_cache=recipe.kv_cache,
     )
-    # the overrides must reproduce the choice exactly
-    for n, c in chosen.items():
+    for n, c in chosen.items():  # the recipe must reproduce the choice exactly
         plan = new.plan_for(n)
-        assert plan is not None and plan.scheme == c.scheme, n
+        if plan is None or plan.scheme != c.scheme:
+            raise RuntimeError(f"the allocated recipe plans {n} differently from the choice")
     return Allocation(
         recipe=new,
         budget_bits=bits,
@@ -238,7 +237,7 @@ def allocate(
         predicted_loss=sum(c.cost for c in chosen.values()),
         choice={n: c.scheme.name for n, c in chosen.items()},
         table=table,
-        probe_method=method,
+        probe_method="+".join(sorted({m for m, _ in probes.values()})),
         probe_samples=int(ids.shape[0]),
         seconds=time.perf_counter() - t0,
         search=search,

@@ -17,25 +17,29 @@ def knapsack(
     ``sum_i weights[i][c_i] <= budget``.
 
     ``costs[i]`` and ``weights[i]`` are item ``i``'s options (same length, weights >= 0,
-    e.g. bits stored). Exact dynamic programme over the budget cut into ``resolution``
-    units; each option's weight is rounded *up* to whole units, so the answer always
-    fits the budget, and it is optimal up to that rounding (a budget tight to within
-    ``budget / resolution`` per item may leave a cheaper fit unfound). Raises
-    :class:`LmpressError` when even the lightest options exceed the budget.
-    Time and memory ``O(items * options * resolution)``.
+    e.g. bits stored; budget > 0). Exact dynamic programme over the budget cut into
+    ``R = max(resolution, 200 * items)`` units; each option's weight is rounded *up* to
+    whole units, so the answer always fits the budget, and it is optimal up to that
+    rounding (at most ``items / R`` of the budget can go unused). Raises
+    :class:`LmpressError` when even the lightest options exceed the budget. Time
+    ``O(items * options * R)``, memory ``O(items * R)``.
     """
     if len(costs) != len(weights) or any(
         len(c) != len(w) or not c for c, w in zip(costs, weights, strict=False)
     ):
         raise ValueError("every item needs as many costs as weights, and at least one option")
+    if not budget > 0 or any(x < 0 for w in weights for x in w):
+        raise ValueError("the budget must be positive and every weight non-negative")
     lightest = sum(min(w) for w in weights)
     if lightest > budget * (1 + 1e-12):
         raise LmpressError(
             f"the budget ({budget:.6g}) is below the lightest choice of every module "
             f"({lightest:.6g}); raise the budget or add smaller candidates"
         )
-    unit = budget / resolution
-    R = resolution
+    # each item's rounding leaves at most one unit unused: keep that under 0.5% of
+    # the budget however many items there are
+    R = max(resolution, 200 * len(costs))
+    unit = budget / R
     # best[j]: least cost of the items so far using at most j units
     best = np.zeros(R + 1, dtype=np.float64)
     choice = np.zeros((len(costs), R + 1), dtype=np.int16)

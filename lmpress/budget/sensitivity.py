@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme
 from lmpress.methods import get_method
 from lmpress.models.arch import linear_weight
@@ -32,8 +33,10 @@ from lmpress.packing.packed import PackedWeight
 @dataclass
 class ModuleStats:
     """Calibration statistics of one linear: ``hessian`` float32 ``[in, in]`` (mean of
-    ``x x^T`` over tokens), ``fisher`` float32 ``[out]`` (mean squared end-loss gradient
-    of each output channel), ``tokens`` counted."""
+    ``x x^T`` over every token; one tensor shared by linears reading the same input),
+    ``fisher`` float32 ``[out]`` (squared end-loss gradients of each output channel,
+    summed over tokens and divided by the number of predicted tokens), ``tokens``
+    counted."""
 
     hessian: torch.Tensor
     fisher: torch.Tensor
@@ -50,27 +53,38 @@ def module_statistics(
     """Input second moments and output Fisher of the linears ``names`` (full module
     names) of the float ``model``, by one forward and backward pass per batch of the
     int64 ``[n_samples, seq_len]`` calibration ``ids``. Linears reading the same input
-    tensor (q/k/v, gate/up) share one Hessian. Parameters are left as they were."""
-    acc_h: dict[str, torch.Tensor] = {}
+    tensor (q/k/v, gate/up) share one Hessian, computed and stored once. Parameters
+    and the model's train/eval mode are left as they were."""
+    acc_h: dict[str, torch.Tensor] = {}  # per input group, under its first module's name
     acc_f: dict[str, torch.Tensor] = {}
-    # input tensor id -> (the tensor, its Gram) within one batch; holding the tensor
-    # keeps its id from being reused by another one
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    counts = {"tokens": 0}
+    leader: dict[str, str] = {}  # module -> the first module that read the same input
+    # (id, version) of an input tensor -> (the tensor, the module that read it first),
+    # within one batch; holding the tensor keeps its id from being reused
+    seen: dict[tuple[int, int], tuple[torch.Tensor, str]] = {}
+    counts = {"tokens": 0, "predicted": 0}
 
     def hooks(name: str):
         def pre(_m, args):  # noqa: ANN001, ANN202
             x = args[0]
-            key = id(x)
-            if key not in seen:
-                x2 = x.detach().reshape(-1, x.shape[-1]).to(torch.float32)
-                seen[key] = (x, x2.T @ x2)
-            g = seen[key][1]
-            acc_h[name] = acc_h[name] + g if name in acc_h else g.clone()
+            key = (id(x), x._version)
+            if key in seen:
+                leader.setdefault(name, seen[key][1])
+                return
+            seen[key] = (x, name)
+            if leader.setdefault(name, name) != name:
+                return  # an earlier batch found this module sharing another's input
+            x2 = x.detach().reshape(-1, x.shape[-1]).to(torch.float32)
+            if name in acc_h:
+                acc_h[name].addmm_(x2.T, x2)
+            else:
+                acc_h[name] = x2.T @ x2
 
         def record(grad: torch.Tensor) -> None:
             sq = grad.detach().reshape(-1, grad.shape[-1]).to(torch.float32).square().sum(0)
-            acc_f[name] = acc_f[name] + sq if name in acc_f else sq
+            if name in acc_f:
+                acc_f[name].add_(sq)
+            else:
+                acc_f[name] = sq
 
         def post(_m, _args, out):  # noqa: ANN001, ANN202
             if out.requires_grad:
@@ -81,8 +95,11 @@ def module_statistics(
     def embeddings_need_grad(_m, _args, out):  # noqa: ANN001, ANN202
         return out.requires_grad_(True)
 
+    if ids.shape[0] == 0 or ids.shape[1] < 2:
+        raise LmpressError("the sensitivity pass needs calibration samples of 2 tokens or more")
     params = list(model.parameters())
     was = [p.requires_grad for p in params]
+    was_training = model.training
     handles = []
     for n in names:
         pre, post = hooks(n)
@@ -90,6 +107,7 @@ def module_statistics(
         handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
     handles.append(model.get_input_embeddings().register_forward_hook(embeddings_need_grad))
     try:
+        model.eval()  # no dropout; and no gradient checkpointing re-running the hooks
         for p in params:
             p.requires_grad_(False)
         bar = tqdm(
@@ -110,6 +128,7 @@ def module_statistics(
                 )
                 loss.backward()
             counts["tokens"] += x.numel()
+            counts["predicted"] += x.shape[0] * (x.shape[1] - 1)
             del logits, loss
     finally:
         seen.clear()
@@ -117,8 +136,18 @@ def module_statistics(
             h.remove()
         for p, r in zip(params, was, strict=True):
             p.requires_grad_(r)
-    t = counts["tokens"]
-    return {n: ModuleStats(acc_h[n] / t, acc_f[n] / t, t) for n in names}
+        model.train(was_training)
+    missing = [n for n in names if n not in acc_f or leader.get(n, n) not in acc_h]
+    if missing:
+        raise LmpressError(
+            f"{missing[0]} took no part in the model's forward or backward pass; "
+            "it cannot be measured (keep it float with a skip override)"
+        )
+    t, p = counts["tokens"], counts["predicted"]
+    h = {n: acc_h[n].div_(t) for n in acc_h}
+    # the loss is a mean over predicted tokens: f is normalised by their count, H by
+    # every token's (see the module docstring)
+    return {n: ModuleStats(h[leader[n]], acc_f[n] / p, t) for n in names}
 
 
 def predicted_loss(w: torch.Tensor, dq: torch.Tensor, stats: ModuleStats) -> float:
@@ -144,27 +173,26 @@ def candidate_costs(
     model: nn.Module,
     stats: dict[str, ModuleStats],
     schemes: dict[str, list[Scheme]],
-    method: str,
-    method_args: dict,
+    probes: dict[str, tuple[str, dict]],
     keep_packed: bool = False,
     progress: bool = True,
 ) -> dict[str, list[Candidate]]:
     """For every module of ``schemes`` (full name -> candidate schemes), the bits and
-    predicted cost of ``method``'s solution at each candidate, given the float
-    model's statistics (and the solution itself with ``keep_packed``). The model is
-    not changed."""
-    spec = get_method(method)
-    uses_h = spec.needs(method_args).hessian
+    predicted cost of its method's solution at each candidate (``probes``: full name
+    -> (method, options)), given the float model's statistics (and the solution
+    itself with ``keep_packed``). The model is not changed."""
     out: dict[str, list[Candidate]] = {}
     total = sum(len(v) for v in schemes.values())
-    bar = tqdm(total=total, desc=f"candidates ({method})", unit="solve", disable=not progress)
+    bar = tqdm(total=total, desc="candidates", unit="solve", disable=not progress)
     for name, cands in schemes.items():
+        method, args = probes[name]
+        spec = get_method(method)
         w = linear_weight(model.get_submodule(name)).detach().to(torch.float32)
         st = stats[name]
+        h = st.hessian if spec.needs(args).hessian else None
         row = []
         for s in cands:
-            res = spec.fn(w, s, st.hessian if uses_h else None, **method_args)
-            packed = res.packed(s)
+            packed = spec.fn(w, s, h, **args).packed(s)
             cost = predicted_loss(w, packed.dequantize(), st)
             row.append(Candidate(s, packed.stored_bits(), cost, packed if keep_packed else None))
             bar.update()
