@@ -102,7 +102,7 @@ def budget_section(ref: dict, by: dict) -> list[str]:
                 f"{knap['kl_mean']:.4f}), at least matching: "
                 f"**{'pass' if evo['kl_mean'] <= knap['kl_mean'] else 'FAIL'}**"
             )
-    missing = [f"b{b:g}" for b in (2.25, 2.5, 3.0, 3.5, 4.0) if ("alloc:gptq", f"b{b}") not in by]
+    missing = [c for m, c in BUDGET_CELLS if m == "alloc:gptq" and (m, c) not in by]
     todo = [f"GPTQ at {', '.join(missing)}"] if missing else []
     if not any(label.startswith("alloc-evo:") for label, _ in cells):
         todo.append("EvoPress (`alloc-evo:gptq@b3.0`)")
