@@ -981,6 +981,12 @@ def _main(argv: list[str] | None) -> int:
     with _signals_held():
         import torch  # noqa: F401
         import transformers  # noqa: F401
+
+        # these pull in transformers' lazily imported submodules; a Ctrl-C landing in
+        # one of those imports was lost (the run went on to the end)
+        import lmpress.methods  # noqa: F401
+        import lmpress.models.load  # noqa: F401
+        import lmpress.transforms  # noqa: F401
     parser = argparse.ArgumentParser(prog="lmpress", description=__doc__)
     from lmpress.__version__ import __version__
 
