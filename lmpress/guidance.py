@@ -15,6 +15,8 @@ through the already-quantized blocks, so that guidance and GPTQ's error propagat
 combine (the paper forms ``H_k`` from the float model's inputs).
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,26 +67,48 @@ def output_saliency(
 
         return hook
 
+    handles = [
+        model.get_submodule(n).register_forward_hook(saliency_hook(n, g)) for n, g in groups.items()
+    ]
+    try:
+        end_loss_backward(model, ids, batch_size, "end-loss guidance", progress)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: torch.cat(v) for n, v in sal.items()}
+
+
+def end_loss_backward(
+    model: nn.Module,
+    ids: torch.Tensor,
+    batch_size: int,
+    desc: str,
+    progress: bool = True,
+    before_batch: Callable[[torch.Tensor], None] | None = None,
+) -> None:
+    """One backward pass of the summed next-token cross-entropy per batch of
+    ``batch_size`` samples of int64 ``[n_samples, seq_len]`` ``ids``, for the tensor
+    hooks a caller put on module outputs: the parameters are frozen for it (nothing
+    accumulates on them; their ``requires_grad`` is restored) and the embeddings' output
+    requires grad instead, so that every later activation carries a gradient.
+    ``before_batch`` is called with each batch before its forward pass."""
+
     def embeddings_need_grad(_m, _args, out):  # noqa: ANN001, ANN202
         return out.requires_grad_(True)
 
     params = list(model.parameters())
     was = [p.requires_grad for p in params]
-    handles = [
-        model.get_submodule(n).register_forward_hook(saliency_hook(n, g)) for n, g in groups.items()
-    ]
-    handles.append(model.get_input_embeddings().register_forward_hook(embeddings_need_grad))
+    handle = model.get_input_embeddings().register_forward_hook(embeddings_need_grad)
     try:
         for p in params:
             p.requires_grad_(False)
         bar = tqdm(
-            range(0, ids.shape[0], batch_size),
-            desc="end-loss guidance",
-            unit="batch",
-            disable=not progress,
+            range(0, ids.shape[0], batch_size), desc=desc, unit="batch", disable=not progress
         )
         for i in bar:
             x = ids[i : i + batch_size]
+            if before_batch is not None:
+                before_batch(x)
             with torch.enable_grad():
                 logits = model(x, use_cache=False).logits
                 loss = F.cross_entropy(
@@ -93,9 +117,8 @@ def output_saliency(
                     reduction="sum",
                 )
                 loss.backward()
+            del logits, loss
     finally:
-        for h in handles:
-            h.remove()
+        handle.remove()
         for p, r in zip(params, was, strict=True):
             p.requires_grad_(r)
-    return {n: torch.cat(v) for n, v in sal.items()}

@@ -17,6 +17,10 @@ from lmpress.pipeline import quantizable_linears
 from lmpress.recipe import Recipe
 
 
+def cli(*argv) -> int:
+    return main(list(map(str, argv)))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_knapsack_matches_brute_force(seed):
     g = torch.Generator().manual_seed(seed)
@@ -159,29 +163,22 @@ def test_cli_quantizes_to_a_bit_budget_and_writes_a_reusable_recipe(
     text.write_text(" ".join(f"word{i % 97} and more text {i}" for i in range(3000)))
     out, rec = tmp_path / "o", tmp_path / "alloc.yaml"
     common = ["--calib", text, "--calib-samples", "4", "--calib-seq-len", "64", "--quiet"]
-    code = main(
-        list(
-            map(
-                str,
-                [
-                    "quantize",
-                    tiny_llama_dir,
-                    "-o",
-                    out,
-                    "--method",
-                    "gptq",
-                    "--bits",
-                    "3",
-                    "--candidates",
-                    "w2g32,w3g32,w4g32",
-                    "--save-recipe",
-                    rec,
-                    "--json",
-                    tmp_path / "s.json",
-                    *common,
-                ],
-            )
-        )
+    code = cli(
+        "quantize",
+        tiny_llama_dir,
+        "-o",
+        out,
+        "--method",
+        "gptq",
+        "--bits",
+        "3",
+        "--candidates",
+        "w2g32,w3g32,w4g32",
+        "--save-recipe",
+        rec,
+        "--json",
+        tmp_path / "s.json",
+        *common,
     )
     assert code == 0
     assert "allocated" in capsys.readouterr().out
@@ -194,23 +191,16 @@ def test_cli_quantizes_to_a_bit_budget_and_writes_a_reusable_recipe(
     # the written recipe runs again as an ordinary recipe, to the same bits
     out2 = tmp_path / "o2"
     assert (
-        main(
-            list(
-                map(
-                    str,
-                    [
-                        "quantize",
-                        tiny_llama_dir,
-                        "-o",
-                        out2,
-                        "--recipe",
-                        rec,
-                        "--json",
-                        tmp_path / "s2.json",
-                        *common,
-                    ],
-                )
-            )
+        cli(
+            "quantize",
+            tiny_llama_dir,
+            "-o",
+            out2,
+            "--recipe",
+            rec,
+            "--json",
+            tmp_path / "s2.json",
+            *common,
         )
         == 0
     )
@@ -228,7 +218,7 @@ def test_cli_quantizes_to_a_bit_budget_and_writes_a_reusable_recipe(
     ],
 )
 def test_cli_budget_errors(capsys, tmp_path, tiny_llama_dir, args, needle):
-    code = main(list(map(str, ["quantize", tiny_llama_dir, "-o", tmp_path / "o", *args])))
+    code = cli("quantize", tiny_llama_dir, "-o", tmp_path / "o", *args)
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
@@ -236,7 +226,7 @@ def test_cli_budget_errors(capsys, tmp_path, tiny_llama_dir, args, needle):
 
 def test_cli_refuses_a_non_positive_budget(capsys, tmp_path, tiny_llama_dir):
     with pytest.raises(SystemExit) as e:
-        main(list(map(str, ["quantize", tiny_llama_dir, "-o", tmp_path / "o", "--bits", "-1"])))
+        cli("quantize", tiny_llama_dir, "-o", tmp_path / "o", "--bits", "-1")
     assert e.value.code == 2 and "positive number" in capsys.readouterr().err
 
 

@@ -19,12 +19,12 @@ error, decides what a low-bit choice costs.
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from lmpress.errors import LmpressError
 from lmpress.formats.scheme import Scheme
+from lmpress.guidance import end_loss_backward
 from lmpress.methods import get_method
 from lmpress.models.arch import linear_weight
 from lmpress.packing.packed import PackedWeight
@@ -92,50 +92,27 @@ def module_statistics(
 
         return pre, post
 
-    def embeddings_need_grad(_m, _args, out):  # noqa: ANN001, ANN202
-        return out.requires_grad_(True)
-
     if ids.shape[0] == 0 or ids.shape[1] < 2:
         raise LmpressError("the sensitivity pass needs calibration samples of 2 tokens or more")
-    params = list(model.parameters())
-    was = [p.requires_grad for p in params]
+
+    def new_batch(x: torch.Tensor) -> None:
+        seen.clear()
+        counts["tokens"] += x.numel()
+        counts["predicted"] += x.shape[0] * (x.shape[1] - 1)
+
     was_training = model.training
     handles = []
     for n in names:
         pre, post = hooks(n)
         mod = model.get_submodule(n)
         handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
-    handles.append(model.get_input_embeddings().register_forward_hook(embeddings_need_grad))
     try:
         model.eval()  # no dropout; and no gradient checkpointing re-running the hooks
-        for p in params:
-            p.requires_grad_(False)
-        bar = tqdm(
-            range(0, ids.shape[0], batch_size),
-            desc="sensitivity",
-            unit="batch",
-            disable=not progress,
-        )
-        for i in bar:
-            x = ids[i : i + batch_size]
-            seen.clear()
-            with torch.enable_grad():
-                logits = model(x, use_cache=False).logits
-                loss = F.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.shape[-1]).to(torch.float32),
-                    x[:, 1:].reshape(-1),
-                    reduction="sum",
-                )
-                loss.backward()
-            counts["tokens"] += x.numel()
-            counts["predicted"] += x.shape[0] * (x.shape[1] - 1)
-            del logits, loss
+        end_loss_backward(model, ids, batch_size, "sensitivity", progress, new_batch)
     finally:
         seen.clear()
         for h in handles:
             h.remove()
-        for p, r in zip(params, was, strict=True):
-            p.requires_grad_(r)
         model.train(was_training)
     missing = [n for n in names if n not in acc_f or leader.get(n, n) not in acc_h]
     if missing:
